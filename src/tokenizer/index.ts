@@ -1,0 +1,42 @@
+// Builds the tokenizer a GGUF file describes (tokenizer.ggml.* metadata).
+
+import { LayerswarmError } from "../errors.js";
+import { GGUFFile, metaNumber, metaString } from "../format/gguf.js";
+import { SpmTokenizer } from "./spm.js";
+import { Tokenizer } from "./types.js";
+
+export * from "./types.js";
+
+export function tokenizerFromGGUF(f: GGUFFile): Tokenizer {
+  const model = metaString(f, "tokenizer.ggml.model");
+  const tokens = f.metadata.get("tokenizer.ggml.tokens");
+  if (!model || !Array.isArray(tokens))
+    throw new LayerswarmError("BAD_FILE", `${f.path}: no tokenizer in the file (tokenizer.ggml.model / tokenizer.ggml.tokens missing)`);
+  const arr = (k: string): number[] => {
+    const v = f.metadata.get(k);
+    return Array.isArray(v) ? v.map(Number) : [];
+  };
+  const flag = (k: string): boolean | undefined => {
+    const v = f.metadata.get(k);
+    return typeof v === "boolean" ? v : undefined;
+  };
+  const id = (k: string) => metaNumber(f, `tokenizer.ggml.${k}_token_id`);
+  const strTokens = tokens.map(String);
+  const types = arr("tokenizer.ggml.token_type");
+  switch (model) {
+    case "llama":
+      return new SpmTokenizer({
+        tokens: strTokens,
+        scores: arr("tokenizer.ggml.scores"),
+        types,
+        bos: id("bos"),
+        eos: id("eos"),
+        eot: id("eot"),
+        unk: id("unknown"),
+        addBos: flag("tokenizer.ggml.add_bos_token") ?? true,
+        addSpacePrefix: flag("tokenizer.ggml.add_space_prefix") ?? true,
+      });
+    default:
+      throw new LayerswarmError("UNSUPPORTED", `${f.path}: tokenizer model "${model}" is not supported (supported: llama, gpt2)`);
+  }
+}
