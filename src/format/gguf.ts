@@ -169,6 +169,8 @@ export function readGGUF(path: string): GGUFFile {
       const info = typeInfo(t.type);
       if (!info) throw new LayerswarmError("UNSUPPORTED", `${path}: tensor "${t.name}" has unknown ggml type ${t.type}`);
       const nRows = t.dims.slice(1).reduce((a, b) => a * b, 1);
+      if (t.dims[0] % info.blockSize !== 0)
+        throw new LayerswarmError("BAD_FILE", `${path}: tensor "${t.name}" (${info.name}) has rows of ${t.dims[0]} elements, not a multiple of the block size ${info.blockSize}`);
       const bytes = rowBytes(t.type, t.dims[0]) * nRows;
       const offset = dataOffset + t.rel;
       if (offset + bytes > size)

@@ -111,3 +111,27 @@ describe("exactness: bit-identical whatever the split, chunking, batching, threa
     seqs.forEach((_, i) => alone[i].forEach((row, p) => expect(firstDiff(got[i][p], row), `session ${i} pos ${p}`).toBeUndefined()));
   });
 });
+
+describe("limits", () => {
+  it("a context overflow is a clear error and the runtime keeps serving", async () => {
+    const { model, stack } = Model.local(STORIES_GGUF, { backend: BACKEND, maxContext: 16 });
+    const h = model.embedder.embed(Array(10).fill(400));
+    await stack.forward([{ session: "a", pos: 0, T: 10, hidden: h }]);
+    await expect(stack.forward([{ session: "a", pos: 10, T: 10, hidden: model.embedder.embed(Array(10).fill(400)) }])).rejects.toThrow(/positions up to 20 exceed the context length 16/);
+    await expect(stack.forward([{ session: "b", pos: 3, T: 1, hidden: model.embedder.embed([5]) }])).rejects.toThrow(/position 3 but the cache holds 0/);
+    const [ok] = await stack.forward([{ session: "a", pos: 10, T: 2, hidden: model.embedder.embed([400, 401]) }]);
+    expect(ok.length).toBe(2 * model.cfg.dim);
+    await expect((async () => { for await (const _ of generate(model, stack, Array(600).fill(400))) void _; })()).rejects.toThrow(/context holds 512/);
+  });
+
+  it("KV memory is bounded and accounted", async () => {
+    const { model, stack } = Model.local(STORIES_GGUF, { backend: BACKEND, kvBudgetBytes: 200_000 });
+    const slice = stack.slices[0];
+    await stack.forward([{ session: "a", pos: 0, T: 20, hidden: model.embedder.embed(Array(20).fill(7)) }]);
+    expect(slice.budget.usedBytes).toBe(20 * 32 * 4 * 2 * 5); // capacity 20 positions × kvDim 32 × f32 × (k, v) × 5 layers
+    await expect(stack.forward([{ session: "b", pos: 0, T: 200, hidden: model.embedder.embed(Array(200).fill(7)) }])).rejects.toThrow(/KV cache memory exhausted/);
+    stack.dropSession("a");
+    expect(slice.budget.usedBytes).toBe(0);
+    expect(() => model.embedder.embed([512])).toThrow(/token id 512 is outside the vocabulary/);
+  });
+});

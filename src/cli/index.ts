@@ -1,0 +1,87 @@
+#!/usr/bin/env node
+// The layerswarm command line: the only place everything is wired together.
+
+import { Command, InvalidArgumentError } from "commander";
+import { LayerswarmError } from "../errors.js";
+import { registerNativeKernels } from "../kernels/native/index.js";
+import { generateCommand, inspectCommand, convertCommand, synthCommand } from "./commands.js";
+
+registerNativeKernels();
+
+function int(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new InvalidArgumentError(`"${v}" is not an integer`);
+  return n;
+}
+function num(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new InvalidArgumentError(`"${v}" is not a number`);
+  return n;
+}
+
+const program = new Command("layerswarm")
+  .description("Run one large language model across many machines, each holding a slice of its layers")
+  .version("0.1.0");
+
+program
+  .command("generate")
+  .description("stream a completion of PROMPT to stdout")
+  .argument("<prompt>", "the prompt text")
+  .requiredOption("-m, --model <file>", "GGUF model file")
+  .option("-n, --max-tokens <n>", "most tokens to generate", int, 256)
+  .option("-t, --temperature <t>", "sampling temperature (0 = greedy)", num, 0)
+  .option("--top-p <p>", "nucleus sampling mass", num, 1)
+  .option("--top-k <k>", "sample among the k most likely tokens (0 = all)", int, 0)
+  .option("--min-p <p>", "drop tokens below p times the top probability", num, 0)
+  .option("--repeat-penalty <r>", "repetition penalty (1 = off)", num, 1)
+  .option("-s, --seed <s>", "random seed", int)
+  .option("--threads <k>", "compute threads", int, 1)
+  .option("--chunk <n>", "prefill chunk size in tokens", int, 64)
+  .option("--kernels <backend>", "auto | native | ref", "auto")
+  .option("--slices <ranges>", "run the layers as separate slices, e.g. 0:2,2:5 (testing)")
+  .option("--no-bos", "do not add the BOS token")
+  .option("--stats", "print speed figures to stderr")
+  .action(generateCommand);
+
+program
+  .command("inspect")
+  .description("print a GGUF file's architecture, shapes, weight types, tokenizer and size per layer")
+  .argument("<file>", "GGUF model file")
+  .option("--json", "machine-readable output")
+  .action(inspectCommand);
+
+program
+  .command("convert")
+  .description("convert a llama2.c checkpoint and its tokenizer.bin to GGUF")
+  .requiredOption("--llama2c <file>", "llama2.c checkpoint (.bin)")
+  .requiredOption("--tokenizer <file>", "llama2.c tokenizer.bin")
+  .requiredOption("-o, --out <file>", "GGUF file to write")
+  .option("--name <name>", "general.name to record")
+  .action(convertCommand);
+
+program
+  .command("synth")
+  .description("write a deterministic random-weight GGUF model of any shape (for tests and benchmarks)")
+  .option("--shape <name>", "preset: llama-1b | tiny", "tiny")
+  .option("--arch <arch>", "llama | qwen2 | qwen3")
+  .option("--dim <n>", "embedding width", int)
+  .option("--layers <n>", "transformer layers", int)
+  .option("--heads <n>", "attention heads", int)
+  .option("--kv-heads <n>", "key/value heads", int)
+  .option("--ffn <n>", "feed-forward width", int)
+  .option("--vocab <n>", "vocabulary size", int)
+  .option("--context <n>", "context length", int)
+  .option("--type <type>", "F32 F16 BF16 Q8_0 Q4_0 Q4_K Q6_K Q4_K_M", "Q8_0")
+  .option("--tied", "share the output matrix with the embedding")
+  .option("--seed <s>", "random seed", int, 1)
+  .option("-o, --out <file>", "write here instead of the cache directory")
+  .action(synthCommand);
+
+program.parseAsync().catch((e: unknown) => {
+  if (e instanceof LayerswarmError) {
+    process.stderr.write(`layerswarm: error [${e.code}]: ${e.message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`layerswarm: ${(e as Error)?.stack ?? e}\n`);
+  process.exit(1);
+});

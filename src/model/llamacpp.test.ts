@@ -1,0 +1,64 @@
+// llama.cpp (through node-llama-cpp) as an independent oracle: it must read our
+// synthetic GGUF files the way we do and compute the same next-token
+// distributions. The synthetic models are "peaked" (each token has one clear
+// successor), so greedy decoding is robust to the two implementations'
+// different rounding and the comparison is meaningful for 32 tokens.
+
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { getLlama, Llama } from "node-llama-cpp";
+import { synthesize, SynthSpec } from "../format/synth.js";
+import { Model, generate } from "./model.js";
+import { tmpDir } from "../testing/shared.js";
+
+const PROB_TOLERANCE = 0.005; // max |p_ours - p_llama.cpp| over the vocabulary, per step
+const TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K", "Q4_K_M"];
+const dir = tmpDir();
+let llama: Llama;
+
+beforeAll(async () => {
+  llama = await getLlama({ gpu: false, build: "never", logLevel: "error" as never });
+});
+afterAll(async () => {
+  await llama?.dispose();
+});
+
+function spec(arch: SynthSpec["arch"], type: string): SynthSpec {
+  return { arch, dim: 256, layers: 3, heads: 8, kvHeads: 4, ffn: 512, vocab: 512, context: 256, type, tied: false, seed: 7,
+    tokenizer: "llama", peaked: true, logitScale: 24, residualScale: 0.3, headDim: arch === "qwen3" ? 64 : undefined };
+}
+
+const cases = (["llama", "qwen2", "qwen3"] as const).flatMap((arch) =>
+  (arch === "llama" ? TYPES : ["F32", "Q8_0", "Q4_K_M"]).map((type) => [arch, type] as const));
+
+describe("cross-check with llama.cpp", () => {
+  it.each(cases)("%s %s: 32 greedy tokens identical, probabilities within tolerance", async (arch, type) => {
+    const path = synthesize(spec(arch, type), `${dir}/${arch}-${type}.gguf`);
+    const text = "The little robot walked to the river";
+    const lm = await llama.loadModel({ modelPath: path });
+    const ctx = await lm.createContext({ threads: 1, contextSize: 256 });
+    const theirs: number[] = [];
+    const probs: Map<number, number>[] = [];
+    const prompt = [1, ...lm.tokenize(text, false)];
+    for await (const o of ctx.getSequence().evaluateWithMetadata(prompt, { probabilities: true }, { temperature: 0 })) {
+      theirs.push(o.token as number);
+      probs.push(o.probabilities as Map<number, number>);
+      if (theirs.length >= 32) break;
+    }
+    await ctx.dispose();
+    await lm.dispose();
+
+    const { model, stack } = Model.local(path, {});
+    expect(model.tokenizer.encode(text)).toEqual(prompt);
+    const ours: number[] = [], logits: Float32Array[] = [];
+    for await (const t of generate(model, stack, prompt, { maxTokens: 32, stopAtEog: false, onLogits: (p, l) => p >= prompt.length - 1 && logits.push(Float32Array.from(l)) }))
+      ours.push(t.id);
+    expect(ours).toEqual(theirs);
+    let worst = 0;
+    probs.forEach((pm, i) => {
+      const l = logits[i], m = Math.max(...l);
+      const e = Array.from(l, (x) => Math.exp(x - m)), s = e.reduce((a, b) => a + b, 0);
+      for (let tok = 0; tok < l.length; tok++) worst = Math.max(worst, Math.abs((pm.get(tok) ?? 0) - e[tok] / s));
+    });
+    expect(worst).toBeLessThan(PROB_TOLERANCE);
+  });
+});
