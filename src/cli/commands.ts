@@ -21,7 +21,7 @@ export interface GenerateFlags {
   seed?: number;
   threads: number;
   chunk: number;
-  kernels: "auto" | "native" | "ref";
+  kernels?: "auto" | "native" | "ref";
   slices?: string;
   bos: boolean;
   stats?: boolean;

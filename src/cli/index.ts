@@ -3,10 +3,7 @@
 
 import { Command, InvalidArgumentError } from "commander";
 import { LayerswarmError } from "../errors.js";
-import { registerNativeKernels } from "../kernels/native/index.js";
 import { generateCommand, inspectCommand, convertCommand, synthCommand } from "./commands.js";
-
-registerNativeKernels();
 
 function int(v: string): number {
   const n = Number(v);
@@ -37,7 +34,7 @@ program
   .option("-s, --seed <s>", "random seed", int)
   .option("--threads <k>", "compute threads", int, 1)
   .option("--chunk <n>", "prefill chunk size in tokens", int, 64)
-  .option("--kernels <backend>", "auto | native | ref", "auto")
+  .option("--kernels <backend>", "auto | native | ref (default: $LAYERSWARM_KERNELS or auto)")
   .option("--slices <ranges>", "run the layers as separate slices, e.g. 0:2,2:5 (testing)")
   .option("--no-bos", "do not add the BOS token")
   .option("--stats", "print speed figures to stderr")

@@ -5,6 +5,8 @@
 
 import { matmulRef } from "./ref/matmul.js";
 import * as ops from "./ref/ops.js";
+import { nativeKernels, nativeUnavailableReason } from "./native/index.js";
+import { LayerswarmError } from "../errors.js";
 
 export interface Matrix {
   type: number; // GGMLType
@@ -44,16 +46,11 @@ export interface KernelOptions {
   threads?: number;
 }
 
-let nativeFactory: ((threads: number) => Kernels | undefined) | undefined;
-export function registerNative(f: (threads: number) => Kernels | undefined): void {
-  nativeFactory = f;
-}
-
 export function createKernels(opts: KernelOptions = {}): Kernels {
-  const backend = opts.backend ?? "auto";
+  const backend = opts.backend ?? (process.env.LAYERSWARM_KERNELS as KernelOptions["backend"]) ?? "auto";
   if (backend === "ref") return refKernels();
-  const k = nativeFactory?.(opts.threads ?? 1);
+  const k = nativeKernels(opts.threads ?? 1);
   if (k) return k;
-  if (backend === "native") throw new Error("native kernels are not available (was the addon built? run npm install)");
+  if (backend === "native") throw new LayerswarmError("UNSUPPORTED", `native kernels are not available: ${nativeUnavailableReason()}`);
   return refKernels();
 }

@@ -21,7 +21,8 @@ export class KVBudget {
 export class KVCache {
   length = 0; // positions filled
   capacity = 0;
-  k: Float32Array[]; // per layer: (capacity, kvDim)
+  k: Float32Array[]; // per layer: (capacity / 16, kvDim, 16), see kIndex
+
   v: Float32Array[];
   constructor(readonly id: string, readonly nLayers: number, readonly kvDim: number, readonly maxContext: number, private budget: KVBudget) {
     this.k = Array.from({ length: nLayers }, () => new Float32Array(0));
@@ -37,12 +38,13 @@ export class KVCache {
     if (n > this.maxContext)
       throw new LayerswarmError("CONTEXT_OVERFLOW", `session ${this.id}: ${n} positions exceed the context length ${this.maxContext}`);
     if (n <= this.capacity) return;
-    const cap = Math.min(this.maxContext, Math.max(n, this.capacity * 2, 16));
+    // a multiple of 16: K is stored in blocks of 16 positions (kernels/ref/ops.ts kIndex)
+    const cap = Math.ceil(Math.min(this.maxContext, Math.max(n, this.capacity * 2, 16)) / 16) * 16;
     const extra = (cap - this.capacity) * this.kvDim * 4 * 2 * this.nLayers;
     this.budget.charge(extra, `session ${this.id} growing to ${cap} positions`);
     for (let l = 0; l < this.nLayers; l++) {
       const k = new Float32Array(cap * this.kvDim), v = new Float32Array(cap * this.kvDim);
-      k.set(this.k[l].subarray(0, this.length * this.kvDim));
+      k.set(this.k[l].subarray(0, Math.ceil(this.length / 16) * 16 * this.kvDim));
       v.set(this.v[l].subarray(0, this.length * this.kvDim));
       this.k[l] = k;
       this.v[l] = v;

@@ -128,7 +128,7 @@ describe("limits", () => {
     const { model, stack } = Model.local(STORIES_GGUF, { backend: BACKEND, kvBudgetBytes: 200_000 });
     const slice = stack.slices[0];
     await stack.forward([{ session: "a", pos: 0, T: 20, hidden: model.embedder.embed(Array(20).fill(7)) }]);
-    expect(slice.budget.usedBytes).toBe(20 * 32 * 4 * 2 * 5); // capacity 20 positions × kvDim 32 × f32 × (k, v) × 5 layers
+    expect(slice.budget.usedBytes).toBe(32 * 32 * 4 * 2 * 5); // capacity 32 positions (blocks of 16) × kvDim 32 × f32 × (k, v) × 5 layers
     await expect(stack.forward([{ session: "b", pos: 0, T: 200, hidden: model.embedder.embed(Array(200).fill(7)) }])).rejects.toThrow(/KV cache memory exhausted/);
     stack.dropSession("a");
     expect(slice.budget.usedBytes).toBe(0);

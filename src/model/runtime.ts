@@ -10,7 +10,7 @@
 import { LayerswarmError, throwIfAborted } from "../errors.js";
 import { dequantizeRow } from "../format/quant.js";
 import { Kernels } from "../kernels/index.js";
-import { addBias, addInPlace, ropeRow, ropeTable } from "../kernels/ref/ops.js";
+import { addBias, addInPlace, kIndex, ropeRow, ropeTable } from "../kernels/ref/ops.js";
 import { LayerRange, ModelConfig } from "./config.js";
 import { KVBudget, KVCache } from "./kvcache.js";
 import { EmbeddingWeights, HeadWeights, LayerWeights } from "./weights.js";
@@ -124,7 +124,8 @@ export class SliceRuntime {
         ropeRow(q, i * qDim, H, D, cfg.ropeDim, cos, sin, cfg.ropeHalves);
         ropeRow(kk, i * kvDim, cfg.nKVHeads, D, cfg.ropeDim, cos, sin, cfg.ropeHalves);
         const c = caches[rowStep[i]];
-        c.k[l].set(kk.subarray(i * kvDim, (i + 1) * kvDim), rowPos[i] * kvDim);
+        const kc = c.k[l], p = rowPos[i];
+        for (let e = 0; e < kvDim; e++) kc[kIndex(p, e, kvDim)] = kk[i * kvDim + e];
         c.v[l].set(vv.subarray(i * kvDim, (i + 1) * kvDim), rowPos[i] * kvDim);
       }
       for (let i = 0; i < N; i++) {

@@ -48,8 +48,15 @@ export function ropeRow(x: Float32Array, o: number, nHeads: number, headDim: num
   }
 }
 
+// KV cache layout. V: v[t * kvDim + e]. K is blocked by 16 positions so a SIMD
+// kernel scores 16 positions at once, each lane summing over e sequentially:
+// k[((t >> 4) * kvDim + e) * 16 + (t & 15)]. Growing the cache appends blocks.
+export function kIndex(t: number, e: number, kvDim: number): number {
+  return ((t >> 4) * kvDim + e) * 16 + (t & 15);
+}
+
 // Causal attention for one row at position `pos` with grouped-query heads.
-// q (nHeads*headDim) at qo; kc, vc (>= pos+1, nKV*headDim); out (nHeads*headDim) at oo; att scratch (>= pos+1)
+// q (nHeads*headDim) at qo; kc (blocked), vc (>= pos+1 positions); out (nHeads*headDim) at oo; att scratch (>= pos+1)
 export function attentionRow(out: Float32Array, oo: number, q: Float32Array, qo: number, kc: Float32Array, vc: Float32Array, pos: number,
   nHeads: number, nKV: number, headDim: number, att: Float32Array): void {
   const kvDim = nKV * headDim, group = nHeads / nKV;
@@ -58,9 +65,8 @@ export function attentionRow(out: Float32Array, oo: number, q: Float32Array, qo:
     const qh = qo + h * headDim, kvo = Math.floor(h / group) * headDim;
     let max = -Infinity;
     for (let t = 0; t <= pos; t++) {
-      const ko = t * kvDim + kvo;
       let s = 0;
-      for (let i = 0; i < headDim; i++) s = fr(s + fr(q[qh + i] * kc[ko + i]));
+      for (let i = 0; i < headDim; i++) s = fr(s + fr(q[qh + i] * kc[kIndex(t, kvo + i, kvDim)]));
       s = fr(s / scale);
       att[t] = s;
       if (s > max) max = s;

@@ -1,0 +1,399 @@
+// N-API glue for the native kernels: weight packing, a small thread pool, and
+// dispatch between the AVX-512 and generic builds of kernels_impl.h.
+
+#include <node_api.h>
+#include <atomic>
+#include <condition_variable>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace avx512 {
+void matmul_groups(int, const uint8_t*, int, int, const float*, int, float*, int, int);
+void attention_heads(float*, const float*, const float*, const float*, int, int, int, int, float*, int, int);
+}
+namespace generic {
+void matmul_groups(int, const uint8_t*, int, int, const float*, int, float*, int, int);
+void attention_heads(float*, const float*, const float*, const float*, int, int, int, int, float*, int, int);
+}
+
+namespace {
+
+bool use_avx512() {
+#if defined(__x86_64__)
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && getenv("LAYERSWARM_NO_AVX512") == nullptr;
+  return ok;
+#else
+  return false;
+#endif
+}
+
+// ---------------------------------------------------------------- thread pool
+// Workers spin briefly for the next job (kernels arrive every few microseconds
+// during a forward pass), then sleep on a condition variable so an idle node
+// costs no CPU.
+class Pool {
+ public:
+  void resize(int n) {
+    stop();
+    nthreads_ = n < 1 ? 1 : n;
+    quit_ = false;
+    // a worker must see only generations published after it was created
+    const uint64_t start = gen_.load();
+    for (int i = 1; i < nthreads_; i++) workers_.emplace_back([this, i, start] { loop(i, start); });
+  }
+  int size() const { return nthreads_; }
+  // Run fn(k) for k in [0, nthreads) and wait for all.
+  void run(const std::function<void(int)>& fn) {
+    if (nthreads_ == 1) { fn(0); return; }
+    job_ = &fn;
+    pending_.store(nthreads_ - 1, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      gen_.fetch_add(1, std::memory_order_release);
+    }
+    cv_.notify_all();
+    fn(0);
+    while (pending_.load(std::memory_order_acquire) != 0) { /* spin: jobs are short */ }
+    job_ = nullptr;
+  }
+  ~Pool() { stop(); }
+
+ private:
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      quit_ = true;
+      gen_.fetch_add(1);
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+  }
+  void loop(int k, uint64_t seen) {
+    for (;;) {
+      int spins = 0;
+      while (gen_.load(std::memory_order_acquire) == seen && spins < 20000) spins++;
+      if (gen_.load(std::memory_order_acquire) == seen) {
+        std::unique_lock<std::mutex> lk(m_);
+        cv_.wait(lk, [&] { return gen_.load() != seen; });
+      }
+      seen = gen_.load(std::memory_order_acquire);
+      if (quit_.load()) return;
+      (*job_)(k);
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+  int nthreads_ = 1;
+  std::vector<std::thread> workers_;
+  std::atomic<uint64_t> gen_{0};
+  std::atomic<int> pending_{0};
+  const std::function<void(int)>* job_ = nullptr;
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::atomic<bool> quit_{false};
+};
+
+Pool pool;
+
+// ---------------------------------------------------------------- packing
+
+int block_size(int type) {
+  switch (type) {
+    case 0: case 1: case 30: return 16;
+    case 8: case 2: return 32;
+    case 12: case 14: return 256;
+  }
+  return 0;
+}
+size_t block_bytes(int type) {
+  switch (type) {
+    case 0: return 16 * 16 * 4;
+    case 1: case 30: return 16 * 16 * 2;
+    case 8: return 64 + 32 * 16;
+    case 2: return 64 + 16 * 16;
+    case 12: return 128 + 256 + 128 * 16;
+    case 14: return 64 + 256 + 256 * 16;
+  }
+  return 0;
+}
+size_t ggml_row_bytes(int type, int cols) {
+  switch (type) {
+    case 0: return (size_t)cols * 4;
+    case 1: case 30: return (size_t)cols * 2;
+    case 8: return (size_t)cols / 32 * 34;
+    case 2: return (size_t)cols / 32 * 18;
+    case 12: return (size_t)cols / 256 * 144;
+    case 14: return (size_t)cols / 256 * 210;
+  }
+  return 0;
+}
+size_t packed_size(int type, int rows, int cols) {
+  int bs = block_size(type);
+  size_t groups = (rows + 15) / 16, blocks = (cols + bs - 1) / bs;
+  return groups * blocks * block_bytes(type);
+}
+
+float f16_to_f32(uint16_t h) {
+  uint32_t w = (uint32_t)(h & 0x7fff) << 13;
+  float mag;
+  memcpy(&mag, &w, 4);
+  mag *= 0x1p112f;
+  uint32_t m;
+  memcpy(&m, &mag, 4);
+  m |= (uint32_t)(h & 0x8000) << 16;
+  float f;
+  memcpy(&f, &m, 4);
+  return f;
+}
+uint16_t rd16(const uint8_t* p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+void scale_min_k4(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
+  if (j < 4) { sc = q[j] & 63; m = q[j + 4] & 63; }
+  else { sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4); m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4); }
+}
+
+// ggml rows -> packed groups (see kernels_impl.h for the layout)
+void pack(int type, int rows, int cols, const uint8_t* src, uint8_t* dst) {
+  const int bs = block_size(type);
+  const size_t bb = block_bytes(type), rb = ggml_row_bytes(type, cols);
+  const int groups = (rows + 15) / 16, blocks = (cols + bs - 1) / bs;
+  memset(dst, 0, packed_size(type, rows, cols));
+  for (int g = 0; g < groups; g++)
+    for (int b = 0; b < blocks; b++) {
+      uint8_t* o = dst + ((size_t)g * blocks + b) * bb;
+      for (int r = 0; r < 16; r++) {
+        const int row = g * 16 + r;
+        if (row >= rows) break;
+        const uint8_t* s = src + (size_t)row * rb;
+        switch (type) {
+          case 0:
+            for (int j = 0; j < 16 && b * 16 + j < cols; j++) memcpy(o + (16 * j + r) * 4, s + (size_t)(b * 16 + j) * 4, 4);
+            break;
+          case 1: case 30:
+            for (int j = 0; j < 16 && b * 16 + j < cols; j++) memcpy(o + (16 * j + r) * 2, s + (size_t)(b * 16 + j) * 2, 2);
+            break;
+          case 8: {
+            const uint8_t* blk = s + (size_t)b * 34;
+            float d = f16_to_f32(rd16(blk));
+            memcpy(o + 4 * r, &d, 4);
+            for (int j = 0; j < 32; j++) o[64 + 16 * j + r] = blk[2 + j];
+            break;
+          }
+          case 2: {
+            const uint8_t* blk = s + (size_t)b * 18;
+            float d = f16_to_f32(rd16(blk));
+            memcpy(o + 4 * r, &d, 4);
+            for (int i = 0; i < 16; i++) o[64 + 16 * i + r] = blk[2 + i];
+            break;
+          }
+          case 12: {
+            const uint8_t* blk = s + (size_t)b * 144;
+            float d = f16_to_f32(rd16(blk)), dmin = f16_to_f32(rd16(blk + 2));
+            memcpy(o + 4 * r, &d, 4);
+            memcpy(o + 64 + 4 * r, &dmin, 4);
+            for (int j = 0; j < 8; j++) {
+              uint8_t sc, m;
+              scale_min_k4(j, blk + 4, sc, m);
+              o[128 + 16 * j + r] = sc;
+              o[256 + 16 * j + r] = m;
+            }
+            for (int i = 0; i < 128; i++) o[384 + 16 * i + r] = blk[16 + i];
+            break;
+          }
+          case 14: {
+            const uint8_t* blk = s + (size_t)b * 210;
+            float d = f16_to_f32(rd16(blk + 208));
+            memcpy(o + 4 * r, &d, 4);
+            for (int j = 0; j < 16; j++) o[64 + 16 * j + r] = blk[192 + j];
+            for (int e = 0; e < 256; e++) {
+              int n = e >> 7, rr = e & 127, gg = rr >> 5, l = rr & 31;
+              uint8_t ql = blk[64 * n + l + (gg & 1) * 32];
+              int lo = gg < 2 ? ql & 0xF : ql >> 4;
+              int hi = (blk[128 + 32 * n + l] >> (2 * gg)) & 3;
+              o[320 + 16 * e + r] = (uint8_t)(int8_t)((lo | (hi << 4)) - 32);
+            }
+            break;
+          }
+        }
+      }
+    }
+}
+
+// ---------------------------------------------------------------- N-API helpers
+
+#define CHECK(call) if ((call) != napi_ok) { napi_throw_error(env, nullptr, "layerswarm native: N-API call failed: " #call); return nullptr; }
+
+template <typename T>
+bool typed(napi_env env, napi_value v, T*& data, size_t& len) {
+  napi_typedarray_type type;
+  size_t length;
+  void* ptr;
+  napi_value ab;
+  size_t off;
+  if (napi_get_typedarray_info(env, v, &type, &length, &ptr, &ab, &off) != napi_ok) return false;
+  data = (T*)ptr;
+  len = length;
+  return true;
+}
+int32_t i32(napi_env env, napi_value v) { int32_t x = 0; napi_get_value_int32(env, v, &x); return x; }
+double f64(napi_env env, napi_value v) { double x = 0; napi_get_value_double(env, v, &x); return x; }
+
+napi_value throw_err(napi_env env, const char* msg) { napi_throw_error(env, "BAD_ARGUMENT", msg); return nullptr; }
+
+// packedSize(type, rows, cols) -> bytes (0 if the type is unsupported)
+napi_value js_packed_size(napi_env env, napi_callback_info info) {
+  size_t argc = 3; napi_value a[3];
+  CHECK(napi_get_cb_info(env, info, &argc, a, nullptr, nullptr));
+  napi_value r;
+  CHECK(napi_create_double(env, (double)packed_size(i32(env, a[0]), i32(env, a[1]), i32(env, a[2])), &r));
+  return r;
+}
+
+// pack(type, rows, cols, src: Uint8Array, dst: Uint8Array)
+napi_value js_pack(napi_env env, napi_callback_info info) {
+  size_t argc = 5; napi_value a[5];
+  CHECK(napi_get_cb_info(env, info, &argc, a, nullptr, nullptr));
+  int type = i32(env, a[0]), rows = i32(env, a[1]), cols = i32(env, a[2]);
+  uint8_t *src, *dst; size_t ns, nd;
+  if (!typed(env, a[3], src, ns) || !typed(env, a[4], dst, nd)) return throw_err(env, "pack: expected Uint8Arrays");
+  if (block_size(type) == 0) return throw_err(env, "pack: unsupported weight type");
+  if (ns < ggml_row_bytes(type, cols) * rows || nd < packed_size(type, rows, cols)) return throw_err(env, "pack: buffer too small");
+  pack(type, rows, cols, src, dst);
+  return nullptr;
+}
+
+// matmul(type, packed, rows, cols, x: Float32Array (T, cols), T, out: Float32Array (T, rows))
+napi_value js_matmul(napi_env env, napi_callback_info info) {
+  size_t argc = 7; napi_value a[7];
+  CHECK(napi_get_cb_info(env, info, &argc, a, nullptr, nullptr));
+  int type = i32(env, a[0]), rows = i32(env, a[2]), cols = i32(env, a[3]), T = i32(env, a[5]);
+  uint8_t* w; float *x, *out; size_t nw, nx, no;
+  if (!typed(env, a[1], w, nw) || !typed(env, a[4], x, nx) || !typed(env, a[6], out, no)) return throw_err(env, "matmul: bad arrays");
+  if (nw < packed_size(type, rows, cols) || nx < (size_t)T * cols || no < (size_t)T * rows || T < 1) return throw_err(env, "matmul: array sizes do not match the shapes");
+  const int groups = (rows + 15) / 16;
+  auto fn = use_avx512() ? avx512::matmul_groups : generic::matmul_groups;
+  const double work = (double)rows * cols * T;
+  const int nt = work < (1 << 17) ? 1 : pool.size();
+  if (nt == 1) { fn(type, w, rows, cols, x, T, out, 0, groups); return nullptr; }
+  // split row groups evenly; a row's result never depends on the split
+  std::function<void(int)> job = [&](int k) {
+    int ga = (int)((long)groups * k / nt), gb = (int)((long)groups * (k + 1) / nt);
+    if (ga < gb) fn(type, w, rows, cols, x, T, out, ga, gb);
+  };
+  pool.run(job);
+  return nullptr;
+}
+
+// attention(out, q, kc, vc, pos, nHeads, nKV, D) for one row (offsets applied by the caller via subarray)
+napi_value js_attention(napi_env env, napi_callback_info info) {
+  size_t argc = 8; napi_value a[8];
+  CHECK(napi_get_cb_info(env, info, &argc, a, nullptr, nullptr));
+  float *out, *q, *kc, *vc; size_t no, nq, nk, nv;
+  if (!typed(env, a[0], out, no) || !typed(env, a[1], q, nq) || !typed(env, a[2], kc, nk) || !typed(env, a[3], vc, nv)) return throw_err(env, "attention: bad arrays");
+  int pos = i32(env, a[4]), H = i32(env, a[5]), KV = i32(env, a[6]), D = i32(env, a[7]);
+  size_t kvDim = (size_t)KV * D;
+  if (H % KV || no < (size_t)H * D || nq < (size_t)H * D || nk < ((size_t)pos / 16 + 1) * 16 * kvDim || nv < (size_t)(pos + 1) * kvDim)
+    return throw_err(env, "attention: array sizes do not match the shapes");
+  auto fn = use_avx512() ? avx512::attention_heads : generic::attention_heads;
+  const int nt = (double)(pos + 1) * H * D < (1 << 15) ? 1 : pool.size();
+  static thread_local std::vector<float> att0;
+  if (nt == 1) {
+    if (att0.size() < (size_t)pos + 16) att0.resize(pos + 16);
+    fn(out, q, kc, vc, pos, H, KV, D, att0.data(), 0, H);
+    return nullptr;
+  }
+  std::vector<std::vector<float>> atts(nt, std::vector<float>(pos + 16));
+  std::function<void(int)> job = [&](int k) {
+    int ha = H * k / nt, hb = H * (k + 1) / nt;
+    if (ha < hb) fn(out, q, kc, vc, pos, H, KV, D, atts[k].data(), ha, hb);
+  };
+  pool.run(job);
+  return nullptr;
+}
+
+// rmsnorm(out, x, w, T, n, eps)
+napi_value js_rmsnorm(napi_env env, napi_callback_info info) {
+  size_t argc = 6; napi_value a[6];
+  CHECK(napi_get_cb_info(env, info, &argc, a, nullptr, nullptr));
+  float *out, *x, *w; size_t no, nx, nw;
+  if (!typed(env, a[0], out, no) || !typed(env, a[1], x, nx) || !typed(env, a[2], w, nw)) return throw_err(env, "rmsnorm: bad arrays");
+  int T = i32(env, a[3]), n = i32(env, a[4]);
+  float eps = (float)f64(env, a[5]);
+  if (no < (size_t)T * n || nx < (size_t)T * n || nw < (size_t)n) return throw_err(env, "rmsnorm: array sizes do not match the shapes");
+  for (int t = 0; t < T; t++) {
+    const float* xr = x + (size_t)t * n;
+    float* o = out + (size_t)t * n;
+    float ss = 0;
+    for (int j = 0; j < n; j++) ss = ss + xr[j] * xr[j];
+    ss = ss / (float)n;
+    ss = ss + eps;
+    ss = 1.0f / sqrtf(ss);
+    for (int j = 0; j < n; j++) o[j] = w[j] * (ss * xr[j]);
+  }
+  return nullptr;
+}
+
+// siluMul(g, u, n): g = silu(g) * u
+napi_value js_silu_mul(napi_env env, napi_callback_info info) {
+  size_t argc = 3; napi_value a[3];
+  CHECK(napi_get_cb_info(env, info, &argc, a, nullptr, nullptr));
+  float *g, *u; size_t ng, nu;
+  if (!typed(env, a[0], g, ng) || !typed(env, a[1], u, nu)) return throw_err(env, "siluMul: bad arrays");
+  size_t n = (size_t)f64(env, a[2]);
+  if (ng < n || nu < n) return throw_err(env, "siluMul: array sizes do not match");
+  auto body = [&](size_t a0, size_t a1) {
+    for (size_t i = a0; i < a1; i++) {
+      float v = g[i];
+      v = v * (1.0f / (1.0f + (float)exp(-(double)v)));
+      g[i] = v * u[i];
+    }
+  };
+  const int nt = n < (1 << 14) ? 1 : pool.size();
+  if (nt == 1) body(0, n);
+  else {
+    std::function<void(int)> job = [&](int k) { body(n * k / nt, n * (k + 1) / nt); };
+    pool.run(job);
+  }
+  return nullptr;
+}
+
+napi_value js_set_threads(napi_env env, napi_callback_info info) {
+  size_t argc = 1; napi_value a[1];
+  CHECK(napi_get_cb_info(env, info, &argc, a, nullptr, nullptr));
+  int n = i32(env, a[0]);
+  if (n < 1 || n > 256) return throw_err(env, "setThreads: 1..256");
+  if (n != pool.size()) pool.resize(n);
+  return nullptr;
+}
+
+napi_value js_info(napi_env env, napi_callback_info info) {
+  napi_value r;
+  const char* s = use_avx512() ? "avx512" : "generic";
+  CHECK(napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &r));
+  return r;
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"packedSize", nullptr, js_packed_size, nullptr, nullptr, nullptr, napi_default, nullptr},
+    {"pack", nullptr, js_pack, nullptr, nullptr, nullptr, napi_default, nullptr},
+    {"matmul", nullptr, js_matmul, nullptr, nullptr, nullptr, napi_default, nullptr},
+    {"attention", nullptr, js_attention, nullptr, nullptr, nullptr, napi_default, nullptr},
+    {"rmsnorm", nullptr, js_rmsnorm, nullptr, nullptr, nullptr, napi_default, nullptr},
+    {"siluMul", nullptr, js_silu_mul, nullptr, nullptr, nullptr, napi_default, nullptr},
+    {"setThreads", nullptr, js_set_threads, nullptr, nullptr, nullptr, napi_default, nullptr},
+    {"isa", nullptr, js_info, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

@@ -1,0 +1,2 @@
+#define KNS generic
+#include "kernels_impl.h"
