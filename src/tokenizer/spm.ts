@@ -45,7 +45,7 @@ export class SpmTokenizer implements Tokenizer {
         const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(t);
         if (m) this.byteIds[parseInt(m[1], 16)] = i;
       }
-      if ((ty === TokenType.CONTROL || ty === TokenType.USER_DEFINED) && t.length > 0) this.specials.push({ text: t, id: i });
+      if ((ty === TokenType.CONTROL || ty === TokenType.USER_DEFINED || ty === TokenType.UNKNOWN) && t.length > 0) this.specials.push({ text: t, id: i });
     });
     this.specials.sort((a, b) => b.text.length - a.text.length);
   }
@@ -66,15 +66,18 @@ export class SpmTokenizer implements Tokenizer {
       if (this.bos === undefined) throw new LayerswarmError("BAD_ARGUMENT", "this tokenizer has no BOS token");
       out.push(this.bos);
     }
-    const frags = opts.parseSpecial ? splitSpecial(text, this.specials) : [{ text }];
-    let first = true;
+    // user-defined tokens are always matched; control tokens only when asked
+    const frags = splitSpecial(text, opts.parseSpecial ? this.specials : this.specials.filter((s) => this.tokenType(s.id) === TokenType.USER_DEFINED));
+    // as llama.cpp: the dummy-prefix space goes before the text and after every special token
+    let prevSpecial = true;
     for (const f of frags) {
-      if ("id" in f && f.id !== undefined) out.push(f.id);
-      else if (f.text.length > 0) {
-        const prefix = first && this.v.addSpacePrefix ? " " : "";
-        this.encodeText(prefix + f.text, out);
+      if (f.id !== undefined) {
+        out.push(f.id);
+        prevSpecial = true;
+      } else if (f.text.length > 0) {
+        this.encodeText((prevSpecial && this.v.addSpacePrefix ? " " : "") + f.text, out);
+        prevSpecial = false;
       }
-      first = false;
     }
     return out;
   }
