@@ -13,11 +13,11 @@
 #include <vector>
 
 namespace avx512 {
-void matmul_groups(int, const uint8_t*, int, int, const float*, int, float*, int, int);
+void matmul_groups(int, const uint8_t*, int, int, const float*, const int16_t*, const float*, const int32_t*, int, float*, int, int);
 void attention_heads(float*, const float*, const float*, const float*, int, int, int, int, float*, int, int);
 }
 namespace generic {
-void matmul_groups(int, const uint8_t*, int, int, const float*, int, float*, int, int);
+void matmul_groups(int, const uint8_t*, int, int, const float*, const int16_t*, const float*, const int32_t*, int, float*, int, int);
 void attention_heads(float*, const float*, const float*, const float*, int, int, int, int, float*, int, int);
 }
 
@@ -26,7 +26,8 @@ namespace {
 bool use_avx512() {
 #if defined(__x86_64__)
   static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && getenv("LAYERSWARM_NO_AVX512") == nullptr;
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                         __builtin_cpu_supports("avx512vnni") && getenv("LAYERSWARM_NO_AVX512") == nullptr;
   return ok;
 #else
   return false;
@@ -115,10 +116,10 @@ size_t block_bytes(int type) {
   switch (type) {
     case 0: return 16 * 16 * 4;
     case 1: case 30: return 16 * 16 * 2;
-    case 8: return 64 + 32 * 16;
-    case 2: return 64 + 16 * 16;
-    case 12: return 128 + 256 + 128 * 16;
-    case 14: return 64 + 256 + 256 * 16;
+    case 8: return 32 + 32 * 16;
+    case 2: return 32 + 16 * 16;
+    case 12: return 64 + 256 + 128 * 16;
+    case 14: return 32 + 256 + 256 * 16;
   }
   return 0;
 }
@@ -178,45 +179,43 @@ void pack(int type, int rows, int cols, const uint8_t* src, uint8_t* dst) {
           case 1: case 30:
             for (int j = 0; j < 16 && b * 16 + j < cols; j++) memcpy(o + (16 * j + r) * 2, s + (size_t)(b * 16 + j) * 2, 2);
             break;
-          case 8: {
+          case 8: {  // d f16 | q[pair][row][2]
             const uint8_t* blk = s + (size_t)b * 34;
-            float d = f16_to_f32(rd16(blk));
-            memcpy(o + 4 * r, &d, 4);
-            for (int j = 0; j < 32; j++) o[64 + 16 * j + r] = blk[2 + j];
+            memcpy(o + 2 * r, blk, 2);
+            for (int j = 0; j < 32; j++) o[32 + 32 * (j >> 1) + 2 * r + (j & 1)] = blk[2 + j];
             break;
           }
-          case 2: {
+          case 2: {  // d f16 | q[pair][row] = nib(2p) | nib(2p+1) << 4
             const uint8_t* blk = s + (size_t)b * 18;
-            float d = f16_to_f32(rd16(blk));
-            memcpy(o + 4 * r, &d, 4);
-            for (int i = 0; i < 16; i++) o[64 + 16 * i + r] = blk[2 + i];
+            memcpy(o + 2 * r, blk, 2);
+            auto nib = [&](int e) { return e < 16 ? blk[2 + e] & 0xF : blk[2 + e - 16] >> 4; };
+            for (int pp = 0; pp < 16; pp++) o[32 + 16 * pp + r] = (uint8_t)(nib(2 * pp) | (nib(2 * pp + 1) << 4));
             break;
           }
-          case 12: {
+          case 12: {  // d f16 | dmin f16 | sc[8][row] | m[8][row] | q[pair][row]
             const uint8_t* blk = s + (size_t)b * 144;
-            float d = f16_to_f32(rd16(blk)), dmin = f16_to_f32(rd16(blk + 2));
-            memcpy(o + 4 * r, &d, 4);
-            memcpy(o + 64 + 4 * r, &dmin, 4);
+            memcpy(o + 2 * r, blk, 2);
+            memcpy(o + 32 + 2 * r, blk + 2, 2);
             for (int j = 0; j < 8; j++) {
               uint8_t sc, m;
               scale_min_k4(j, blk + 4, sc, m);
-              o[128 + 16 * j + r] = sc;
-              o[256 + 16 * j + r] = m;
+              o[64 + 16 * j + r] = sc;
+              o[192 + 16 * j + r] = m;
             }
-            for (int i = 0; i < 128; i++) o[384 + 16 * i + r] = blk[16 + i];
+            auto nib = [&](int e) { int c = e >> 6, l = e & 31; uint8_t v = blk[16 + 32 * c + l]; return (e & 32) ? v >> 4 : v & 0xF; };
+            for (int pp = 0; pp < 128; pp++) o[320 + 16 * pp + r] = (uint8_t)(nib(2 * pp) | (nib(2 * pp + 1) << 4));
             break;
           }
-          case 14: {
+          case 14: {  // d f16 | sc[16][row] i8 | q[pair][row][2] i8
             const uint8_t* blk = s + (size_t)b * 210;
-            float d = f16_to_f32(rd16(blk + 208));
-            memcpy(o + 4 * r, &d, 4);
-            for (int j = 0; j < 16; j++) o[64 + 16 * j + r] = blk[192 + j];
+            memcpy(o + 2 * r, blk + 208, 2);
+            for (int j = 0; j < 16; j++) o[32 + 16 * j + r] = blk[192 + j];
             for (int e = 0; e < 256; e++) {
               int n = e >> 7, rr = e & 127, gg = rr >> 5, l = rr & 31;
               uint8_t ql = blk[64 * n + l + (gg & 1) * 32];
               int lo = gg < 2 ? ql & 0xF : ql >> 4;
               int hi = (blk[128 + 32 * n + l] >> (2 * gg)) & 3;
-              o[320 + 16 * e + r] = (uint8_t)(int8_t)((lo | (hi << 4)) - 32);
+              o[288 + 32 * (e >> 1) + 2 * r + (e & 1)] = (uint8_t)(int8_t)((lo | (hi << 4)) - 32);
             }
             break;
           }
@@ -278,13 +277,41 @@ napi_value js_matmul(napi_env env, napi_callback_info info) {
   if (nw < packed_size(type, rows, cols) || nx < (size_t)T * cols || no < (size_t)T * rows || T < 1) return throw_err(env, "matmul: array sizes do not match the shapes");
   const int groups = (rows + 15) / 16;
   auto fn = use_avx512() ? avx512::matmul_groups : generic::matmul_groups;
+  // quantised weights: activations to int16 per block of 32 (ref/matmul.ts quantizeQ16)
+  static thread_local std::vector<int16_t> xq;
+  static thread_local std::vector<float> xd;
+  static thread_local std::vector<int32_t> xs;
+  const bool quant = type == 8 || type == 2 || type == 12 || type == 14;
+  if (quant) {
+    const size_t n = (size_t)T * cols, nb = n / 32;
+    if (xq.size() < n) xq.resize(n);
+    if (xd.size() < nb) { xd.resize(nb); xs.resize(nb); }
+    for (size_t b = 0; b < nb; b++) {
+      const float* xb = x + 32 * b;
+      float amax = 0;
+      for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(xb[i]));
+      const float d = amax / 32767.0f, id = d != 0 ? 1.0f / d : 0.0f;
+      int32_t sum = 0;
+      for (int i = 0; i < 32; i++) {
+        float v = nearbyintf(xb[i] * id);
+        int32_t q = v > 32767.0f ? 32767 : v < -32767.0f ? -32767 : (int32_t)v;
+        xq[32 * b + i] = (int16_t)q;
+        sum += q;
+      }
+      xd[b] = d;
+      xs[b] = sum;
+    }
+  }
+  const int16_t* pq = quant ? xq.data() : nullptr;
+  const float* pd = quant ? xd.data() : nullptr;
+  const int32_t* ps = quant ? xs.data() : nullptr;
   const double work = (double)rows * cols * T;
   const int nt = work < (1 << 17) ? 1 : pool.size();
-  if (nt == 1) { fn(type, w, rows, cols, x, T, out, 0, groups); return nullptr; }
+  if (nt == 1) { fn(type, w, rows, cols, x, pq, pd, ps, T, out, 0, groups); return nullptr; }
   // split row groups evenly; a row's result never depends on the split
   std::function<void(int)> job = [&](int k) {
     int ga = (int)((long)groups * k / nt), gb = (int)((long)groups * (k + 1) / nt);
-    if (ga < gb) fn(type, w, rows, cols, x, T, out, ga, gb);
+    if (ga < gb) fn(type, w, rows, cols, x, pq, pd, ps, T, out, ga, gb);
   };
   pool.run(job);
   return nullptr;

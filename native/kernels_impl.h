@@ -13,11 +13,14 @@
 //   F32   per group: [cols][16] f32
 //   F16   per group: [cols][16] u16 (binary16 bits)
 //   BF16  per group: [cols][16] u16
-//   Q8_0  per group, per 32-block:  d[16] f32 | q[32][16] i8
-//   Q4_0  per group, per 32-block:  d[16] f32 | qs[16][16] u8 (byte i: element i low nibble, i+16 high)
-//   Q4_K  per group, per 256-block: d[16] f32 | dmin[16] f32 | sc[8][16] u8 | m[8][16] u8 | qs[128][16] u8
-//                                   (byte 32c+l: element 64c+l low nibble, 64c+32+l high)
-//   Q6_K  per group, per 256-block: d[16] f32 | sc[16][16] i8 | q[256][16] i8 (-32..31)
+//   Quantised types keep elements in pairs (2p, 2p+1), the unit of VNNI's
+//   vpdpwssd, which multiplies a lane's two int16 weights by two int16 activations:
+//   Q8_0  per group, per 32-block:  d[16] f16 | q[16 pairs][16 rows][2] i8                  544 bytes
+//   Q4_0  per group, per 32-block:  d[16] f16 | q[16 pairs][16 rows] u8 (lo | hi << 4)      288 bytes
+//   Q4_K  per group, per 256-block: d[16] f16 | dmin[16] f16 | sc[8][16] u8 | m[8][16] u8 |
+//                                   q[128 pairs][16 rows] u8 (lo | hi << 4)                 2368 bytes
+//   Q6_K  per group, per 256-block: d[16] f16 | sc[16][16] i8 | q[128 pairs][16 rows][2] i8  4384 bytes
+//   Activations are quantised per 32-block to int16 (see ref/matmul.ts quantizeQ16).
 
 #include <cstdint>
 #include <cstring>
@@ -91,59 +94,130 @@ static inline void block_geometry(int type, int& bsize, int& bbytes) {
   switch (type) {
     case 0: bsize = 16; bbytes = 16 * 16 * 4; return;   // F32: treat 16 columns as a "block"
     case 1: case 30: bsize = 16; bbytes = 16 * 16 * 2; return; // F16 / BF16
-    case 8: bsize = 32; bbytes = 64 + 32 * 16; return;
-    case 2: bsize = 32; bbytes = 64 + 16 * 16; return;
-    case 12: bsize = 256; bbytes = 128 + 256 + 128 * 16; return;
-    case 14: bsize = 256; bbytes = 64 + 256 + 256 * 16; return;
+    case 8: bsize = 32; bbytes = 32 + 32 * 16; return;
+    case 2: bsize = 32; bbytes = 32 + 16 * 16; return;
+    case 12: bsize = 256; bbytes = 64 + 256 + 128 * 16; return;
+    case 14: bsize = 256; bbytes = 32 + 256 + 256 * 16; return;
     default: bsize = 0; bbytes = 0;
+  }
+}
+
+// Activations quantised to int16 per block of 32 (ref/matmul.ts quantizeQ16).
+struct Q16 {
+  const int16_t* q;  // (T, cols)
+  const float* d;    // (T, cols/32)
+  const int32_t* sum;  // (T, cols/32)
+};
+
+// acc (16 lanes of int32) += lane's int16 pair (w_lo, w_hi) . (x_lo, x_hi)
+#ifdef KNS_AVX512
+static inline i32x16 dp(i32x16 acc, i32x16 w, int32_t xpair) {
+#ifdef KNS_VNNI
+  return (i32x16)_mm512_dpwssd_epi32((__m512i)acc, (__m512i)w, _mm512_set1_epi32(xpair));
+#else
+  return (i32x16)_mm512_add_epi32((__m512i)acc, _mm512_madd_epi16((__m512i)w, _mm512_set1_epi32(xpair)));
+#endif
+}
+// 32 int8 (16 rows x a pair) -> 16 lanes of int16 pairs
+static inline i32x16 pairs_i8(const uint8_t* p) { return (i32x16)_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)p)); }
+// 16 bytes (lo | hi << 4) -> 16 lanes of int16 pairs (lo, hi)
+static inline i32x16 pairs_u4(const uint8_t* p) {
+  __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)p));
+  return (i32x16)_mm512_and_si512(_mm512_or_si512(v, _mm512_slli_epi32(v, 12)), _mm512_set1_epi32(0x000F000F));
+}
+static inline f32x16 f16x16(const uint8_t* p) { return (f32x16)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)); }
+#else
+static inline i32x16 dp(i32x16 acc, i32x16 w, int32_t xpair) {
+  i32x16 lo = (w << 16) >> 16, hi = w >> 16;
+  int32_t x0 = (int16_t)(xpair & 0xffff), x1 = xpair >> 16;
+  return acc + lo * x0 + hi * x1;
+}
+static inline i32x16 pairs_i8(const uint8_t* p) {
+  i32x16 r;
+  for (int l = 0; l < 16; l++) r[l] = (int32_t)(uint16_t)(int16_t)(int8_t)p[2 * l] | ((int32_t)(int8_t)p[2 * l + 1] << 16);
+  return r;
+}
+static inline i32x16 pairs_u4(const uint8_t* p) {
+  i32x16 r;
+  for (int l = 0; l < 16; l++) r[l] = (p[l] & 15) | ((p[l] >> 4) << 16);
+  return r;
+}
+static inline f32x16 f16x16(const uint8_t* p) { return f16tof((const uint16_t*)p); }
+#endif
+
+static inline int32_t xpair(const int16_t* q, int j) { int32_t v; memcpy(&v, q + j, 4); return v; }
+
+// isum[g][t] = sum over pairs p in [p0, p0+np) of w_g(p) . x_t(pair p)
+template <int G, int TT, typename W>
+static inline __attribute__((always_inline)) void idot(W w, int np, const int16_t* xq, int cols, i32x16 (&isum)[G][TT]) {
+  for (int g = 0; g < G; g++) for (int t = 0; t < TT; t++) isum[g][t] = i32x16{};
+  for (int p = 0; p < np; p++) {
+    i32x16 wv[G];
+    for (int g = 0; g < G; g++) wv[g] = w(g, p);
+    for (int t = 0; t < TT; t++) {
+      int32_t xp = xpair(xq + (size_t)t * cols, 2 * p);
+      for (int g = 0; g < G; g++) isum[g][t] = dp(isum[g][t], wv[g], xp);
+    }
   }
 }
 
 // One tile: G row groups (16 rows each) x TT activation rows, all column blocks.
 template <int TYPE, int G, int TT>
-static void tile(const uint8_t* packed, size_t groupBytes, int g0, int cols, const float* x, int t0, int T, float* out, int rows) {
+static void tile(const uint8_t* packed, size_t groupBytes, int g0, int cols, const float* x, const Q16& xq, int t0, int T, float* out, int rows) {
   int bsize, bbytes;
   block_geometry(TYPE, bsize, bbytes);
   const int nb = (cols + bsize - 1) / bsize;  // float types: the last block may be partial
+  const int nb32 = cols / 32;
   f32x16 acc[G][TT];
   for (int g = 0; g < G; g++) for (int t = 0; t < TT; t++) acc[g][t] = f32x16{};
-  const float* xt = x + (size_t)t0 * cols;
+  i32x16 isum[G][TT];
   for (int b = 0; b < nb; b++) {
     const uint8_t* p[G];
     for (int g = 0; g < G; g++) p[g] = packed + (g0 + g) * groupBytes + (size_t)b * bbytes;
-    const float* xb = xt + (size_t)b * bsize;
     if (TYPE == 0 || TYPE == 1 || TYPE == 30) {
+      const float* xb = x + (size_t)t0 * cols + (size_t)b * bsize;
       const int n = cols - b * bsize < bsize ? cols - b * bsize : bsize;
       if (TYPE == 0) dot<G, TT>([&](int g, int j) { return ld((const float*)p[g] + 16 * j); }, n, xb, cols, acc);
       if (TYPE == 1) dot<G, TT>([&](int g, int j) { return f16tof((const uint16_t*)p[g] + 16 * j); }, n, xb, cols, acc);
       if (TYPE == 30) dot<G, TT>([&](int g, int j) { return bf16tof((const uint16_t*)p[g] + 16 * j); }, n, xb, cols, acc);
-    } else if (TYPE == 8) {  // Q8_0: w = d * q
-      f32x16 d[G];
-      for (int g = 0; g < G; g++) d[g] = ld((const float*)p[g]);
-      dot<G, TT>([&](int g, int j) { return d[g] * i8tof((const int8_t*)(p[g] + 64) + 16 * j); }, 32, xb, cols, acc);
-    } else if (TYPE == 2) {  // Q4_0: w = d * (nibble - 8); elements 0..15 low nibbles, 16..31 high
-      f32x16 d[G];
-      for (int g = 0; g < G; g++) d[g] = ld((const float*)p[g]);
-      dot<G, TT>([&](int g, int j) { return d[g] * itof((u8toi(p[g] + 64 + 16 * j) & 15) - 8); }, 16, xb, cols, acc);
-      dot<G, TT>([&](int g, int j) { return d[g] * itof((u8toi(p[g] + 64 + 16 * j) >> 4) - 8); }, 16, xb + 16, cols, acc);
-    } else if (TYPE == 12) {  // Q4_K: w = (d*sc) * nibble - dmin*m, per 32-element sub-block
-      for (int c = 0; c < 4; c++) {
-        f32x16 d1[G], m1[G], d2[G], m2[G];
-        for (int g = 0; g < G; g++) {
-          f32x16 d = ld((const float*)p[g]), dmin = ld((const float*)(p[g] + 64));
-          d1[g] = d * itof(u8toi(p[g] + 128 + 16 * (2 * c)));
-          m1[g] = dmin * itof(u8toi(p[g] + 256 + 16 * (2 * c)));
-          d2[g] = d * itof(u8toi(p[g] + 128 + 16 * (2 * c + 1)));
-          m2[g] = dmin * itof(u8toi(p[g] + 256 + 16 * (2 * c + 1)));
+      continue;
+    }
+    const int16_t* xb = xq.q + (size_t)t0 * cols + (size_t)b * bsize;
+    if (TYPE == 8 || TYPE == 2) {  // Q8_0, Q4_0: acc += (dw*dx) * isum
+      if (TYPE == 8) idot<G, TT>([&](int g, int pp) { return pairs_i8(p[g] + 32 + 32 * pp); }, 16, xb, cols, isum);
+      else idot<G, TT>([&](int g, int pp) { return pairs_u4(p[g] + 32 + 16 * pp); }, 16, xb, cols, isum);
+      for (int g = 0; g < G; g++) {
+        f32x16 dw = f16x16(p[g]);
+        for (int t = 0; t < TT; t++) {
+          const size_t xi = (size_t)(t0 + t) * nb32 + b;
+          i32x16 is = isum[g][t];
+          if (TYPE == 2) is = is - 8 * xq.sum[xi];  // nibble - 8
+          acc[g][t] = acc[g][t] + (dw * bcast(xq.d[xi])) * itof(is);
         }
-        dot<G, TT>([&](int g, int l) { return d1[g] * itof(u8toi(p[g] + 384 + 16 * (32 * c + l)) & 15) - m1[g]; }, 32, xb + 64 * c, cols, acc);
-        dot<G, TT>([&](int g, int l) { return d2[g] * itof(u8toi(p[g] + 384 + 16 * (32 * c + l)) >> 4) - m2[g]; }, 32, xb + 64 * c + 32, cols, acc);
       }
-    } else if (TYPE == 14) {  // Q6_K: w = (d*sc) * q, per 16-element sub-block
+    } else if (TYPE == 12) {  // Q4_K: per 32-element sub-block
+      for (int j = 0; j < 8; j++) {
+        idot<G, TT>([&](int g, int pp) { return pairs_u4(p[g] + 320 + 16 * (16 * j + pp)); }, 16, xb + 32 * j, cols, isum);
+        for (int g = 0; g < G; g++) {
+          f32x16 dj = f16x16(p[g]) * itof(u8toi(p[g] + 64 + 16 * j));
+          f32x16 mj = f16x16(p[g] + 32) * itof(u8toi(p[g] + 192 + 16 * j));
+          for (int t = 0; t < TT; t++) {
+            const size_t xi = (size_t)(t0 + t) * nb32 + b * 8 + j;
+            f32x16 dx = bcast(xq.d[xi]);
+            acc[g][t] = acc[g][t] + ((dj * dx) * itof(isum[g][t]) - (mj * dx) * bcast((float)xq.sum[xi]));
+          }
+        }
+      }
+    } else if (TYPE == 14) {  // Q6_K: per 16-element sub-block
       for (int s = 0; s < 16; s++) {
-        f32x16 ds[G];
-        for (int g = 0; g < G; g++) ds[g] = ld((const float*)p[g]) * i8tof((const int8_t*)(p[g] + 64) + 16 * s);
-        dot<G, TT>([&](int g, int l) { return ds[g] * i8tof((const int8_t*)(p[g] + 320) + 16 * (16 * s + l)); }, 16, xb + 16 * s, cols, acc);
+        idot<G, TT>([&](int g, int pp) { return pairs_i8(p[g] + 288 + 32 * (8 * s + pp)); }, 8, xb + 16 * s, cols, isum);
+        for (int g = 0; g < G; g++) {
+          f32x16 ds = f16x16(p[g]) * i8tof((const int8_t*)(p[g] + 32) + 16 * s);
+          for (int t = 0; t < TT; t++) {
+            const size_t xi = (size_t)(t0 + t) * nb32 + b * 8 + s / 2;
+            acc[g][t] = acc[g][t] + (ds * bcast(xq.d[xi])) * itof(isum[g][t]);
+          }
+        }
       }
     }
   }
@@ -157,38 +231,40 @@ static void tile(const uint8_t* packed, size_t groupBytes, int g0, int cols, con
 }
 
 template <int TYPE>
-static void groups_typed(const uint8_t* packed, int rows, int cols, const float* x, int T, float* out, int ga, int gb) {
+static void groups_typed(const uint8_t* packed, int rows, int cols, const float* x, const Q16& xq, int T, float* out, int ga, int gb) {
   int bsize, bbytes;
   block_geometry(TYPE, bsize, bbytes);
   const size_t gB = (size_t)((cols + bsize - 1) / bsize) * bbytes;
   int g = ga;
   if (T == 1) {
-    for (; g + 4 <= gb; g += 4) tile<TYPE, 4, 1>(packed, gB, g, cols, x, 0, 1, out, rows);
-    for (; g < gb; g++) tile<TYPE, 1, 1>(packed, gB, g, cols, x, 0, 1, out, rows);
+    for (; g + 4 <= gb; g += 4) tile<TYPE, 4, 1>(packed, gB, g, cols, x, xq, 0, 1, out, rows);
+    for (; g < gb; g++) tile<TYPE, 1, 1>(packed, gB, g, cols, x, xq, 0, 1, out, rows);
     return;
   }
+  constexpr int TT = (TYPE == 0 || TYPE == 1 || TYPE == 30) ? 4 : 2;  // registers: f32 acc (+ int32 isum)
   for (; g + 4 <= gb; g += 4) {
     int t = 0;
-    for (; t + 4 <= T; t += 4) tile<TYPE, 4, 4>(packed, gB, g, cols, x, t, T, out, rows);
-    for (; t < T; t++) tile<TYPE, 4, 1>(packed, gB, g, cols, x, t, T, out, rows);
+    for (; t + TT <= T; t += TT) tile<TYPE, 4, TT>(packed, gB, g, cols, x, xq, t, T, out, rows);
+    for (; t < T; t++) tile<TYPE, 4, 1>(packed, gB, g, cols, x, xq, t, T, out, rows);
   }
   for (; g < gb; g++) {
     int t = 0;
-    for (; t + 4 <= T; t += 4) tile<TYPE, 1, 4>(packed, gB, g, cols, x, t, T, out, rows);
-    for (; t < T; t++) tile<TYPE, 1, 1>(packed, gB, g, cols, x, t, T, out, rows);
+    for (; t + 4 <= T; t += 4) tile<TYPE, 1, 4>(packed, gB, g, cols, x, xq, t, T, out, rows);
+    for (; t < T; t++) tile<TYPE, 1, 1>(packed, gB, g, cols, x, xq, t, T, out, rows);
   }
 }
 
 // out (T, rows) = W @ x (T, cols) for the row groups [ga, gb).
-void matmul_groups(int type, const uint8_t* packed, int rows, int cols, const float* x, int T, float* out, int ga, int gb) {
+void matmul_groups(int type, const uint8_t* packed, int rows, int cols, const float* x, const int16_t* xq, const float* xd, const int32_t* xs, int T, float* out, int ga, int gb) {
+  const Q16 q{xq, xd, xs};
   switch (type) {
-    case 0: return groups_typed<0>(packed, rows, cols, x, T, out, ga, gb);
-    case 1: return groups_typed<1>(packed, rows, cols, x, T, out, ga, gb);
-    case 30: return groups_typed<30>(packed, rows, cols, x, T, out, ga, gb);
-    case 8: return groups_typed<8>(packed, rows, cols, x, T, out, ga, gb);
-    case 2: return groups_typed<2>(packed, rows, cols, x, T, out, ga, gb);
-    case 12: return groups_typed<12>(packed, rows, cols, x, T, out, ga, gb);
-    case 14: return groups_typed<14>(packed, rows, cols, x, T, out, ga, gb);
+    case 0: return groups_typed<0>(packed, rows, cols, x, q, T, out, ga, gb);
+    case 1: return groups_typed<1>(packed, rows, cols, x, q, T, out, ga, gb);
+    case 30: return groups_typed<30>(packed, rows, cols, x, q, T, out, ga, gb);
+    case 8: return groups_typed<8>(packed, rows, cols, x, q, T, out, ga, gb);
+    case 2: return groups_typed<2>(packed, rows, cols, x, q, T, out, ga, gb);
+    case 12: return groups_typed<12>(packed, rows, cols, x, q, T, out, ga, gb);
+    case 14: return groups_typed<14>(packed, rows, cols, x, q, T, out, ga, gb);
   }
 }
 

@@ -9,6 +9,7 @@ import { configFromGGUF, parseRange } from "../model/config.js";
 import { Model, generate } from "../model/model.js";
 import { layerBytes } from "../model/weights.js";
 import { TextDecoderStream } from "../tokenizer/index.js";
+import { ChatTemplate } from "../tokenizer/chat.js";
 
 export interface GenerateFlags {
   model: string;
@@ -25,13 +26,16 @@ export interface GenerateFlags {
   slices?: string;
   bos: boolean;
   stats?: boolean;
+  chat?: boolean;
 }
 
 export async function generateCommand(prompt: string, o: GenerateFlags): Promise<void> {
   const t0 = performance.now();
   const slices = o.slices?.split(",").map(parseRange);
   const { model, stack } = Model.local(o.model, { backend: o.kernels, threads: o.threads, slices });
-  const ids = model.tokenizer.encode(prompt, { addBos: o.bos ? undefined : false });
+  const ids = o.chat
+    ? ChatTemplate.fromGGUF(model.file, model.tokenizer).encode([{ role: "user", content: prompt }])
+    : model.tokenizer.encode(prompt, { addBos: o.bos ? undefined : false });
   const ac = new AbortController();
   process.once("SIGINT", () => ac.abort());
   const dec = new TextDecoderStream(model.tokenizer, ids.at(-1));

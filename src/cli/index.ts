@@ -37,6 +37,7 @@ program
   .option("--kernels <backend>", "auto | native | ref (default: $LAYERSWARM_KERNELS or auto)")
   .option("--slices <ranges>", "run the layers as separate slices, e.g. 0:2,2:5 (testing)")
   .option("--no-bos", "do not add the BOS token")
+  .option("--chat", "send PROMPT as a user message through the model's chat template")
   .option("--stats", "print speed figures to stderr")
   .action(generateCommand);
 
