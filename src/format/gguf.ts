@@ -183,6 +183,10 @@ export function readGGUF(path: string): GGUFFile {
   }
 }
 
+// Tensor bytes read so far by this process, per file (lets tests check that a
+// slice reads only its own layers).
+export const tensorBytesRead = new Map<string, number>();
+
 // Read one tensor's raw bytes (only those bytes) from the file.
 export function readTensorBytes(file: GGUFFile, name: string): Uint8Array {
   const t = file.tensors.get(name);
@@ -200,6 +204,7 @@ export function readTensorBytes(file: GGUFFile, name: string): Uint8Array {
   } finally {
     fs.closeSync(fd);
   }
+  tensorBytesRead.set(file.path, (tensorBytesRead.get(file.path) ?? 0) + t.bytes);
   return buf;
 }
 
