@@ -13,9 +13,10 @@ import { tmpDir } from "../testing/shared.js";
 // Tolerances, max |p_ours - p_llama.cpp| over the vocabulary:
 const PROB_TOLERANCE = 0.005; // peaked models, every greedy step
 // diffuse models (top probability 0.6-0.9), next token after a 14-token prompt:
-// float weights agree to ~1e-4; with quantised weights llama.cpp's 8-bit
-// activations (ours are 16-bit) move probabilities by up to ~1e-2.
-const DIFFUSE_TOLERANCE_FLOAT = 1e-3;
+// F32 weights agree to ~1e-4; llama.cpp rounds activations to F16/BF16 for
+// 16-bit weights and to 8 bits for quantised weights (ours stay f32 and 16-bit),
+// which moves its probabilities by up to ~1e-3 and ~1e-2.
+const DIFFUSE_TOLERANCE: Record<string, number> = { F32: 1e-3, F16: 5e-3, BF16: 5e-3 };
 const DIFFUSE_TOLERANCE_QUANT = 2e-2;
 const TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K", "Q4_K_M"];
 const dir = tmpDir();
@@ -36,7 +37,7 @@ function spec(arch: SynthSpec["arch"], type: string, diffuse = false): SynthSpec
 }
 
 const cases = (["llama", "qwen2", "qwen3"] as const).flatMap((arch) =>
-  (arch === "llama" ? [...TYPES, "F32+rope_freqs"] : ["F32", "Q8_0", "Q4_K_M"]).map((type) => [arch, type] as const));
+  (arch === "llama" ? [...TYPES, "F32+rope_freqs"] : TYPES).map((type) => [arch, type] as const));
 
 describe("cross-check with llama.cpp", () => {
   it.each(cases)("%s %s: 32 greedy tokens identical, probabilities within tolerance", async (arch, type) => {
@@ -90,7 +91,6 @@ describe("cross-check with llama.cpp on diffuse distributions (attention and RoP
     const m = Math.max(...l), e = Array.from(l, (x) => Math.exp(x - m)), sum = e.reduce((a, b) => a + b, 0);
     let worst = 0;
     for (let i = 0; i < l.length; i++) worst = Math.max(worst, Math.abs((probs!.get(i) ?? 0) - e[i] / sum));
-    const float = /^(F32|F16|BF16)/.test(type);
-    expect(worst).toBeLessThan(float ? DIFFUSE_TOLERANCE_FLOAT : DIFFUSE_TOLERANCE_QUANT);
+    expect(worst).toBeLessThan(DIFFUSE_TOLERANCE[type.replace("+rope_freqs", "")] ?? DIFFUSE_TOLERANCE_QUANT);
   });
 });
