@@ -9,6 +9,8 @@ export type ErrorCode =
   | "OUT_OF_MEMORY" // KV memory budget exhausted
   | "BAD_ARGUMENT" // a caller passed something invalid
   | "UNKNOWN_SESSION"
+  | "NO_ROUTE" // the swarm cannot cover every layer right now
+  | "INTERNAL"
   | "ABORTED";
 
 export class LayerswarmError extends Error {

@@ -4,6 +4,7 @@
 import { Command, InvalidArgumentError } from "commander";
 import { LayerswarmError } from "../errors.js";
 import { generateCommand, inspectCommand, convertCommand, synthCommand } from "./commands.js";
+import { gatewayCommand, generateOverSwarm, nodeCommand, runCommand } from "./swarm.js";
 
 function int(v: string): number {
   const n = Number(v);
@@ -39,7 +40,54 @@ program
   .option("--no-bos", "do not add the BOS token")
   .option("--chat", "send PROMPT as a user message through the model's chat template")
   .option("--stats", "print speed figures to stderr")
-  .action(generateCommand);
+  .option("--nodes <n>", "run through a local swarm of N node processes", int)
+  .action((prompt, o) => (o.nodes ? generateOverSwarm(prompt, o) : generateCommand(prompt, o)));
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+program
+  .command("run")
+  .description("the main job: a gateway and N node processes on this machine, serving the OpenAI API")
+  .requiredOption("-m, --model <file>", "GGUF model file")
+  .option("--nodes <n>", "node processes", int, 3)
+  .option("--port <port>", "HTTP port (0: any free port)", int, 8080)
+  .option("--host <host>", "HTTP address", "127.0.0.1")
+  .option("--api-key <key>", "require this key (Authorization: Bearer KEY)", process.env.LAYERSWARM_API_KEY)
+  .option("--threads <k>", "compute threads per node", int, 1)
+  .option("--step-timeout <ms>", "a step slower than this fails over to other nodes", int, 30_000)
+  .option("--dtype <t>", "hidden states on the wire: f32 (exact) | f16 | bf16", "f32")
+  .option("--swarm-key <key>", "pre-shared key (64 hex or a swarm.key file): a private swarm")
+  .action((o) => runCommand({ ...o, listen: undefined, key: undefined }));
+
+program
+  .command("node")
+  .description("serve a slice of a model's layers to a swarm")
+  .requiredOption("-m, --model <file>", "GGUF model file")
+  .option("--join <address>", "gateway multiaddr (repeatable)", collect)
+  .option("--layers <range>", "START:END (half-open), several separated by commas, or auto", "auto")
+  .option("--listen <multiaddr>", "address to listen on (repeatable)", collect)
+  .option("--max-memory <size>", "memory this node may use, e.g. 6GB (default: 80% of free memory)")
+  .option("--threads <k>", "compute threads", int, 1)
+  .option("--max-sessions <n>", "sessions held at once", int, 256)
+  .option("--key <file>", "persisted ed25519 identity (created if missing)")
+  .option("--swarm-key <key>", "pre-shared swarm key (64 hex or a swarm.key file)")
+  .option("--name <name>", "a name shown on the dashboard")
+  .action(nodeCommand);
+
+program
+  .command("gateway")
+  .description("coordinate a swarm and serve the OpenAI API")
+  .requiredOption("-m, --model <file>", "GGUF model file")
+  .option("--listen <multiaddr>", "swarm address to listen on (repeatable)", collect)
+  .option("--port <port>", "HTTP port", int, 8080)
+  .option("--host <host>", "HTTP address", "127.0.0.1")
+  .option("--api-key <key>", "require this key (Authorization: Bearer KEY)", process.env.LAYERSWARM_API_KEY)
+  .option("--key <file>", "persisted ed25519 identity (created if missing)")
+  .option("--swarm-key <key>", "pre-shared swarm key (64 hex or a swarm.key file)")
+  .option("--threads <k>", "threads for the head", int, 1)
+  .option("--step-timeout <ms>", "a step slower than this fails over", int, 30_000)
+  .option("--dtype <t>", "hidden states on the wire: f32 | f16 | bf16", "f32")
+  .action(gatewayCommand);
 
 program
   .command("inspect")

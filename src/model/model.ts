@@ -104,17 +104,26 @@ export async function* generate(model: Model, stack: LayerStack, prompt: number[
   const history = [...prompt];
   const maxTokens = opts.maxTokens ?? cfg.contextLength;
   try {
-    let logits: Float32Array | undefined;
-    for (let p = 0; p < prompt.length; p += chunk) {
-      throwIfAborted(opts.signal);
+    // Prefill: all chunks are submitted at once, so a pipelined stack works on
+    // chunk k+1 in its first stage while chunk k is in the next one.
+    const wantAll = !!opts.onLogits;
+    const chunks: number[] = [];
+    for (let p = 0; p < prompt.length; p += chunk) chunks.push(p);
+    const outs = await Promise.all(chunks.map((p) => {
       const toks = prompt.slice(p, p + chunk);
-      const [h] = await stack.forward([{ session, pos: p, T: toks.length, hidden: model.embedder.embed(toks) }], opts.signal);
-      const wantAll = !!opts.onLogits;
-      const rows = wantAll ? toks.length : 1;
-      const lg = model.head.logits(h.subarray((toks.length - rows) * cfg.dim), rows);
-      if (wantAll) for (let t = 0; t < rows; t++) opts.onLogits!(p + t, lg.subarray(t * cfg.vocabSize, (t + 1) * cfg.vocabSize));
-      logits = lg.subarray((rows - 1) * cfg.vocabSize);
-    }
+      return stack.forward([{ session, pos: p, T: toks.length, tokens: toks, hidden: model.embedder.embed(toks), lastRowOnly: !wantAll }], opts.signal);
+    }));
+    throwIfAborted(opts.signal);
+    let logits: Float32Array | undefined;
+    chunks.forEach((p, i) => {
+      const h = outs[i][0];
+      const rows = h.length / cfg.dim;
+      if (wantAll) {
+        const lg = model.head.logits(h, rows);
+        for (let t = 0; t < rows; t++) opts.onLogits!(p + t, lg.subarray(t * cfg.vocabSize, (t + 1) * cfg.vocabSize));
+        if (i === chunks.length - 1) logits = lg.subarray((rows - 1) * cfg.vocabSize);
+      } else if (i === chunks.length - 1) logits = model.head.logits(h.subarray((rows - 1) * cfg.dim), 1);
+    });
     for (let n = 0; n < maxTokens; n++) {
       const pos = history.length;
       const id = sampler.sample(logits!, history);
@@ -123,7 +132,7 @@ export async function* generate(model: Model, stack: LayerStack, prompt: number[
       if ((opts.stopAtEog ?? true) && model.tokenizer.eog.has(id)) return;
       if (n + 1 >= maxTokens || pos + 1 >= cfg.contextLength) return;
       throwIfAborted(opts.signal);
-      const [h] = await stack.forward([{ session, pos, T: 1, hidden: model.embedder.embed([id]) }], opts.signal);
+      const [h] = await stack.forward([{ session, pos, T: 1, tokens: [id], hidden: model.embedder.embed([id]) }], opts.signal);
       logits = model.head.logits(h, 1);
       opts.onLogits?.(pos, logits);
     }

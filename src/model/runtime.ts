@@ -17,9 +17,11 @@ import { EmbeddingWeights, HeadWeights, LayerWeights } from "./weights.js";
 
 export interface Step {
   session: string;
+  tokens?: number[]; // the token ids behind `hidden`, when known (lets a swarm replay a session)
   pos: number; // position of the first row; rows are pos, pos+1, ...
   T: number; // rows
   hidden: Float32Array; // (T, C)
+  lastRowOnly?: boolean; // the caller needs only the final row's output (a stack may return just that)
 }
 
 export interface SliceOptions {
@@ -70,8 +72,12 @@ export class SliceRuntime {
   // Advance every step through this slice's layers. Returns each step's output
   // hidden state (T, C). A step may start before the session's end (pos <
   // length) to rewrite history, e.g. a replay; it may not leave a gap.
-  forward(steps: Step[], signal?: AbortSignal): Float32Array[] {
+  // `layers` (default: all of this slice's) runs a sub-range, e.g. when a route
+  // uses only part of what a node holds.
+  forward(steps: Step[], signal?: AbortSignal, layers: LayerRange = this.range): Float32Array[] {
     const { cfg, k } = this;
+    if (layers.start < this.range.start || layers.end > this.range.end || layers.start >= layers.end)
+      throw new LayerswarmError("BAD_RANGE", `layers [${layers.start}, ${layers.end}) are not within this slice [${this.range.start}, ${this.range.end})`);
     const C = cfg.dim, H = cfg.nHeads, D = cfg.headDim, qDim = H * D, kvDim = this.kvDim, F = cfg.ffnDim;
     // validate everything before touching any state
     const seen = new Set<string>();
@@ -104,7 +110,7 @@ export class SliceRuntime {
     const cos = new Float32Array(cfg.ropeDim / 2), sin = new Float32Array(cfg.ropeDim / 2);
     const posScale = cfg.ropeScaleLinear;
 
-    for (let l = 0; l < this.layers.length; l++) {
+    for (let l = layers.start - this.range.start; l < layers.end - this.range.start; l++) {
       throwIfAborted(signal);
       const w = this.layers[l];
       // attention: x + wo(attn(rope(wq xn), rope(wk xn), wv xn)), xn = rmsnorm(x)

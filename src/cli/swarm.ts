@@ -1,0 +1,175 @@
+// The swarm commands: node, gateway, run (a local swarm serving the API) and
+// generate --nodes N.
+
+import { ChildProcess, spawn } from "node:child_process";
+import * as os from "node:os";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { LayerswarmError } from "../errors.js";
+import { readGGUF } from "../format/gguf.js";
+import { createKernels } from "../kernels/index.js";
+import { LayerRange, configFromGGUF, parseRange } from "../model/config.js";
+import { Model, generate } from "../model/model.js";
+import { layerBytes } from "../model/weights.js";
+import { ApiServer } from "../api/server.js";
+import { Gateway } from "../swarm/gateway.js";
+import { Libp2pTransport } from "../swarm/libp2p.js";
+import { SwarmNode } from "../swarm/node.js";
+import { allocateLayers } from "../swarm/placement.js";
+import { parseDType } from "../swarm/wire.js";
+import { logger } from "../swarm/log.js";
+import { TextDecoderStream } from "../tokenizer/index.js";
+import { ChatTemplate } from "../tokenizer/chat.js";
+import { stateDir } from "./paths.js";
+import type { GenerateFlags } from "./commands.js";
+
+const log = logger("cli");
+
+export function parseBytes(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?$/i.exec(s.trim());
+  if (!m) throw new LayerswarmError("BAD_ARGUMENT", `"${s}" is not a size (e.g. 6GB, 512MiB)`);
+  const unit = (m[2] ?? "b").toLowerCase()[0];
+  const mul = { b: 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[unit] ?? 1;
+  return Math.floor(Number(m[1]) * mul);
+}
+
+export interface NodeFlags {
+  model: string;
+  join?: string[];
+  layers?: string;
+  listen?: string[];
+  maxMemory?: string;
+  threads: number;
+  key?: string;
+  swarmKey?: string;
+  maxSessions?: number;
+  name?: string;
+}
+
+export async function nodeCommand(o: NodeFlags): Promise<void> {
+  const t = await Libp2pTransport.create({ listen: o.listen, keyFile: o.key, swarmKey: o.swarmKey });
+  const f = readGGUF(o.model);
+  const cfg = configFromGGUF(f);
+  const maxMem = o.maxMemory ? parseBytes(o.maxMemory) : Math.floor(os.freemem() * 0.8);
+  const perLayer = Math.max(...Array.from({ length: cfg.nLayers }, (_, i) => layerBytes(f, i)));
+  const kvBudget = Math.max(64 * 2 ** 20, Math.floor(maxMem * 0.25));
+  const maxLayers = Math.floor((maxMem - kvBudget) / perLayer);
+  if (maxLayers < 1)
+    throw new LayerswarmError("OUT_OF_MEMORY", `this node cannot hold one layer: a layer needs ${perLayer} bytes, --max-memory ${maxMem} leaves ${maxMem - kvBudget} after the KV cache`);
+  const auto = !o.layers || o.layers === "auto";
+  const ranges: LayerRange[] = auto ? [] : o.layers!.split(",").map(parseRange);
+  for (const r of ranges)
+    if (r.end - r.start > maxLayers)
+      throw new LayerswarmError("OUT_OF_MEMORY", `layers [${r.start}, ${r.end}) need ${(r.end - r.start) * perLayer} bytes; --max-memory allows ${maxLayers} layers`);
+  const node = new SwarmNode({ modelPath: o.model, ranges, kernels: createKernels({ threads: o.threads }), kvBudgetBytes: kvBudget, maxSessions: o.maxSessions, name: o.name }, t);
+  await node.start(o.join, auto ? { maxLayers } : undefined);
+  log("info", "node ready", { peer: t.peerId, addrs: t.addrs(), ranges: node.ranges() });
+  process.stdout.write(JSON.stringify({ event: "node-ready", peer: t.peerId, addrs: t.addrs(), ranges: node.ranges(), pid: process.pid }) + "\n");
+  const stop = () => void node.stop().finally(() => process.exit(0));
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+}
+
+export interface GatewayFlags {
+  model: string;
+  listen?: string[];
+  port: number;
+  host: string;
+  apiKey?: string;
+  key?: string;
+  swarmKey?: string;
+  threads: number;
+  stepTimeout: number;
+  dtype: string;
+}
+
+export async function startGateway(o: GatewayFlags) {
+  const t = await Libp2pTransport.create({ listen: o.listen, keyFile: o.key, swarmKey: o.swarmKey });
+  const model = Model.gateway(o.model, { threads: o.threads });
+  const gw = new Gateway(model, t, { stepTimeoutMs: o.stepTimeout, dtype: parseDType(o.dtype) });
+  await gw.start();
+  return { gw, model, t };
+}
+
+export async function serveApi(gw: Gateway, model: Model, o: GatewayFlags): Promise<ApiServer> {
+  const api = new ApiServer(model, gw, { modelId: path.basename(o.model).replace(/\.gguf$/i, ""), apiKey: o.apiKey });
+  const port = await api.listen(o.port, o.host);
+  process.stdout.write(JSON.stringify({ event: "api-ready", url: `http://${o.host}:${port}/v1`, port, gateway: gw.addrs() }) + "\n");
+  process.stderr.write(`layerswarm: serving the OpenAI API at http://${o.host}:${port}/v1${o.apiKey ? " (API key required)" : ""}\n`);
+  return api;
+}
+
+export async function gatewayCommand(o: GatewayFlags): Promise<void> {
+  const { gw, model, t } = await startGateway(o);
+  process.stderr.write(`layerswarm: gateway ${t.peerId}\n  nodes join with: --join ${gw.addrs()[0]}\n`);
+  const api = await serveApi(gw, model, o);
+  const stop = () => void Promise.all([api.close(), gw.stop()]).finally(() => process.exit(0));
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+}
+
+const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), "index.js");
+
+// Start N node processes on this machine, each with a slice in proportion to
+// equal speed and capped by memory, joined to the gateway.
+export async function spawnLocalNodes(model: string, n: number, gw: Gateway, o: { threads: number; swarmKey?: string; extra?: string[]; announce?: boolean }): Promise<ChildProcess[]> {
+  const f = readGGUF(model);
+  const cfg = configFromGGUF(f);
+  if (n < 1 || n > cfg.nLayers) throw new LayerswarmError("BAD_ARGUMENT", `--nodes must be between 1 and the model's ${cfg.nLayers} layers`);
+  const perLayer = Math.max(...Array.from({ length: cfg.nLayers }, (_, i) => layerBytes(f, i)));
+  const maxLayers = Math.max(1, Math.floor((os.freemem() * 0.7) / n / perLayer));
+  const ranges = allocateLayers(cfg.nLayers, Array.from({ length: n }, (_, i) => ({ id: `local-${i}`, speed: 1, maxLayers })));
+  const keys = path.join(stateDir(), "keys");
+  const children = ranges.map((r, i) => {
+    const args = [CLI, "node", "--model", model, "--join", gw.addrs()[0], "--layers", `${r.start}:${r.end}`, "--threads", String(o.threads),
+      "--key", path.join(keys, `local-node-${i}.key`), "--name", `local-${i}`, ...(o.swarmKey ? ["--swarm-key", o.swarmKey] : []), ...(o.extra ?? [])];
+    const c = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
+    c.stdout!.on("data", (d: Buffer) => {
+      for (const line of d.toString().split("\n").filter(Boolean)) {
+        try {
+          const m = JSON.parse(line);
+          if (m.event === "node-ready" && o.announce) process.stdout.write(JSON.stringify({ ...m, index: i }) + "\n");
+        } catch { /* not ours */ }
+      }
+    });
+    return c;
+  });
+  const cleanup = () => children.forEach((c) => c.kill("SIGTERM"));
+  process.once("exit", cleanup);
+  return children;
+}
+
+export interface RunFlags extends GatewayFlags {
+  nodes: number;
+}
+
+export async function runCommand(o: RunFlags): Promise<void> {
+  const { gw, model } = await startGateway(o);
+  const children = await spawnLocalNodes(o.model, o.nodes, gw, { threads: o.threads, swarmKey: o.swarmKey, announce: true });
+  await gw.waitForCoverage(300_000);
+  const api = await serveApi(gw, model, o);
+  const stop = () => {
+    children.forEach((c) => c.kill("SIGTERM"));
+    void Promise.all([api.close(), gw.stop()]).finally(() => process.exit(0));
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+}
+
+// generate --nodes N: one completion through a local swarm of N node processes.
+export async function generateOverSwarm(prompt: string, o: GenerateFlags & { nodes: number; stepTimeout?: number }): Promise<void> {
+  const flags: GatewayFlags = { model: o.model, port: 0, host: "127.0.0.1", threads: o.threads, stepTimeout: o.stepTimeout ?? 30_000, dtype: "f32" };
+  const { gw, model } = await startGateway(flags);
+  const children = await spawnLocalNodes(o.model, o.nodes, gw, { threads: o.threads });
+  try {
+    await gw.waitForCoverage(300_000);
+    const ids = o.chat ? ChatTemplate.fromGGUF(model.file, model.tokenizer).encode([{ role: "user", content: prompt }]) : model.tokenizer.encode(prompt, { addBos: o.bos ? undefined : false });
+    const dec = new TextDecoderStream(model.tokenizer, ids.at(-1));
+    for await (const t of generate(model, gw, ids, { maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, topK: o.topK, minP: o.minP, repetitionPenalty: o.repeatPenalty, seed: o.seed, chunkSize: o.chunk }))
+      process.stdout.write(dec.push(t.id));
+    process.stdout.write(dec.flush() + "\n");
+  } finally {
+    children.forEach((c) => c.kill("SIGTERM"));
+    await gw.stop();
+  }
+}

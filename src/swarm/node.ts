@@ -1,0 +1,293 @@
+// A swarm node: holds layer slices of a model, runs forward passes for many
+// sessions at once (continuous batching: everything queued when the node is
+// free goes into one batched call per layer), and sends each result straight
+// to the next node of its route, or back to the gateway after the last stage.
+// A malformed message closes only the stream it came on.
+
+import * as os from "node:os";
+import { LayerswarmError } from "../errors.js";
+import { GGUFFile, readGGUF } from "../format/gguf.js";
+import { Kernels } from "../kernels/index.js";
+import { LayerRange, ModelConfig, configFromGGUF } from "../model/config.js";
+import { loadSlice } from "../model/model.js";
+import { SliceRuntime } from "../model/runtime.js";
+import { layerBytes } from "../model/weights.js";
+import { Logger, logger } from "./log.js";
+import { Outbox } from "./outbox.js";
+import { Holder, chooseRange } from "./placement.js";
+import { Channel, PROTOCOL_CONTROL, PROTOCOL_FORWARD, Transport } from "./transport.js";
+import {
+  FLAG_LAST_ROW_ONLY, Forward, Limits, MsgType, WireError, decodeForward, decodeJSON, encodeControl, encodeError, encodeForward, encodeResult,
+} from "./wire.js";
+
+export interface NodeInit {
+  modelPath: string;
+  ranges: LayerRange[];
+  kernels: Kernels;
+  maxSessions?: number;
+  kvBudgetBytes?: number;
+  maxContext?: number;
+  maxRowsPerFrame?: number; // default 512
+  maxBatchRows?: number; // rows per batched call, default 256
+  name?: string;
+}
+
+export interface NodeInfo {
+  peer: string;
+  addrs: string[];
+  name: string;
+  model: { name: string; layers: number; dim: number; fingerprint: string };
+  ranges: LayerRange[];
+  capacity: { layersPerSec: number; freeBytes: number; kvBudgetBytes: number; kvUsedBytes: number; sessions: number };
+}
+
+export function modelFingerprint(f: GGUFFile, cfg: ModelConfig): string {
+  return `${cfg.arch}:${cfg.dim}x${cfg.nLayers}:${cfg.vocabSize}:${f.tensors.size}:${f.fileBytes}`;
+}
+
+export class SwarmNode {
+  readonly file: GGUFFile;
+  readonly cfg: ModelConfig;
+  slices: SliceRuntime[] = [];
+  private queues = new Map<string, Forward[]>();
+  private busy = false;
+  private outbox: Outbox;
+  private control?: Channel;
+  private log: Logger;
+  private layersPerSec = 0;
+  private stopped = false;
+  readonly limits: Limits;
+  stats = { frames: 0, batches: 0, rows: 0, badFrames: 0 };
+
+  constructor(private init: NodeInit, private t: Transport) {
+    this.file = readGGUF(init.modelPath);
+    this.cfg = configFromGGUF(this.file);
+    this.log = logger(`node:${t.peerId.slice(-6)}`);
+    this.outbox = new Outbox(t, this.log);
+    this.limits = { maxDim: this.cfg.dim, maxRows: init.maxRowsPerFrame ?? 512 };
+  }
+
+  ranges(): LayerRange[] {
+    return this.slices.map((s) => s.range);
+  }
+
+  // Load a range of layers (also used when the gateway asks for lost layers).
+  loadRange(r: LayerRange): void {
+    if (this.slices.some((s) => s.range.start < r.end && r.start < s.range.end))
+      throw new LayerswarmError("BAD_RANGE", `layers [${r.start}, ${r.end}) overlap what this node holds`);
+    const t0 = performance.now();
+    const bytes = Array.from({ length: r.end - r.start }, (_, i) => layerBytes(this.file, r.start + i)).reduce((a, b) => a + b, 0);
+    this.log("info", "loading", { start: r.start, end: r.end, bytes });
+    this.slices.push(loadSlice(this.file, this.cfg, r, this.init.kernels, {
+      maxSessions: this.init.maxSessions, kvBudgetBytes: this.init.kvBudgetBytes, maxContext: this.init.maxContext,
+    }));
+    this.slices.sort((a, b) => a.range.start - b.range.start);
+    this.log("info", "loaded", { start: r.start, end: r.end, ms: Math.round(performance.now() - t0) });
+  }
+
+  // Throughput measured at start: layers per second for one decode row.
+  private measure(): void {
+    const s = this.slices[0];
+    if (!s) return;
+    const h = new Float32Array(this.cfg.dim).fill(0.01);
+    const t0 = performance.now();
+    let n = 0;
+    while (performance.now() - t0 < 150 || n < 2) {
+      s.forward([{ session: "__measure", pos: 0, T: 1, hidden: h }]);
+      n++;
+    }
+    s.dropSession("__measure");
+    this.layersPerSec = (n * (s.range.end - s.range.start) * 1000) / (performance.now() - t0);
+  }
+
+  info(): NodeInfo {
+    const kvBudget = this.slices.reduce((a, s) => a + s.budget.maxBytes, 0);
+    const kvUsed = this.slices.reduce((a, s) => a + s.budget.usedBytes, 0);
+    return {
+      peer: this.t.peerId,
+      addrs: this.t.addrs(),
+      name: this.init.name ?? os.hostname(),
+      model: { name: this.cfg.name, layers: this.cfg.nLayers, dim: this.cfg.dim, fingerprint: modelFingerprint(this.file, this.cfg) },
+      ranges: this.ranges(),
+      capacity: {
+        layersPerSec: Math.round(this.layersPerSec),
+        freeBytes: os.freemem(),
+        kvBudgetBytes: kvBudget,
+        kvUsedBytes: kvUsed,
+        sessions: this.slices[0]?.sessions.size ?? 0,
+      },
+    };
+  }
+
+  async start(join?: string[], auto?: { maxLayers: number }): Promise<void> {
+    if (auto) {
+      if (!join?.length) throw new LayerswarmError("BAD_ARGUMENT", "--layers auto needs --join: the gateway says which layers the swarm lacks");
+      const holders = await this.askHolders(join[0]);
+      const r = chooseRange(this.cfg.nLayers, holders, auto.maxLayers);
+      this.log("info", "auto layers", { start: r.start, end: r.end });
+      this.loadRange(r);
+    }
+    for (const r of this.init.ranges) this.loadRange(r);
+    this.measure();
+    await this.t.handle(PROTOCOL_FORWARD, (ch) => void this.serveForward(ch));
+    await this.t.handle(PROTOCOL_CONTROL, (ch) => void this.serveControl(ch));
+    for (const addr of join ?? []) await this.joinGateway(addr);
+  }
+
+  private async askHolders(addr: string): Promise<Holder[]> {
+    const ch = await this.t.dial(addr, PROTOCOL_CONTROL);
+    await ch.send(encodeControl({ type: "holders", id: 0 }));
+    for await (const m of ch.messages()) {
+      const c = decodeJSON<{ type: string; holders?: Holder[] }>(m, "holders reply");
+      await ch.close();
+      if (c.type === "holders" && Array.isArray(c.holders)) return c.holders;
+      break;
+    }
+    throw new LayerswarmError("BAD_ARGUMENT", `the gateway at ${addr} did not say what the swarm holds`);
+  }
+
+  private async joinGateway(addr: string): Promise<void> {
+    const ch = await this.t.dial(addr, PROTOCOL_CONTROL);
+    this.control = ch;
+    await ch.send(encodeControl({ type: "register", info: this.info() }));
+    this.log("info", "joined", { gateway: ch.remotePeer });
+    void this.serveControl(ch);
+  }
+
+  private async serveControl(ch: Channel): Promise<void> {
+    try {
+      for await (const m of ch.messages()) {
+        if (m[0] !== MsgType.CONTROL) throw new WireError(`control stream: unexpected message type ${m[0]}`);
+        const c = decodeJSON<{ type: string; id?: number; start?: number; end?: number; session?: string }>(m, "control message");
+        if (c.type === "load" && Number.isInteger(c.start) && Number.isInteger(c.end)) {
+          try {
+            this.loadRange({ start: c.start!, end: c.end! });
+            await ch.send(encodeControl({ type: "loaded", id: c.id, info: this.info() }));
+          } catch (e) {
+            await ch.send(encodeControl({ type: "load-failed", id: c.id, message: (e as Error).message }));
+          }
+        } else if (c.type === "drop" && typeof c.session === "string") {
+          for (const s of this.slices) s.dropSession(c.session);
+          this.queues.delete(c.session);
+        } else if (c.type === "info") {
+          await ch.send(encodeControl({ type: "info", id: c.id, info: this.info() }));
+        } else throw new WireError(`control stream: unknown command "${String(c.type).slice(0, 40)}"`);
+      }
+    } catch (e) {
+      this.log("warn", "control stream closed", { peer: ch.remotePeer, error: (e as Error).message });
+      ch.abort(e as Error);
+    }
+  }
+
+  private async serveForward(ch: Channel): Promise<void> {
+    try {
+      for await (const m of ch.messages()) {
+        if (m[0] !== MsgType.FORWARD) throw new WireError(`forward stream: unexpected message type ${m[0]}`);
+        const f = decodeForward(m, this.limits);
+        this.stats.frames++;
+        const q = this.queues.get(f.session);
+        if (q) q.push(f);
+        else this.queues.set(f.session, [f]);
+        this.pump();
+      }
+    } catch (e) {
+      this.stats.badFrames++;
+      this.log("warn", "bad stream closed", { peer: ch.remotePeer, error: (e as Error).message });
+      ch.abort(e as Error);
+    }
+  }
+
+  // Run queued steps in batches until the queues are empty, yielding to the
+  // event loop between batches so frames that arrive meanwhile join the next one.
+  private pump(): void {
+    if (this.busy || this.stopped) return;
+    this.busy = true;
+    setImmediate(() => {
+      try {
+        this.runBatch();
+      } finally {
+        this.busy = false;
+        if (this.queues.size > 0) this.pump();
+      }
+    });
+  }
+
+  private runBatch(): void {
+    const maxRows = this.init.maxBatchRows ?? 256;
+    // the head of each session's queue; steps that share a layer range share a call
+    const groups = new Map<string, Forward[]>();
+    let rows = 0;
+    for (const [session, q] of this.queues) {
+      const f = q[0];
+      if (rows > 0 && rows + f.T > maxRows) continue;
+      q.shift();
+      if (q.length === 0) this.queues.delete(session);
+      const hop = f.route.hops[f.hop];
+      const key = `${hop.start}:${hop.end}`;
+      (groups.get(key) ?? groups.set(key, []).get(key)!).push(f);
+      rows += f.T;
+    }
+    for (const [key, fs] of groups) {
+      const [start, end] = key.split(":").map(Number);
+      const slice = this.slices.find((s) => s.range.start <= start && end <= s.range.end);
+      if (!slice) {
+        for (const f of fs) this.fail(f, "BAD_RANGE", `this node does not hold layers [${start}, ${end})`);
+        continue;
+      }
+      let outs: Float32Array[];
+      try {
+        outs = slice.forward(fs.map((f) => ({ session: f.session, pos: f.pos, T: f.T, hidden: f.hidden })), undefined, { start, end });
+      } catch (e) {
+        // one bad step must not sink the others: retry them one by one
+        // (forward validates every step before it changes any state)
+        if (fs.length > 1) {
+          this.runSingly(fs, slice, start, end);
+          continue;
+        }
+        this.fail(fs[0], (e as LayerswarmError).code ?? "INTERNAL", (e as Error).message);
+        continue;
+      }
+      this.stats.batches++;
+      this.stats.rows += fs.reduce((a, f) => a + f.T, 0);
+      fs.forEach((f, i) => this.emit(f, outs[i]));
+    }
+  }
+
+  private runSingly(fs: Forward[], slice: SliceRuntime, start: number, end: number): void {
+    for (const f of fs) {
+      try {
+        const [o] = slice.forward([{ session: f.session, pos: f.pos, T: f.T, hidden: f.hidden }], undefined, { start, end });
+        this.emit(f, o);
+      } catch (e) {
+        this.fail(f, (e as LayerswarmError).code ?? "INTERNAL", (e as Error).message);
+      }
+    }
+  }
+
+  private emit(f: Forward, out: Float32Array): void {
+    const C = this.cfg.dim;
+    if (f.hop + 1 < f.route.hops.length) {
+      const next = f.route.hops[f.hop + 1];
+      this.sendTo(next.peer, next.addrs, encodeForward({ ...f, hop: f.hop + 1, hidden: out }));
+    } else {
+      const last = (f.flags & FLAG_LAST_ROW_ONLY) !== 0;
+      const hidden = last ? out.subarray((f.T - 1) * C) : out;
+      this.sendTo(f.route.replyTo.peer, f.route.replyTo.addrs,
+        encodeResult({ req: f.req, session: f.session, pos: f.pos, T: hidden.length / C, dim: C, dtype: f.dtype, flags: f.flags, hidden }));
+    }
+  }
+
+  private fail(f: Forward, code: string, message: string): void {
+    this.log("warn", "step failed", { session: f.session.slice(0, 12), code, message });
+    this.sendTo(f.route.replyTo.peer, f.route.replyTo.addrs, encodeError({ req: f.req, session: f.session, code, message }));
+  }
+
+  private sendTo(peer: string, addrs: string[], msg: Uint8Array): void {
+    this.outbox.send(peer, addrs, msg).catch(() => { /* logged by the outbox; the gateway notices the missing result */ });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.t.stop();
+  }
+}
