@@ -286,65 +286,70 @@ export class Gateway implements LayerStack {
     }
   }
 
-  private retryAfterRecovery(s: SessionState, st: Step, cause: RouteLost, signal?: AbortSignal, attempt = 1): Promise<Float32Array> {
+  private retryAfterRecovery(s: SessionState, st: Step, cause: RouteLost, signal?: AbortSignal): Promise<Float32Array> {
     return new Promise((resolve, reject) => {
       s.retry.push({ step: st, resolve, reject });
       if (!s.recovering) {
         s.recovering = new Promise<void>((r) => setImmediate(r)) // let every failed step of this session arrive
-          .then(() => this.recover(s, cause, signal, attempt))
+          .then(() => this.recover(s, cause, signal))
           .finally(() => (s.recovering = undefined));
         s.recovering.catch(() => {});
       }
     });
   }
 
-  private async recover(s: SessionState, cause: RouteLost, signal: AbortSignal | undefined, attempt: number): Promise<void> {
+  // Reroute the session, replay its history, resend its waiting steps; again
+  // on the next route if that one fails too, up to maxRecoveries times.
+  private async recover(s: SessionState, cause: RouteLost, signal: AbortSignal | undefined): Promise<void> {
     const waiting = s.retry.sort((a, b) => a.step.pos - b.step.pos);
     s.retry = [];
-    try {
-      if (attempt > this.o.maxRecoveries) throw new LayerswarmError("NO_ROUTE", `gave up after ${attempt - 1} reroutes: ${cause.message}`);
-      this.stats.recoveries++;
-      const t0 = Date.now();
-      const old = s.route.map((x) => x.id);
-      for (const st of s.route) {
-        const n = this.nodes.get(st.id);
-        if (n) n.sessions--;
-      }
-      for (const p of cause.peers) this.lose(p, "failed a step");
-      // drop the old epoch's KV on the nodes still alive (best effort)
-      for (const peer of new Set(old)) if (this.nodes.get(peer)?.state === "serving") this.control(peer, { type: "drop", session: this.wireSession(s) }, 1000).catch(() => {});
-      s.route = await this.route(signal);
-      for (const st of s.route) this.nodes.get(st.id)!.sessions++;
-      s.epoch++;
-      this.emit({ type: "reroute", session: s.id, from: old, to: s.route.map((x) => x.id) });
-      this.log("warn", "rerouting session", { epoch: s.epoch, from: old, to: s.route.map((x) => x.id), reason: cause.message });
-      // replay the history before the first waiting step, in chunks, pipelined
-      const upTo = waiting[0].step.pos;
-      const toks: number[] = [];
-      for (const h of s.history) if (h.pos < upTo) toks.push(...h.tokens.slice(0, upTo - h.pos));
-      if (toks.length !== upTo) throw new LayerswarmError("NO_ROUTE", `cannot replay: the gateway knows ${toks.length} of ${upTo} positions`);
-      const replays: Promise<Float32Array>[] = [];
-      for (let p = 0; p < toks.length; p += this.o.replayChunk) {
-        const chunk = toks.slice(p, p + this.o.replayChunk);
-        replays.push(this.send(s, { session: s.id, pos: p, T: chunk.length, hidden: this.model.embedder.embed(chunk), lastRowOnly: true }, signal));
-      }
-      await Promise.all(replays);
-      this.stats.replayedPositions += toks.length;
-      this.emit({ type: "replay", session: s.id, positions: toks.length, ms: Date.now() - t0 });
-    } catch (e) {
-      if (e instanceof RouteLost) {
-        // the new route failed too: try again with what is left
-        for (const w of waiting) this.retryAfterRecovery(s, w.step, e, signal, attempt + 1).then(w.resolve, w.reject);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        if (attempt > this.o.maxRecoveries) throw new LayerswarmError("NO_ROUTE", `gave up after ${attempt - 1} reroutes: ${cause.message}`);
+        await this.reroute(s, cause, waiting[0].step.pos, signal);
+        const outs = await Promise.all(waiting.map((w) => this.send(s, w.step, signal)));
+        waiting.forEach((w, i) => w.resolve(outs[i]));
+        return;
+      } catch (e) {
+        if (e instanceof RouteLost) {
+          cause = e;
+          continue;
+        }
+        for (const w of waiting) w.reject(e as Error);
         return;
       }
-      for (const w of waiting) w.reject(e as Error);
-      return;
     }
-    for (const w of waiting)
-      this.send(s, w.step, signal).then(w.resolve, (e) => {
-        if (e instanceof RouteLost) this.retryAfterRecovery(s, w.step, e, signal, attempt + 1).then(w.resolve, w.reject);
-        else w.reject(e);
-      });
+  }
+
+  private async reroute(s: SessionState, cause: RouteLost, upTo: number, signal: AbortSignal | undefined): Promise<void> {
+    this.stats.recoveries++;
+    const t0 = Date.now();
+    const old = s.route.map((x) => x.id);
+    for (const st of s.route) {
+      const n = this.nodes.get(st.id);
+      if (n) n.sessions--;
+    }
+    s.route = [];
+    for (const p of cause.peers) this.lose(p, "failed a step");
+    // drop the old epoch's KV on the nodes still alive (best effort)
+    for (const peer of new Set(old)) if (this.nodes.get(peer)?.state === "serving") this.control(peer, { type: "drop", session: this.wireSession(s) }, 1000).catch(() => {});
+    s.epoch++;
+    s.route = await this.route(signal);
+    for (const st of s.route) this.nodes.get(st.id)!.sessions++;
+    this.emit({ type: "reroute", session: s.id, from: old, to: s.route.map((x) => x.id) });
+    this.log("warn", "rerouting session", { epoch: s.epoch, from: old, to: s.route.map((x) => x.id), reason: cause.message });
+    // replay the history before the first waiting step, in chunks, pipelined
+    const toks: number[] = [];
+    for (const h of s.history) if (h.pos < upTo) toks.push(...h.tokens.slice(0, upTo - h.pos));
+    if (toks.length !== upTo) throw new LayerswarmError("NO_ROUTE", `cannot replay: the gateway knows ${toks.length} of ${upTo} positions`);
+    const replays: Promise<Float32Array>[] = [];
+    for (let p = 0; p < toks.length; p += this.o.replayChunk) {
+      const chunk = toks.slice(p, p + this.o.replayChunk);
+      replays.push(this.send(s, { session: s.id, pos: p, T: chunk.length, hidden: this.model.embedder.embed(chunk), lastRowOnly: true }, signal));
+    }
+    await Promise.all(replays);
+    this.stats.replayedPositions += toks.length;
+    this.emit({ type: "replay", session: s.id, positions: toks.length, ms: Date.now() - t0 });
   }
 
   private wireSession(s: SessionState): string {

@@ -183,18 +183,21 @@ export class SwarmNode {
     try {
       for await (const m of ch.messages()) {
         if (m[0] !== MsgType.FORWARD) throw new WireError(`forward stream: unexpected message type ${m[0]}`);
-        const f = decodeForward(m, this.limits);
+        this.enqueue(decodeForward(m, this.limits));
         this.stats.frames++;
-        const q = this.queues.get(f.session);
-        if (q) q.push(f);
-        else this.queues.set(f.session, [f]);
-        this.pump();
       }
     } catch (e) {
       this.stats.badFrames++;
       this.log("warn", "bad stream closed", { peer: ch.remotePeer, error: (e as Error).message });
       ch.abort(e as Error);
     }
+  }
+
+  private enqueue(f: Forward): void {
+    const q = this.queues.get(f.session);
+    if (q) q.push(f);
+    else this.queues.set(f.session, [f]);
+    this.pump();
   }
 
   // Run queued steps in batches until the queues are empty, yielding to the
@@ -268,6 +271,11 @@ export class SwarmNode {
     const C = this.cfg.dim;
     if (f.hop + 1 < f.route.hops.length) {
       const next = f.route.hops[f.hop + 1];
+      if (next.peer === this.t.peerId) {
+        // the next stage is another of our slices (e.g. layers loaded after a failure)
+        this.enqueue({ ...f, hop: f.hop + 1, hidden: out });
+        return;
+      }
       this.sendTo(next.peer, next.addrs, encodeForward({ ...f, hop: f.hop + 1, hidden: out }));
     } else {
       const last = (f.flags & FLAG_LAST_ROW_ONLY) !== 0;

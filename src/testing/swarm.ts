@@ -1,0 +1,72 @@
+// Test helpers: an in-process gateway with real node processes on loopback.
+
+import { ChildProcess, spawn } from "node:child_process";
+import * as path from "node:path";
+import { LayerRange } from "../model/config.js";
+import { Model } from "../model/model.js";
+import { Gateway, GatewayOptions } from "../swarm/gateway.js";
+import { Libp2pTransport } from "../swarm/libp2p.js";
+import { REPO, tmpDir } from "./shared.js";
+
+export const CLI = path.join(REPO, "dist/src/cli/index.js");
+
+export interface TestSwarm {
+  gw: Gateway;
+  model: Model;
+  nodes: ChildProcess[];
+  peers: string[];
+  stop(): Promise<void>;
+}
+
+export function spawnNode(model: string, join: string, layers: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<{ proc: ChildProcess; peer: string; addrs: string[] }> {
+  const proc = spawn(process.execPath, [CLI, "node", "--model", model, "--join", join, "--layers", layers, "--max-memory", "2GB", ...extra], {
+    stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LAYERSWARM_LOG: "warn", ...env },
+  });
+  let err = "";
+  proc.stderr!.on("data", (d) => (err += d));
+  return new Promise((resolve, reject) => {
+    let out = "";
+    proc.stdout!.on("data", (d) => {
+      out += d;
+      const line = out.split("\n").find((l) => l.includes('"node-ready"'));
+      if (line) {
+        const m = JSON.parse(line);
+        resolve({ proc, peer: m.peer, addrs: m.addrs });
+      }
+    });
+    proc.on("exit", (code) => reject(new Error(`node exited with ${code}: ${err}`)));
+  });
+}
+
+export async function startSwarm(modelPath: string, ranges: LayerRange[], opts: GatewayOptions = {}): Promise<TestSwarm> {
+  const t = await Libp2pTransport.create({});
+  const model = Model.gateway(modelPath);
+  const gw = new Gateway(model, t, opts);
+  await gw.start();
+  const started = await Promise.all(ranges.map((r) => spawnNode(modelPath, gw.addrs()[0], `${r.start}:${r.end}`)));
+  await gw.waitForCoverage(30_000);
+  // every node registered
+  const until = Date.now() + 10_000;
+  while (gw.serving().length < ranges.length && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+  return {
+    gw, model, nodes: started.map((s) => s.proc), peers: started.map((s) => s.peer),
+    async stop() {
+      for (const s of started) s.proc.kill("SIGKILL");
+      await gw.stop();
+    },
+  };
+}
+
+export function compositions(n: number): number[][] {
+  if (n === 0) return [[]];
+  const out: number[][] = [];
+  for (let first = 1; first <= n; first++) for (const rest of compositions(n - first)) out.push([first, ...rest]);
+  return out;
+}
+
+export function rangesOf(parts: number[]): LayerRange[] {
+  let s = 0;
+  return parts.map((p) => ({ start: s, end: (s += p) }));
+}
+
+export { tmpDir };
