@@ -88,7 +88,7 @@ export class Gateway implements LayerStack {
   private log: Logger;
   private limits: Limits;
   private ctlReq = 1;
-  private ctlWaiters = new Map<number, (m: { type: string; info?: NodeInfo; message?: string }) => void>();
+  private ctlWaiters = new Map<number, { peer: string; done: (m: { type: string; info?: NodeInfo; message?: string }) => void; fail: (e: Error) => void }>();
   private o: Required<GatewayOptions>;
   stats = { steps: 0, recoveries: 0, replayedPositions: 0 };
 
@@ -141,7 +141,7 @@ export class Gateway implements LayerStack {
             const e = this.nodes.get(peer);
             if (e) e.info = c.info;
           }
-          this.ctlWaiters.get(c.id)!(c);
+          this.ctlWaiters.get(c.id)!.done(c);
           this.ctlWaiters.delete(c.id);
         }
       }
@@ -161,9 +161,16 @@ export class Gateway implements LayerStack {
         this.ctlWaiters.delete(id);
         reject(new Error(`node ${peer} did not answer "${msg.type}" within ${timeoutMs} ms`));
       }, timeoutMs);
-      this.ctlWaiters.set(id, (m) => {
-        clearTimeout(timer);
-        resolve(m);
+      this.ctlWaiters.set(id, {
+        peer,
+        done: (m) => {
+          clearTimeout(timer);
+          resolve(m);
+        },
+        fail: (err) => {
+          clearTimeout(timer);
+          reject(err);
+        },
       });
       e.ch.send(encodeControl({ ...msg, id })).catch((err) => {
         clearTimeout(timer);
@@ -181,6 +188,11 @@ export class Gateway implements LayerStack {
     this.outbox.forget(peer);
     this.log("warn", "node lost", { peer, reason });
     this.emit({ type: "node-lost", peer, reason });
+    for (const [id, w] of this.ctlWaiters)
+      if (w.peer === peer) {
+        this.ctlWaiters.delete(id);
+        w.fail(new Error(`node ${peer} ${reason}`));
+      }
     for (const [req, p] of this.pending)
       if (p.peers.includes(peer)) {
         this.pending.delete(req);

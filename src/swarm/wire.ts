@@ -218,8 +218,9 @@ export function decodeForward(b: Uint8Array, lim: Limits): Forward {
   const rl = r.u32("route length");
   if (rl > 65536) throw new WireError(`forward frame: route of ${rl} bytes`);
   let route: Route;
+  const routeText = r.str(rl, "route");
   try {
-    route = JSON.parse(r.str(rl, "route"));
+    route = JSON.parse(routeText);
   } catch {
     throw new WireError("forward frame: route is not JSON");
   }
