@@ -15,6 +15,7 @@ import { ApiServer } from "../api/server.js";
 import { Gateway } from "../swarm/gateway.js";
 import { Libp2pTransport } from "../swarm/libp2p.js";
 import { SwarmNode } from "../swarm/node.js";
+import { withLinkDelay } from "../swarm/delay.js";
 import { allocateLayers } from "../swarm/placement.js";
 import { parseDType } from "../swarm/wire.js";
 import { logger } from "../swarm/log.js";
@@ -47,7 +48,7 @@ export interface NodeFlags {
 }
 
 export async function nodeCommand(o: NodeFlags): Promise<void> {
-  const t = await Libp2pTransport.create({ listen: o.listen, keyFile: o.key, swarmKey: o.swarmKey });
+  const t = withLinkDelay(await Libp2pTransport.create({ listen: o.listen, keyFile: o.key, swarmKey: o.swarmKey }));
   const f = readGGUF(o.model);
   const cfg = configFromGGUF(f);
   const maxMem = o.maxMemory ? parseBytes(o.maxMemory) : Math.floor(os.freemem() * 0.8);
@@ -84,7 +85,7 @@ export interface GatewayFlags {
 }
 
 export async function startGateway(o: GatewayFlags) {
-  const t = await Libp2pTransport.create({ listen: o.listen, keyFile: o.key, swarmKey: o.swarmKey });
+  const t = withLinkDelay(await Libp2pTransport.create({ listen: o.listen, keyFile: o.key, swarmKey: o.swarmKey }));
   const model = Model.gateway(o.model, { threads: o.threads });
   const gw = new Gateway(model, t, { stepTimeoutMs: o.stepTimeout, dtype: parseDType(o.dtype) });
   await gw.start();

@@ -6,6 +6,7 @@ import { LayerRange } from "../model/config.js";
 import { Model } from "../model/model.js";
 import { Gateway, GatewayOptions } from "../swarm/gateway.js";
 import { Libp2pTransport } from "../swarm/libp2p.js";
+import { withLinkDelay } from "../swarm/delay.js";
 import { REPO, tmpDir } from "./shared.js";
 
 export const CLI = path.join(REPO, "dist/src/cli/index.js");
@@ -19,7 +20,7 @@ export interface TestSwarm {
 }
 
 export function spawnNode(model: string, join: string, layers: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<{ proc: ChildProcess; peer: string; addrs: string[] }> {
-  const proc = spawn(process.execPath, [CLI, "node", "--model", model, "--join", join, "--layers", layers, "--max-memory", "2GB", ...extra], {
+  const proc = spawn(process.execPath, [CLI, "node", "--model", model, "--join", join, "--layers", layers, "--max-memory", "4GB", ...extra], {
     stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LAYERSWARM_LOG: "warn", ...env },
   });
   let err = "";
@@ -38,12 +39,12 @@ export function spawnNode(model: string, join: string, layers: string, extra: st
   });
 }
 
-export async function startSwarm(modelPath: string, ranges: LayerRange[], opts: GatewayOptions = {}): Promise<TestSwarm> {
-  const t = await Libp2pTransport.create({});
+export async function startSwarm(modelPath: string, ranges: LayerRange[], opts: GatewayOptions = {}, nodeArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<TestSwarm> {
+  const t = withLinkDelay(await Libp2pTransport.create({}));
   const model = Model.gateway(modelPath);
   const gw = new Gateway(model, t, opts);
   await gw.start();
-  const started = await Promise.all(ranges.map((r) => spawnNode(modelPath, gw.addrs()[0], `${r.start}:${r.end}`)));
+  const started = await Promise.all(ranges.map((r) => spawnNode(modelPath, gw.addrs()[0], `${r.start}:${r.end}`, nodeArgs, env)));
   await gw.waitForCoverage(30_000);
   // every node registered
   const until = Date.now() + 10_000;

@@ -1,0 +1,79 @@
+// npm run bench:swarm: the swarm's costs, each beside its baseline from the same run.
+//   1. per-hop overhead: decode step time of the synthetic 1B Q8_0 model split over
+//      2 node processes on loopback, minus the same model in one process, per hop (3 hops)
+//   2. time to first token of a 512-token prompt over 4 stages with 20 ms one-way
+//      delay per link: chunked pipelining (64-token chunks) against the whole prompt at once
+//   3. aggregate tokens/s with 1, 4 and 16 concurrent sessions over 4 stages with 20 ms links
+//
+//   npm run bench:swarm [-- --shape llama-1b --type Q8_0 --skip 1,2]
+
+import { Model, generate } from "../src/model/model.js";
+import { rangesOf, startSwarm } from "../src/testing/swarm.js";
+import { args, benchModel, promptTokens, ratio, row } from "./common.js";
+
+const a = args();
+const file = benchModel(a.get("type") ?? "Q8_0", a.get("shape") ?? "llama-1b");
+const skip = new Set((a.get("skip") ?? "").split(","));
+const DELAY = 20;
+
+async function decodeMsPerToken(model: Model, stack: Parameters<typeof generate>[1], n = 24): Promise<number> {
+  const prompt = promptTokens(8, model.cfg.vocabSize);
+  let t1 = 0, k = 0;
+  for await (const _ of generate(model, stack, prompt, { maxTokens: n + 1, stopAtEog: false })) {
+    void _;
+    if (k++ === 0) t1 = performance.now();
+  }
+  return (performance.now() - t1) / (k - 1);
+}
+
+const W = [44, 14, 14, 8];
+if (!skip.has("1")) {
+  console.log("\n# 1. per-hop overhead (synthetic 1B Q8_0, 1 thread per process, loopback, no added delay)");
+  const local = Model.local(file, { threads: 1 });
+  const single = await decodeMsPerToken(local.model, local.stack);
+  local.model.kernels.close();
+  const L = local.model.cfg.nLayers;
+  const sw = await startSwarm(file, rangesOf([L / 2, L / 2]));
+  const split = await decodeMsPerToken(sw.model, sw.gw);
+  await sw.stop();
+  console.log(row(["", "2 processes", "1 process", ""], W));
+  console.log(row(["decode step (ms)", split.toFixed(2), single.toFixed(2), ratio(split, single)], W));
+  console.log(row(["overhead per hop (ms), 3 hops", ((split - single) / 3).toFixed(2), "(Petals: ~18)", ""], W));
+}
+
+process.env.LAYERSWARM_LINK_DELAY_MS = String(DELAY);
+const sw4 = await startSwarm(file, rangesOf([4, 4, 4, 4].map((x, i, all) => (i === all.length - 1 ? 16 - 12 : x))), { stepTimeoutMs: 120_000 }, [], { LAYERSWARM_LINK_DELAY_MS: String(DELAY) });
+try {
+  if (!skip.has("2")) {
+    console.log(`\n# 2. time to first token, 512-token prompt, 4 stages, ${DELAY} ms one-way per link`);
+    const prompt = promptTokens(512, sw4.model.cfg.vocabSize);
+    const ttft = async (chunk: number) => {
+      const t0 = performance.now();
+      for await (const _ of generate(sw4.model, sw4.gw, prompt, { maxTokens: 1, chunkSize: chunk })) void _;
+      return performance.now() - t0;
+    };
+    await ttft(512); // warm up connections
+    const piped = await ttft(64), whole = await ttft(512);
+    console.log(row(["", "64-token chunks", "whole prompt", "ratio"], W));
+    console.log(row(["time to first token (ms)", piped.toFixed(0), whole.toFixed(0), ratio(piped, whole)], W));
+  }
+  if (!skip.has("3")) {
+    console.log(`\n# 3. aggregate decode tokens/s, 4 stages, ${DELAY} ms one-way per link (16 tokens per session)`);
+    console.log(row(["sessions", "tokens/s", "1 session", "ratio"], W));
+    let base = 0;
+    for (const n of [1, 4, 16]) {
+      const t0 = performance.now();
+      const counts = await Promise.all(Array.from({ length: n }, async (_, i) => {
+        let k = 0;
+        for await (const _t of generate(sw4.model, sw4.gw, promptTokens(8 + i, sw4.model.cfg.vocabSize), { maxTokens: 16, stopAtEog: false })) k++;
+        return k;
+      }));
+      const tps = (counts.reduce((x, y) => x + y, 0) * 1000) / (performance.now() - t0);
+      if (n === 1) base = tps;
+      console.log(row([String(n), tps.toFixed(1), base.toFixed(1), ratio(tps, base)], W));
+    }
+  }
+} finally {
+  await sw4.stop();
+}
+process.exit(0);
