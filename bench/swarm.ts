@@ -58,19 +58,20 @@ try {
     console.log(row(["time to first token (ms)", piped.toFixed(0), whole.toFixed(0), ratio(piped, whole)], W));
   }
   if (!skip.has("3")) {
-    console.log(`\n# 3. aggregate decode tokens/s, 4 stages, ${DELAY} ms one-way per link (16 tokens per session)`);
+    console.log(`\n# 3. aggregate decode tokens/s, 4 stages, ${DELAY} ms one-way per link (32 tokens per session)`);
     console.log(row(["sessions", "tokens/s", "1 session", "ratio"], W));
     let base = 0;
     for (const n of [1, 4, 16]) {
       const t0 = performance.now();
       const counts = await Promise.all(Array.from({ length: n }, async (_, i) => {
         let k = 0;
-        for await (const _t of generate(sw4.model, sw4.gw, promptTokens(8 + i, sw4.model.cfg.vocabSize), { maxTokens: 16, stopAtEog: false })) k++;
+        for await (const _t of generate(sw4.model, sw4.gw, promptTokens(8 + i, sw4.model.cfg.vocabSize), { maxTokens: Number(a.get("tokens") ?? 32), stopAtEog: false })) k++;
         return k;
       }));
       const tps = (counts.reduce((x, y) => x + y, 0) * 1000) / (performance.now() - t0);
       if (n === 1) base = tps;
       console.log(row([String(n), tps.toFixed(1), base.toFixed(1), ratio(tps, base)], W));
+      if (a.has("verbose")) for (const p of sw4.peers) console.log("   node", (await sw4.gw.nodeInfo(p))?.stats);
     }
   }
 } finally {

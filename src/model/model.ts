@@ -122,8 +122,9 @@ export async function* generate(model: Model, stack: LayerStack, prompt: number[
         const lg = model.head.logits(h, rows);
         for (let t = 0; t < rows; t++) opts.onLogits!(p + t, lg.subarray(t * cfg.vocabSize, (t + 1) * cfg.vocabSize));
         if (i === chunks.length - 1) logits = lg.subarray((rows - 1) * cfg.vocabSize);
-      } else if (i === chunks.length - 1) logits = model.head.logits(h.subarray((rows - 1) * cfg.dim), 1);
+      }
     });
+    if (!wantAll) logits = await model.head.logitsBatched(outs[chunks.length - 1][0]);
     for (let n = 0; n < maxTokens; n++) {
       const pos = history.length;
       const id = sampler.sample(logits!, history);
@@ -133,7 +134,7 @@ export async function* generate(model: Model, stack: LayerStack, prompt: number[
       if (n + 1 >= maxTokens || pos + 1 >= cfg.contextLength) return;
       throwIfAborted(opts.signal);
       const [h] = await stack.forward([{ session, pos, T: 1, tokens: [id], hidden: model.embedder.embed([id]) }], opts.signal);
-      logits = model.head.logits(h, 1);
+      logits = await model.head.logitsBatched(h);
       opts.onLogits?.(pos, logits);
     }
   } finally {

@@ -177,7 +177,30 @@ export class Embedder {
 
 export class Head {
   private xn: Float32Array = new Float32Array(0);
+  private queue: { h: Float32Array; resolve: (l: Float32Array) => void; reject: (e: unknown) => void }[] = [];
   constructor(readonly cfg: ModelConfig, private w: HeadWeights, private k: Kernels) {}
+
+  // One row's logits, computed together with every other row asked for in the
+  // same turn of the event loop (one pass over the output matrix for all
+  // concurrent sessions; the bits are the same as alone).
+  logitsBatched(h: Float32Array): Promise<Float32Array> {
+    return new Promise((resolve, reject) => {
+      if (this.queue.push({ h, resolve, reject }) > 1) return;
+      setImmediate(() => {
+        const q = this.queue;
+        this.queue = [];
+        try {
+          const C = this.cfg.dim, V = this.cfg.vocabSize;
+          const x = new Float32Array(q.length * C);
+          q.forEach((e, i) => x.set(e.h.subarray(e.h.length - C), i * C));
+          const out = this.logits(x, q.length);
+          q.forEach((e, i) => e.resolve(out.subarray(i * V, (i + 1) * V)));
+        } catch (e) {
+          for (const r of q) r.reject(e);
+        }
+      });
+    });
+  }
   // hidden (T, C) -> logits (T, V)
   logits(hidden: Float32Array, T: number): Float32Array {
     const C = this.cfg.dim;

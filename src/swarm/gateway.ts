@@ -454,6 +454,13 @@ export class Gateway implements LayerStack {
       }
   }
 
+  // Fresh information from a node (capacity, statistics).
+  async nodeInfo(peer: string, timeoutMs = 2000): Promise<NodeInfo | undefined> {
+    const m = await this.control(peer, { type: "info" }, timeoutMs).catch(() => undefined);
+    if (m?.info) this.nodes.get(peer)!.info = m.info;
+    return m?.info;
+  }
+
   activeSessions(): number {
     return this.sessions.size;
   }

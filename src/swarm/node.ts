@@ -39,6 +39,7 @@ export interface NodeInfo {
   model: { name: string; layers: number; dim: number; fingerprint: string };
   ranges: LayerRange[];
   capacity: { layersPerSec: number; freeBytes: number; kvBudgetBytes: number; kvUsedBytes: number; sessions: number };
+  stats: { frames: number; batches: number; rows: number; badFrames: number; busyMs: number };
 }
 
 export function modelFingerprint(f: GGUFFile, cfg: ModelConfig): string {
@@ -57,7 +58,7 @@ export class SwarmNode {
   private layersPerSec = 0;
   private stopped = false;
   readonly limits: Limits;
-  stats = { frames: 0, batches: 0, rows: 0, badFrames: 0 };
+  stats = { frames: 0, batches: 0, rows: 0, badFrames: 0, busyMs: 0 };
 
   constructor(private init: NodeInit, private t: Transport) {
     this.file = readGGUF(init.modelPath);
@@ -116,6 +117,7 @@ export class SwarmNode {
         kvUsedBytes: kvUsed,
         sessions: this.slices[0]?.sessions.size ?? 0,
       },
+      stats: { ...this.stats, busyMs: Math.round(this.stats.busyMs) },
     };
   }
 
@@ -206,8 +208,10 @@ export class SwarmNode {
     if (this.busy || this.stopped) return;
     this.busy = true;
     setImmediate(() => {
+      const t0 = performance.now();
       try {
         this.runBatch();
+        this.stats.busyMs += performance.now() - t0;
       } finally {
         this.busy = false;
         if (this.queues.size > 0) this.pump();
