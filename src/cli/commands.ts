@@ -3,6 +3,8 @@
 
 import { GGUFFile, readGGUF, metaString } from "../format/gguf.js";
 import { convertLlama2c } from "../format/llama2c.js";
+import { DEFAULT_MODEL, fetchModel } from "../format/remote.js";
+import { progress } from "./swarm.js";
 import { typeName } from "../format/quant.js";
 import { SHAPES, SynthSpec, describeSpec, synthesize } from "../format/synth.js";
 import { configFromGGUF, parseRange } from "../model/config.js";
@@ -32,7 +34,8 @@ export interface GenerateFlags {
 export async function generateCommand(prompt: string, o: GenerateFlags): Promise<void> {
   const t0 = performance.now();
   const slices = o.slices?.split(",").map(parseRange);
-  const { model, stack } = Model.local(o.model, { backend: o.kernels, threads: o.threads, slices });
+  const file = await fetchModel(o.model ?? DEFAULT_MODEL, progress("model"));
+  const { model, stack } = Model.local(file, { backend: o.kernels, threads: o.threads, slices });
   const ids = o.chat
     ? ChatTemplate.fromGGUF(model.file, model.tokenizer).encode([{ role: "user", content: prompt }])
     : model.tokenizer.encode(prompt, { addBos: o.bos ? undefined : false });

@@ -25,7 +25,7 @@ program
   .command("generate")
   .description("stream a completion of PROMPT to stdout")
   .argument("<prompt>", "the prompt text")
-  .requiredOption("-m, --model <file>", "GGUF model file")
+  .option("-m, --model <file|url|hf:owner/repo/file>", "GGUF model: a file, an http(s) URL or hf:<owner>/<repo>/<file.gguf> (default: the TinyStories 15M Q8_0 model, downloaded once)")
   .option("-n, --max-tokens <n>", "most tokens to generate", int, 256)
   .option("-t, --temperature <t>", "sampling temperature (0 = greedy)", num, 0)
   .option("--top-p <p>", "nucleus sampling mass", num, 1)
@@ -48,7 +48,7 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 program
   .command("run")
   .description("the main job: a gateway and N node processes on this machine, serving the OpenAI API")
-  .requiredOption("-m, --model <file>", "GGUF model file")
+  .option("-m, --model <file|url|hf:owner/repo/file>", "GGUF model (default: hf:ggml-org/tiny-llamas/stories15M-q8_0.gguf, downloaded once)")
   .option("--nodes <n>", "node processes", int, 3)
   .option("--port <port>", "HTTP port (0: any free port)", int, 8080)
   .option("--host <host>", "HTTP address", "127.0.0.1")
@@ -62,7 +62,7 @@ program
 program
   .command("node")
   .description("serve a slice of a model's layers to a swarm")
-  .requiredOption("-m, --model <file>", "GGUF model file")
+  .requiredOption("-m, --model <file|url|hf:owner/repo/file>", "GGUF model; from a URL only this node's tensors are fetched (HTTP range requests, cached)")
   .option("--join <address>", "gateway multiaddr (repeatable)", collect)
   .option("--layers <range>", "START:END (half-open), several separated by commas, or auto", "auto")
   .option("--listen <multiaddr>", "address to listen on (repeatable)", collect)
@@ -77,7 +77,7 @@ program
 program
   .command("gateway")
   .description("coordinate a swarm and serve the OpenAI API")
-  .requiredOption("-m, --model <file>", "GGUF model file")
+  .requiredOption("-m, --model <file|url|hf:owner/repo/file>", "GGUF model; from a URL only the embedding and head are fetched")
   .option("--listen <multiaddr>", "swarm address to listen on (repeatable)", collect)
   .option("--port <port>", "HTTP port", int, 8080)
   .option("--host <host>", "HTTP address", "127.0.0.1")

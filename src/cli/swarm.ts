@@ -7,6 +7,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { LayerswarmError } from "../errors.js";
 import { readGGUF } from "../format/gguf.js";
+import { DEFAULT_MODEL, Progress, fetchModel, isRemote, openRemoteSlice, resolveUrl, tensorsFor } from "../format/remote.js";
 import { createKernels } from "../kernels/index.js";
 import { LayerRange, configFromGGUF, parseRange } from "../model/config.js";
 import { Model, generate } from "../model/model.js";
@@ -25,6 +26,21 @@ import { stateDir } from "./paths.js";
 import type { GenerateFlags } from "./commands.js";
 
 const log = logger("cli");
+
+// Download progress on stderr: a live line on a terminal, a few log lines otherwise.
+export function progress(label: string): Progress {
+  let lastPct = -1;
+  return ({ what, bytes, total, done }) => {
+    const pct = total > 0 ? Math.floor((bytes * 100) / total) : 0;
+    const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+    if (process.stderr.isTTY) {
+      process.stderr.write(`\r${label}: ${what} ${mib(bytes)}/${mib(total)} MiB (${pct}%)${done ? "\n" : ""}`);
+    } else if (done || pct >= lastPct + 25) {
+      lastPct = pct;
+      log("info", "download", { label, file: what, bytes, total, done });
+    }
+  };
+}
 
 export function parseBytes(s: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?$/i.exec(s.trim());
@@ -49,7 +65,14 @@ export interface NodeFlags {
 
 export async function nodeCommand(o: NodeFlags): Promise<void> {
   const t = withLinkDelay(await Libp2pTransport.create({ listen: o.listen, keyFile: o.key, swarmKey: o.swarmKey }));
-  const f = readGGUF(o.model);
+  let modelPath = o.model;
+  let fetchLayers: ((r: LayerRange) => Promise<void>) | undefined;
+  if (isRemote(o.model)) {
+    // only the header now; each range's tensors when it is loaded
+    modelPath = (await openRemoteSlice(o.model, () => [], progress("header"))).path;
+    fetchLayers = async (r) => void (await openRemoteSlice(o.model, (g) => tensorsFor(g, [r], false), progress(`layers ${r.start}-${r.end}`)));
+  }
+  const f = readGGUF(modelPath);
   const cfg = configFromGGUF(f);
   const maxMem = o.maxMemory ? parseBytes(o.maxMemory) : Math.floor(os.freemem() * 0.8);
   const perLayer = Math.max(...Array.from({ length: cfg.nLayers }, (_, i) => layerBytes(f, i)));
@@ -62,7 +85,7 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
   for (const r of ranges)
     if (r.end - r.start > maxLayers)
       throw new LayerswarmError("OUT_OF_MEMORY", `layers [${r.start}, ${r.end}) need ${(r.end - r.start) * perLayer} bytes; --max-memory allows ${maxLayers} layers`);
-  const node = new SwarmNode({ modelPath: o.model, ranges, kernels: createKernels({ threads: o.threads }), kvBudgetBytes: kvBudget, maxSessions: o.maxSessions, name: o.name }, t);
+  const node = new SwarmNode({ modelPath, fetchLayers, ranges, kernels: createKernels({ threads: o.threads }), kvBudgetBytes: kvBudget, maxSessions: o.maxSessions, name: o.name }, t);
   await node.start(o.join, auto ? { maxLayers } : undefined);
   log("info", "node ready", { peer: t.peerId, addrs: t.addrs(), ranges: node.ranges() });
   process.stdout.write(JSON.stringify({ event: "node-ready", peer: t.peerId, addrs: t.addrs(), ranges: node.ranges(), pid: process.pid }) + "\n");
@@ -86,14 +109,19 @@ export interface GatewayFlags {
 
 export async function startGateway(o: GatewayFlags) {
   const t = withLinkDelay(await Libp2pTransport.create({ listen: o.listen, keyFile: o.key, swarmKey: o.swarmKey }));
-  const model = Model.gateway(o.model, { threads: o.threads });
+  const local = isRemote(o.model) ? (await openRemoteSlice(o.model, (g) => tensorsFor(g, [], true), progress("gateway tensors"))).path : o.model;
+  const model = Model.gateway(local, { threads: o.threads });
   const gw = new Gateway(model, t, { stepTimeoutMs: o.stepTimeout, dtype: parseDType(o.dtype) });
   await gw.start();
   return { gw, model, t };
 }
 
-export async function serveApi(gw: Gateway, model: Model, o: GatewayFlags): Promise<ApiServer> {
-  const api = new ApiServer(model, gw, { modelId: path.basename(o.model).replace(/\.gguf$/i, ""), apiKey: o.apiKey });
+export function modelId(spec: string): string {
+  return path.basename(isRemote(spec) ? new URL(resolveUrl(spec)).pathname : spec).replace(/\.gguf$/i, "");
+}
+
+export async function serveApi(gw: Gateway, model: Model, o: GatewayFlags, id = modelId(o.model)): Promise<ApiServer> {
+  const api = new ApiServer(model, gw, { modelId: id, apiKey: o.apiKey });
   const port = await api.listen(o.port, o.host);
   process.stdout.write(JSON.stringify({ event: "api-ready", url: `http://${o.host}:${port}/v1`, port, gateway: gw.addrs() }) + "\n");
   process.stderr.write(`layerswarm: serving the OpenAI API at http://${o.host}:${port}/v1${o.apiKey ? " (API key required)" : ""}\n`);
@@ -145,10 +173,12 @@ export interface RunFlags extends GatewayFlags {
 }
 
 export async function runCommand(o: RunFlags): Promise<void> {
+  const spec = o.model ?? DEFAULT_MODEL;
+  o = { ...o, model: await fetchModel(spec, progress("model")) };
   const { gw, model } = await startGateway(o);
   const children = await spawnLocalNodes(o.model, o.nodes, gw, { threads: o.threads, swarmKey: o.swarmKey, announce: true });
   await gw.waitForCoverage(300_000);
-  const api = await serveApi(gw, model, o);
+  const api = await serveApi(gw, model, o, modelId(spec));
   const stop = () => {
     children.forEach((c) => c.kill("SIGTERM"));
     void Promise.all([api.close(), gw.stop()]).finally(() => process.exit(0));
@@ -159,6 +189,7 @@ export async function runCommand(o: RunFlags): Promise<void> {
 
 // generate --nodes N: one completion through a local swarm of N node processes.
 export async function generateOverSwarm(prompt: string, o: GenerateFlags & { nodes: number; stepTimeout?: number }): Promise<void> {
+  o = { ...o, model: await fetchModel(o.model ?? DEFAULT_MODEL, progress("model")) };
   const flags: GatewayFlags = { model: o.model, port: 0, host: "127.0.0.1", threads: o.threads, stepTimeout: o.stepTimeout ?? 30_000, dtype: "f32" };
   const { gw, model } = await startGateway(flags);
   const children = await spawnLocalNodes(o.model, o.nodes, gw, { threads: o.threads });

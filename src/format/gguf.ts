@@ -115,7 +115,13 @@ function readValue(c: Cursor, type: number, key: string, path: string): MetaScal
   }
 }
 
-export function readGGUF(path: string): GGUFFile {
+export interface ReadOptions {
+  // The size of the whole file when `path` holds only a prefix of it (a header
+  // being fetched over HTTP): tensors are checked against this size instead.
+  fileBytes?: number;
+}
+
+export function readGGUF(path: string, opts: ReadOptions = {}): GGUFFile {
   let fd: number;
   try {
     fd = fs.openSync(path, "r");
@@ -123,9 +129,10 @@ export function readGGUF(path: string): GGUFFile {
     throw new LayerswarmError("BAD_FILE", `${path}: cannot open model file (${(e as Error).message})`, { cause: e });
   }
   try {
-    const size = fs.fstatSync(fd).size;
-    const c = new Cursor(fd, size, path);
-    if (size < 8 || c.u32("magic") !== MAGIC) throw new LayerswarmError("BAD_FILE", `${path}: not a GGUF file (bad magic)`);
+    const have = fs.fstatSync(fd).size;
+    const size = opts.fileBytes ?? have;
+    const c = new Cursor(fd, have, path);
+    if (have < 8 || c.u32("magic") !== MAGIC) throw new LayerswarmError("BAD_FILE", `${path}: not a GGUF file (bad magic)`);
     const version = c.u32("version");
     if (version !== 2 && version !== 3)
       throw new LayerswarmError("BAD_FILE", `${path}: GGUF version ${version} is not supported (only 2 and 3)`);

@@ -30,6 +30,7 @@ export interface NodeInit {
   maxRowsPerFrame?: number; // default 512
   maxBatchRows?: number; // rows per batched call, default 256
   name?: string;
+  fetchLayers?: (r: LayerRange) => Promise<void>; // bring the layers' bytes to modelPath first (remote models)
 }
 
 export interface NodeInfo {
@@ -73,9 +74,12 @@ export class SwarmNode {
   }
 
   // Load a range of layers (also used when the gateway asks for lost layers).
-  loadRange(r: LayerRange): void {
+  async loadRange(r: LayerRange): Promise<void> {
     if (this.slices.some((s) => s.range.start < r.end && r.start < s.range.end))
       throw new LayerswarmError("BAD_RANGE", `layers [${r.start}, ${r.end}) overlap what this node holds`);
+    if (r.start < 0 || r.end > this.cfg.nLayers || r.start >= r.end)
+      throw new LayerswarmError("BAD_RANGE", `layer range [${r.start}, ${r.end}) is not within the model's ${this.cfg.nLayers} layers`);
+    await this.init.fetchLayers?.(r);
     const t0 = performance.now();
     const bytes = Array.from({ length: r.end - r.start }, (_, i) => layerBytes(this.file, r.start + i)).reduce((a, b) => a + b, 0);
     this.log("info", "loading", { start: r.start, end: r.end, bytes });
@@ -127,9 +131,9 @@ export class SwarmNode {
       const holders = await this.askHolders(join[0]);
       const r = chooseRange(this.cfg.nLayers, holders, auto.maxLayers);
       this.log("info", "auto layers", { start: r.start, end: r.end });
-      this.loadRange(r);
+      await this.loadRange(r);
     }
-    for (const r of this.init.ranges) this.loadRange(r);
+    for (const r of this.init.ranges) await this.loadRange(r);
     this.measure();
     await this.t.handle(PROTOCOL_FORWARD, (ch) => void this.serveForward(ch));
     await this.t.handle(PROTOCOL_CONTROL, (ch) => void this.serveControl(ch));
@@ -163,7 +167,7 @@ export class SwarmNode {
         const c = decodeJSON<{ type: string; id?: number; start?: number; end?: number; session?: string }>(m, "control message");
         if (c.type === "load" && Number.isInteger(c.start) && Number.isInteger(c.end)) {
           try {
-            this.loadRange({ start: c.start!, end: c.end! });
+            await this.loadRange({ start: c.start!, end: c.end! });
             await ch.send(encodeControl({ type: "loaded", id: c.id, info: this.info() }));
           } catch (e) {
             await ch.send(encodeControl({ type: "load-failed", id: c.id, message: (e as Error).message }));
