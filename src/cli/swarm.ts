@@ -85,7 +85,11 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
   for (const r of ranges)
     if (r.end - r.start > maxLayers)
       throw new LayerswarmError("OUT_OF_MEMORY", `layers [${r.start}, ${r.end}) need ${(r.end - r.start) * perLayer} bytes; --max-memory allows ${maxLayers} layers`);
-  const node = new SwarmNode({ modelPath, fetchLayers, ranges, kernels: createKernels({ threads: o.threads }), kvBudgetBytes: kvBudget, maxSessions: o.maxSessions, name: o.name }, t);
+  const onProgress = (p: { layer: number; layers: number; of: number; bytes: number; totalBytes: number }) => {
+    if (process.stderr.isTTY) process.stderr.write(`\rnode ${o.name ?? ""}: loaded ${p.layers}/${p.of} layers, ${(p.bytes / 2 ** 20).toFixed(1)}/${(p.totalBytes / 2 ** 20).toFixed(1)} MiB${p.layers === p.of ? "\n" : ""}`);
+    else if (p.layers === p.of || p.layers % Math.max(1, Math.floor(p.of / 4)) === 0) log("info", "load progress", p);
+  };
+  const node = new SwarmNode({ modelPath, fetchLayers, ranges, onProgress, kernels: createKernels({ threads: o.threads }), kvBudgetBytes: kvBudget, maxSessions: o.maxSessions, name: o.name }, t);
   await node.start(o.join, auto ? { maxLayers } : undefined);
   log("info", "node ready", { peer: t.peerId, addrs: t.addrs(), ranges: node.ranges() });
   process.stdout.write(JSON.stringify({ event: "node-ready", peer: t.peerId, addrs: t.addrs(), ranges: node.ranges(), pid: process.pid }) + "\n");

@@ -18,9 +18,9 @@ export interface LayerStack {
   dropSession(id: string): void | Promise<void>;
 }
 
-export function loadSlice(f: GGUFFile, cfg: ModelConfig, range: LayerRange, k: Kernels, opts?: SliceOptions): SliceRuntime {
+export function loadSlice(f: GGUFFile, cfg: ModelConfig, range: LayerRange, k: Kernels, opts?: SliceOptions, onLayer?: (layer: number, bytes: number) => void): SliceRuntime {
   checkRange(cfg, range);
-  return new SliceRuntime(cfg, range, loadLayers(f, cfg, range, k), k, loadRopeFreqs(f, cfg), opts);
+  return new SliceRuntime(cfg, range, loadLayers(f, cfg, range, k, onLayer), k, loadRopeFreqs(f, cfg), opts);
 }
 
 export class LocalStack implements LayerStack {

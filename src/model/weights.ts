@@ -81,10 +81,13 @@ export function layerBytes(f: GGUFFile, i: number): number {
   return n;
 }
 
-export function loadLayers(f: GGUFFile, cfg: ModelConfig, r: LayerRange, k: Kernels): LayerWeights[] {
+export function loadLayers(f: GGUFFile, cfg: ModelConfig, r: LayerRange, k: Kernels, onLayer?: (layer: number, bytes: number) => void): LayerWeights[] {
   checkRange(cfg, r);
   const out: LayerWeights[] = [];
-  for (let i = r.start; i < r.end; i++) out.push(loadLayer(f, cfg, i, k));
+  for (let i = r.start; i < r.end; i++) {
+    out.push(loadLayer(f, cfg, i, k));
+    onLayer?.(i, layerBytes(f, i));
+  }
   return out;
 }
 

@@ -30,7 +30,9 @@ export interface NodeInit {
   maxRowsPerFrame?: number; // default 512
   maxBatchRows?: number; // rows per batched call, default 256
   name?: string;
-  fetchLayers?: (r: LayerRange) => Promise<void>; // bring the layers' bytes to modelPath first (remote models)
+  fetchLayers?: (r: LayerRange) => Promise<void>;
+  onProgress?: (p: { layer: number; layers: number; of: number; bytes: number; totalBytes: number }) => void;
+  batchWindowMs?: number; // how long to gather steps when several sessions are active (default 2) // bring the layers' bytes to modelPath first (remote models)
 }
 
 export interface NodeInfo {
@@ -57,6 +59,7 @@ export class SwarmNode {
   private control?: Channel;
   private log: Logger;
   private layersPerSec = 0;
+  loading?: { start: number; end: number; layers: number; bytes: number; totalBytes: number };
   private stopped = false;
   readonly limits: Limits;
   stats = { frames: 0, batches: 0, rows: 0, badFrames: 0, busyMs: 0 };
@@ -83,9 +86,16 @@ export class SwarmNode {
     const t0 = performance.now();
     const bytes = Array.from({ length: r.end - r.start }, (_, i) => layerBytes(this.file, r.start + i)).reduce((a, b) => a + b, 0);
     this.log("info", "loading", { start: r.start, end: r.end, bytes });
+    let done = 0, doneBytes = 0;
     this.slices.push(loadSlice(this.file, this.cfg, r, this.init.kernels, {
       maxSessions: this.init.maxSessions, kvBudgetBytes: this.init.kvBudgetBytes, maxContext: this.init.maxContext,
+    }, (layer, b) => {
+      done++;
+      doneBytes += b;
+      this.loading = { start: r.start, end: r.end, layers: done, bytes: doneBytes, totalBytes: bytes };
+      this.init.onProgress?.({ layer, layers: done, of: r.end - r.start, bytes: doneBytes, totalBytes: bytes });
     }));
+    this.loading = undefined;
     this.slices.sort((a, b) => a.range.start - b.range.start);
     this.log("info", "loaded", { start: r.start, end: r.end, ms: Math.round(performance.now() - t0) });
   }
@@ -199,7 +209,19 @@ export class SwarmNode {
     }
   }
 
+  private seen = new Map<string, number>(); // session -> last step time
+  private recentSessions(): number {
+    const now = Date.now();
+    let n = 0;
+    for (const [k, t] of this.seen) {
+      if (now - t < 1000) n++;
+      else this.seen.delete(k);
+    }
+    return n;
+  }
+
   private enqueue(f: Forward): void {
+    this.seen.set(f.session, Date.now());
     const q = this.queues.get(f.session);
     if (q) q.push(f);
     else this.queues.set(f.session, [f]);
@@ -211,7 +233,11 @@ export class SwarmNode {
   private pump(): void {
     if (this.busy || this.stopped) return;
     this.busy = true;
-    setImmediate(() => {
+    // With several sessions in flight, wait a moment for their steps to arrive
+    // so they share one pass over the weights; alone, run at once.
+    const waitMs = this.recentSessions() > 1 ? (this.init.batchWindowMs ?? Number(process.env.LAYERSWARM_BATCH_WINDOW_MS ?? 2)) : 0;
+    const run = waitMs > 0 ? (f: () => void) => setTimeout(f, waitMs) : setImmediate;
+    run(() => {
       const t0 = performance.now();
       try {
         this.runBatch();
