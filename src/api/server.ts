@@ -2,7 +2,9 @@
 // POST /v1/chat/completions, streaming (server-sent events) or not. It sees the
 // model only through an Engine, so it can be tested with any LayerStack.
 
+import * as fs from "node:fs";
 import * as http from "node:http";
+import * as path from "node:path";
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { AddressInfo } from "node:net";
 import { Model, LayerStack, generate } from "../model/model.js";
@@ -16,9 +18,12 @@ export interface ApiOptions {
   maxBodyBytes?: number; // default 1 MiB
   defaultMaxTokens?: number; // /v1/completions default 16 (as OpenAI); chat: until the end
   routes?: Record<string, (req: http.IncomingMessage, res: http.ServerResponse) => void | Promise<void>>; // extra GET routes
+  staticDir?: string; // files served at / (the dashboard)
   onRequest?: (kind: string) => void;
   onTokens?: (n: number) => void;
+  onFirstToken?: (ms: number) => void;
   onError?: (status: number) => void;
+  onActive?: (n: number) => void;
 }
 
 interface Params {
@@ -56,12 +61,14 @@ export class ApiServer {
     return new Promise((r) => this.server.close(() => r()));
   }
 
-  private authorized(req: http.IncomingMessage): boolean {
+  // Authorization: Bearer KEY, or ?api_key=KEY on GET (a browser's EventSource cannot send headers)
+  private authorized(req: http.IncomingMessage, url: URL): boolean {
     if (!this.o.apiKey) return true;
     const h = req.headers.authorization ?? "";
     const m = /^Bearer (.+)$/.exec(h);
-    if (!m) return false;
-    const a = Buffer.from(m[1]), b = Buffer.from(this.o.apiKey);
+    const given = m?.[1] ?? (req.method === "GET" ? url.searchParams.get("api_key") : null);
+    if (!given) return false;
+    const a = Buffer.from(given), b = Buffer.from(this.o.apiKey);
     return a.length === b.length && timingSafeEqual(a, b);
   }
 
@@ -75,9 +82,10 @@ export class ApiServer {
       }
       const extra = this.o.routes?.[url.pathname];
       if (extra && req.method === "GET" && !url.pathname.startsWith("/v1/")) return await extra(req, res);
-      if (url.pathname.startsWith("/v1/") && !this.authorized(req))
+      if (url.pathname.startsWith("/v1/") && !this.authorized(req, url))
         throw new HttpError(401, "invalid or missing API key (send Authorization: Bearer <key>)", "invalid_request_error", null, "invalid_api_key");
       if (extra && req.method === "GET") return await extra(req, res);
+      if (this.o.staticDir && req.method === "GET" && !url.pathname.startsWith("/v1/")) return serveStatic(this.o.staticDir, url.pathname, res);
       if (url.pathname === "/v1/models" && req.method === "GET") return json(res, 200, { object: "list", data: [this.modelObject()] });
       if (url.pathname === `/v1/models/${this.o.modelId}` && req.method === "GET") return json(res, 200, this.modelObject());
       if (url.pathname === "/v1/completions" || url.pathname === "/v1/chat/completions") {
@@ -181,7 +189,9 @@ export class ApiServer {
         : { id, object, created, model: this.o.modelId, choices: [{ index: 0, text: text ?? "", logprobs: null, finish_reason: finish }] };
     const send = (obj: unknown) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
     let completion = 0, finish = "length", text = "", stoppedBySeq = false;
+    const t0 = Date.now();
     this.active++;
+    this.o.onActive?.(this.active);
     try {
       if (p.stream) {
         res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive", ...cors() });
@@ -190,7 +200,7 @@ export class ApiServer {
       const dec = new TextDecoderStream(this.model.tokenizer, p.prompt.at(-1));
       const stops = new StopMatcher(p.stop);
       for await (const t of generate(this.model, this.stack, p.prompt, { maxTokens: p.maxTokens, temperature: p.temperature, topP: p.topP, seed: p.seed, signal: ac.signal })) {
-        completion++;
+        if (completion++ === 0) this.o.onFirstToken?.(Date.now() - t0);
         this.o.onTokens?.(1);
         if (this.model.tokenizer.eog.has(t.id)) {
           finish = "stop";
@@ -228,6 +238,7 @@ export class ApiServer {
       } else throw he;
     } finally {
       this.active--;
+      this.o.onActive?.(this.active);
       res.off("close", onClose);
     }
   }
@@ -270,6 +281,18 @@ export class StopMatcher {
     this.buf = "";
     return out;
   }
+}
+
+const TYPES: Record<string, string> = { ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon" };
+
+function serveStatic(dir: string, pathname: string, res: http.ServerResponse): void {
+  const rel = pathname === "/" ? "index.html" : decodeURIComponent(pathname).replace(/^\/+/, "");
+  const file = path.resolve(dir, rel);
+  if (!file.startsWith(path.resolve(dir) + path.sep) || !fs.existsSync(file) || !fs.statSync(file).isFile())
+    throw new HttpError(404, `no route GET ${pathname}`, "invalid_request_error", null, "not_found");
+  const b = fs.readFileSync(file);
+  res.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream", "content-length": b.length, "cache-control": "no-cache" });
+  res.end(b);
 }
 
 function cors(): Record<string, string> {

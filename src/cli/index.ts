@@ -4,7 +4,7 @@
 import { Command, InvalidArgumentError } from "commander";
 import { LayerswarmError } from "../errors.js";
 import { generateCommand, inspectCommand, convertCommand, synthCommand } from "./commands.js";
-import { gatewayCommand, generateOverSwarm, nodeCommand, runCommand } from "./swarm.js";
+import { gatewayCommand, generateOverSwarm, nodeCommand, runCommand, statusCommand } from "./swarm.js";
 
 function int(v: string): number {
   const n = Number(v);
@@ -88,6 +88,14 @@ program
   .option("--step-timeout <ms>", "a step slower than this fails over", int, 30_000)
   .option("--dtype <t>", "hidden states on the wire: f32 | f16 | bf16", "f32")
   .action(gatewayCommand);
+
+program
+  .command("status")
+  .description("print a running swarm's map as a table")
+  .requiredOption("--gateway <url>", "the gateway's HTTP address, e.g. http://127.0.0.1:8080")
+  .option("--api-key <key>", "API key, if the gateway requires one", process.env.LAYERSWARM_API_KEY)
+  .option("--json", "the raw GET /v1/swarm document")
+  .action(statusCommand);
 
 program
   .command("inspect")

@@ -12,7 +12,8 @@ import { createKernels } from "../kernels/index.js";
 import { LayerRange, configFromGGUF, parseRange } from "../model/config.js";
 import { Model, generate } from "../model/model.js";
 import { layerBytes } from "../model/weights.js";
-import { ApiServer } from "../api/server.js";
+import { ApiServer, json } from "../api/server.js";
+import { SwarmMonitor } from "../api/monitor.js";
 import { Gateway } from "../swarm/gateway.js";
 import { Libp2pTransport } from "../swarm/libp2p.js";
 import { SwarmNode } from "../swarm/node.js";
@@ -116,16 +117,31 @@ export async function startGateway(o: GatewayFlags) {
   const local = isRemote(o.model) ? (await openRemoteSlice(o.model, (g) => tensorsFor(g, [], true), progress("gateway tensors"))).path : o.model;
   const model = Model.gateway(local, { threads: o.threads });
   const gw = new Gateway(model, t, { stepTimeoutMs: o.stepTimeout, dtype: parseDType(o.dtype) });
+  const mon = new SwarmMonitor(gw); // from the start, so it sees every node join
   await gw.start();
-  return { gw, model, t };
+  return { gw, model, t, mon };
 }
 
 export function modelId(spec: string): string {
   return path.basename(isRemote(spec) ? new URL(resolveUrl(spec)).pathname : spec).replace(/\.gguf$/i, "");
 }
 
-export async function serveApi(gw: Gateway, model: Model, o: GatewayFlags, id = modelId(o.model)): Promise<ApiServer> {
-  const api = new ApiServer(model, gw, { modelId: id, apiKey: o.apiKey });
+export const WEB_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../web");
+
+export async function serveApi(gw: Gateway, mon: SwarmMonitor, model: Model, o: GatewayFlags, id = modelId(o.model)): Promise<ApiServer> {
+  const api = new ApiServer(model, gw, {
+    modelId: id, apiKey: o.apiKey, staticDir: WEB_DIR,
+    onRequest: mon.onRequest, onTokens: mon.onTokens, onFirstToken: mon.onFirstToken, onError: mon.onError, onActive: (n) => (mon.activeRequests = n),
+    routes: {
+      "/v1/swarm": (_req, res) => json(res, 200, mon.snapshot()),
+      "/v1/swarm/events": mon.events$,
+      "/metrics": (_req, res) => {
+        const b = mon.metrics();
+        res.writeHead(200, { "content-type": "text/plain; version=0.0.4", "content-length": Buffer.byteLength(b) });
+        res.end(b);
+      },
+    },
+  });
   const port = await api.listen(o.port, o.host);
   process.stdout.write(JSON.stringify({ event: "api-ready", url: `http://${o.host}:${port}/v1`, port, gateway: gw.addrs() }) + "\n");
   process.stderr.write(`layerswarm: serving the OpenAI API at http://${o.host}:${port}/v1${o.apiKey ? " (API key required)" : ""}\n`);
@@ -133,9 +149,9 @@ export async function serveApi(gw: Gateway, model: Model, o: GatewayFlags, id = 
 }
 
 export async function gatewayCommand(o: GatewayFlags): Promise<void> {
-  const { gw, model, t } = await startGateway(o);
+  const { gw, model, t, mon } = await startGateway(o);
   process.stderr.write(`layerswarm: gateway ${t.peerId}\n  nodes join with: --join ${gw.addrs()[0]}\n`);
-  const api = await serveApi(gw, model, o);
+  const api = await serveApi(gw, mon, model, o);
   const stop = () => void Promise.all([api.close(), gw.stop()]).finally(() => process.exit(0));
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
@@ -179,10 +195,10 @@ export interface RunFlags extends GatewayFlags {
 export async function runCommand(o: RunFlags): Promise<void> {
   const spec = o.model ?? DEFAULT_MODEL;
   o = { ...o, model: await fetchModel(spec, progress("model")) };
-  const { gw, model } = await startGateway(o);
+  const { gw, model, mon } = await startGateway(o);
   const children = await spawnLocalNodes(o.model, o.nodes, gw, { threads: o.threads, swarmKey: o.swarmKey, announce: true });
   await gw.waitForCoverage(300_000);
-  const api = await serveApi(gw, model, o, modelId(spec));
+  const api = await serveApi(gw, mon, model, o, modelId(spec));
   const stop = () => {
     children.forEach((c) => c.kill("SIGTERM"));
     void Promise.all([api.close(), gw.stop()]).finally(() => process.exit(0));
@@ -195,7 +211,8 @@ export async function runCommand(o: RunFlags): Promise<void> {
 export async function generateOverSwarm(prompt: string, o: GenerateFlags & { nodes: number; stepTimeout?: number }): Promise<void> {
   o = { ...o, model: await fetchModel(o.model ?? DEFAULT_MODEL, progress("model")) };
   const flags: GatewayFlags = { model: o.model, port: 0, host: "127.0.0.1", threads: o.threads, stepTimeout: o.stepTimeout ?? 30_000, dtype: "f32" };
-  const { gw, model } = await startGateway(flags);
+  const { gw, model, mon } = await startGateway(flags);
+  mon.close();
   const children = await spawnLocalNodes(o.model, o.nodes, gw, { threads: o.threads });
   try {
     await gw.waitForCoverage(300_000);
@@ -208,4 +225,36 @@ export async function generateOverSwarm(prompt: string, o: GenerateFlags & { nod
     children.forEach((c) => c.kill("SIGTERM"));
     await gw.stop();
   }
+}
+
+// layerswarm status --gateway URL: the swarm map as a table.
+export async function statusCommand(o: { gateway: string; apiKey?: string; json?: boolean }): Promise<void> {
+  const base = o.gateway.replace(/\/+$/, "").replace(/\/v1$/, "");
+  let r: Response;
+  try {
+    r = await fetch(`${base}/v1/swarm`, { headers: o.apiKey ? { authorization: `Bearer ${o.apiKey}` } : {} });
+  } catch (e) {
+    throw new LayerswarmError("BAD_ARGUMENT", `cannot reach the gateway at ${base}: ${(e as Error).message}`);
+  }
+  if (!r.ok) throw new LayerswarmError("BAD_ARGUMENT", `${base}/v1/swarm: HTTP ${r.status} ${(await r.text()).slice(0, 200)}`);
+  const s = (await r.json()) as ReturnType<SwarmMonitor["snapshot"]>;
+  if (o.json) return void process.stdout.write(JSON.stringify(s, null, 2) + "\n");
+  const L = s.model.layers, W = Math.min(40, L);
+  const bar = (ranges: LayerRange[]) => {
+    let line = "";
+    for (let c = 0; c < W; c++) {
+      const layer = Math.floor((c * L) / W);
+      line += ranges.some((x) => x.start <= layer && layer < x.end) ? "█" : "·";
+    }
+    return line;
+  };
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+  const rows = [["node", "layers", `map 0..${L}`, "state", "free", "KV used", "layers/s", "RTT", "sessions"]];
+  for (const n of s.nodes)
+    rows.push([`${n.name} ${n.peer.slice(-8)}`, n.ranges.map((x) => `[${x.start},${x.end})`).join(" "), bar(n.ranges), n.state, mib(n.memory.freeBytes), mib(n.memory.kvUsedBytes),
+      String(n.layersPerSec), n.rttMs === undefined ? "-" : `${n.rttMs} ms`, String(n.sessions)]);
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  const lines = [`${s.model.name}: ${L} layers · ${s.coverage.covered ? "all layers covered" : `MISSING ${s.coverage.missing.map((m) => `[${m.start},${m.end})`).join(" ")}`} · ${s.totals.tokPerSec} tok/s · ${s.totals.requests} requests · ${s.sessions.length} sessions`, ""];
+  for (const r of rows) lines.push(r.map((c, i) => c.padEnd(widths[i])).join("  "));
+  process.stdout.write(lines.join("\n") + "\n");
 }

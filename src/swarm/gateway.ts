@@ -39,6 +39,8 @@ export interface NodeEntry {
   since: number;
   sessions: number; // sessions routed through it now
   stepMs?: number; // recent step latency seen from the gateway (route-level)
+  rttMs?: number; // control round trip from the gateway
+  batchMs: number[]; // recent batch compute times reported by the node
 }
 
 class RouteLost extends Error {
@@ -54,6 +56,9 @@ interface Pending {
   timer: NodeJS.Timeout;
   session: string;
   sentAt: number;
+  pos: number;
+  T: number;
+  stage: number; // index in peers of the stage working on it (from the nodes' batch reports)
 }
 
 interface Waiting {
@@ -64,6 +69,10 @@ interface Waiting {
 
 interface SessionState {
   id: string;
+  createdAt: number;
+  firstDecodeAt?: number;
+  decoded: number;
+  positions: number;
   epoch: number;
   route: Stage[];
   history: { pos: number; tokens: number[] }[];
@@ -130,9 +139,21 @@ export class Gateway implements LayerStack {
           if (info.model?.dim !== this.model.cfg.dim || info.model?.layers !== this.model.cfg.nLayers)
             throw new WireError(`node serves a different model (${info.model?.name}, ${info.model?.layers} layers of ${info.model?.dim})`);
           peer = info.peer;
-          this.nodes.set(peer, { info, ch, state: "serving", since: Date.now(), sessions: 0 });
+          this.nodes.set(peer, { info, ch, state: "serving", since: Date.now(), sessions: 0, batchMs: [] });
           this.log("info", "node joined", { peer, ranges: info.ranges });
           this.emit({ type: "node-joined", peer, ranges: info.ranges });
+        } else if (c.type === "batch" && peer) {
+          const b = c as unknown as { reqs: number[]; ms: number; rows: number };
+          const n = this.nodes.get(peer);
+          if (n && Array.isArray(b.reqs)) {
+            n.batchMs.push(Number(b.ms) || 0);
+            if (n.batchMs.length > 64) n.batchMs.shift();
+            this.events.emit("batch", { peer, ms: Number(b.ms) || 0, rows: Number(b.rows) || 0 });
+            for (const r of b.reqs) {
+              const p = this.pending.get(r);
+              if (p) p.stage = Math.max(p.stage, p.peers.lastIndexOf(peer) + 1);
+            }
+          }
         } else if (c.type === "holders") {
           // a node joining with --layers auto asks what the swarm holds
           await ch.send(encodeControl({ type: "holders", id: c.id, holders: this.serving().map((n) => ({ id: n.info.peer, ranges: n.info.ranges })) }));
@@ -265,14 +286,22 @@ export class Gateway implements LayerStack {
     };
   }
 
+  // Concurrent first steps of a session (the chunks of a prompt) must share one state.
+  private opening = new Map<string, Promise<SessionState>>();
   private async session(id: string, signal?: AbortSignal): Promise<SessionState> {
-    let s = this.sessions.get(id);
-    if (!s) {
-      s = { id, epoch: 0, route: await this.route(signal), history: [], retry: [] };
-      for (const st of s.route) this.nodes.get(st.id)!.sessions++;
-      this.sessions.set(id, s);
+    const s = this.sessions.get(id);
+    if (s) return s;
+    let p = this.opening.get(id);
+    if (!p) {
+      p = this.route(signal).then((route) => {
+        const st: SessionState = { id, epoch: 0, route, history: [], retry: [], createdAt: Date.now(), decoded: 0, positions: 0 };
+        for (const r of route) this.nodes.get(r.id)!.sessions++;
+        this.sessions.set(id, st);
+        return st;
+      }).finally(() => this.opening.delete(id));
+      this.opening.set(id, p);
     }
-    return s;
+    return p;
   }
 
   // ------------------------------------------------------------ steps
@@ -289,6 +318,11 @@ export class Gateway implements LayerStack {
       s.history.push({ pos: st.pos, tokens: st.tokens });
     }
     this.stats.steps++;
+    s.positions = Math.max(s.positions, st.pos + st.T);
+    if (st.T === 1 && st.pos > 0 && s.history.length > 1) {
+      s.firstDecodeAt ??= Date.now();
+      s.decoded++;
+    }
     if (s.recovering) await s.recovering.catch(() => {});
     try {
       return await this.send(s, st, signal);
@@ -379,7 +413,7 @@ export class Gateway implements LayerStack {
     });
     return new Promise<Float32Array>((resolve, reject) => {
       const timer = setTimeout(() => this.timeout(req), this.o.stepTimeoutMs);
-      this.pending.set(req, { resolve, reject, peers, timer, session: s.id, sentAt: Date.now() });
+      this.pending.set(req, { resolve, reject, peers, timer, session: s.id, sentAt: Date.now(), pos: st.pos, T: st.T, stage: 0 });
       const first = route.hops[0];
       this.outbox.send(first.peer, first.addrs, msg).catch((e) => {
         const p = this.pending.get(req);
@@ -454,11 +488,44 @@ export class Gateway implements LayerStack {
       }
   }
 
-  // Fresh information from a node (capacity, statistics).
+  // Fresh information from a node (capacity, statistics) and the round trip.
   async nodeInfo(peer: string, timeoutMs = 2000): Promise<NodeInfo | undefined> {
+    const t0 = performance.now();
     const m = await this.control(peer, { type: "info" }, timeoutMs).catch(() => undefined);
-    if (m?.info) this.nodes.get(peer)!.info = m.info;
+    const n = this.nodes.get(peer);
+    if (m?.info && n) {
+      n.info = m.info;
+      n.rttMs = Math.round((performance.now() - t0) * 100) / 100;
+    }
     return m?.info;
+  }
+
+  // Refresh every node's information every `ms` (for the dashboard); returns a stop function.
+  poll(ms = 2000): () => void {
+    const timer = setInterval(() => {
+      for (const n of this.serving()) void this.nodeInfo(n.info.peer, Math.min(ms, 2000));
+    }, ms);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
+  // Where every session is: its route, and the stage each of its steps in flight is at.
+  sessionsView() {
+    const inflight = new Map<string, { pos: number; T: number; stage: number; ms: number }[]>();
+    for (const p of this.pending.values()) {
+      const l = inflight.get(p.session) ?? inflight.set(p.session, []).get(p.session)!;
+      l.push({ pos: p.pos, T: p.T, stage: Math.min(p.stage, p.peers.length), ms: Date.now() - p.sentAt });
+    }
+    return [...this.sessions.values()].map((s) => ({
+      id: s.id.replace(/^(.{4}).*(.{4})$/, "$1…$2"),
+      epoch: s.epoch,
+      positions: s.positions,
+      route: s.route.map((r) => ({ peer: r.id, start: r.start, end: r.end })),
+      inflight: inflight.get(s.id) ?? [],
+      decoded: s.decoded,
+      tokPerSec: s.firstDecodeAt && Date.now() > s.firstDecodeAt ? Math.round((s.decoded * 10000) / (Date.now() - s.firstDecodeAt)) / 10 : 0,
+      ageMs: Date.now() - s.createdAt,
+    }));
   }
 
   activeSessions(): number {

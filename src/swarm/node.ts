@@ -43,6 +43,7 @@ export interface NodeInfo {
   ranges: LayerRange[];
   capacity: { layersPerSec: number; freeBytes: number; kvBudgetBytes: number; kvUsedBytes: number; sessions: number };
   stats: { frames: number; batches: number; rows: number; badFrames: number; busyMs: number };
+  loading?: { start: number; end: number; layers: number; bytes: number; totalBytes: number };
 }
 
 export function modelFingerprint(f: GGUFFile, cfg: ModelConfig): string {
@@ -132,6 +133,7 @@ export class SwarmNode {
         sessions: this.slices[0]?.sessions.size ?? 0,
       },
       stats: { ...this.stats, busyMs: Math.round(this.stats.busyMs) },
+      loading: this.loading,
     };
   }
 
@@ -272,6 +274,7 @@ export class SwarmNode {
         continue;
       }
       let outs: Float32Array[];
+      const tb = performance.now();
       try {
         outs = slice.forward(fs.map((f) => ({ session: f.session, pos: f.pos, T: f.T, hidden: f.hidden })), undefined, { start, end });
       } catch (e) {
@@ -287,6 +290,8 @@ export class SwarmNode {
       this.stats.batches++;
       this.stats.rows += fs.reduce((a, f) => a + f.T, 0);
       fs.forEach((f, i) => this.emit(f, outs[i]));
+      // tell the gateway where its steps are (for the dashboard) and how long they took
+      this.control?.send(encodeControl({ type: "batch", reqs: fs.map((f) => f.req), rows: fs.reduce((a, f) => a + f.T, 0), ms: Math.round((performance.now() - tb) * 100) / 100 })).catch(() => {});
     }
   }
 

@@ -66,6 +66,23 @@ describe("stories260K over a swarm of node processes", () => {
     expect(sw.gw.coverage().covered).toBe(true);
   });
 
+  it("kill -9 while a multi-chunk prompt's session decodes: the whole history is replayed", async () => {
+    const sw = await startSwarm(STORIES_GGUF, rangesOf([1, 2, 2]), { stepTimeoutMs: 5000 });
+    swarms.push(sw);
+    const prompt = goldenIds("1").slice(0, 150); // three 64-token chunks
+    const run = async (kill: boolean) => {
+      const out: number[] = [];
+      for await (const t of generate(sw.model, sw.gw, prompt, { maxTokens: 60 })) {
+        out.push(t.id);
+        if (kill && out.length === 10) sw.nodes[2].kill("SIGKILL");
+      }
+      return out;
+    };
+    const want = await run(false);
+    expect(await run(true)).toEqual(want);
+    expect(sw.gw.stats.replayedPositions).toBeGreaterThanOrEqual(159);
+  });
+
   it("a node that stalls (SIGSTOP) is detected by the step timeout and routed around", async () => {
     const sw = await startSwarm(STORIES_GGUF, rangesOf([2, 3]), { stepTimeoutMs: 1500 });
     swarms.push(sw);
