@@ -8,6 +8,8 @@
 //   npm run bench:swarm [-- --shape llama-1b --type Q8_0 --skip 1,2]
 
 import { Model, generate } from "../src/model/model.js";
+import { readGGUF } from "../src/format/gguf.js";
+import { allocateLayers } from "../src/swarm/placement.js";
 import { rangesOf, startSwarm } from "../src/testing/swarm.js";
 import { args, benchModel, promptTokens, ratio, row } from "./common.js";
 
@@ -28,21 +30,29 @@ async function decodeMsPerToken(model: Model, stack: Parameters<typeof generate>
 
 const W = [44, 14, 14, 8];
 if (!skip.has("1")) {
-  console.log("\n# 1. per-hop overhead (synthetic 1B Q8_0, 1 thread per process, loopback, no added delay)");
+  console.log(`\n# 1. per-hop overhead (synthetic ${a.get("shape") ?? "llama-1b"} ${a.get("type") ?? "Q8_0"}, 1 thread per process, loopback, no added delay)`);
+  // rounds alternate between the two so that the machine's drift hits both alike; medians
   const local = Model.local(file, { threads: 1 });
-  const single = await decodeMsPerToken(local.model, local.stack);
-  local.model.kernels.close();
   const L = local.model.cfg.nLayers;
-  const sw = await startSwarm(file, rangesOf([L / 2, L / 2]));
-  const split = await decodeMsPerToken(sw.model, sw.gw);
+  const sw = await startSwarm(file, rangesOf([Math.floor(L / 2), L - Math.floor(L / 2)]));
+  const a1: number[] = [], a2: number[] = [];
+  for (let r = 0; r < 5; r++) {
+    a1.push(await decodeMsPerToken(local.model, local.stack));
+    a2.push(await decodeMsPerToken(sw.model, sw.gw));
+  }
   await sw.stop();
+  local.model.kernels.close();
+  const med = (x: number[]) => x.sort((p, q) => p - q)[x.length >> 1];
+  const single = med(a1), split = med(a2);
   console.log(row(["", "2 processes", "1 process", ""], W));
   console.log(row(["decode step (ms)", split.toFixed(2), single.toFixed(2), ratio(split, single)], W));
   console.log(row(["overhead per hop (ms), 3 hops", ((split - single) / 3).toFixed(2), "(Petals: ~18)", ""], W));
 }
 
 process.env.LAYERSWARM_LINK_DELAY_MS = String(DELAY);
-const sw4 = await startSwarm(file, rangesOf([4, 4, 4, 4].map((x, i, all) => (i === all.length - 1 ? 16 - 12 : x))), { stepTimeoutMs: 120_000 }, [], { LAYERSWARM_LINK_DELAY_MS: String(DELAY) });
+const nLayers = readGGUF(file).metadata.get("llama.block_count") as number;
+const four = allocateLayers(nLayers, [0, 1, 2, 3].map((i) => ({ id: String(i), speed: 1, maxLayers: nLayers }))).map((r) => r.end - r.start);
+const sw4 = await startSwarm(file, rangesOf(four), { stepTimeoutMs: 120_000 }, [], { LAYERSWARM_LINK_DELAY_MS: String(DELAY) });
 try {
   if (!skip.has("2")) {
     console.log(`\n# 2. time to first token, 512-token prompt, 4 stages, ${DELAY} ms one-way per link`);

@@ -48,7 +48,12 @@ describe("observability endpoints", () => {
     const r = await fetch(`${sw.url}/v1/completions`, { method: "POST", body: JSON.stringify({ prompt: "Once upon a time", max_tokens: 20, temperature: 0 }) });
     expect((await r.json()).usage.completion_tokens).toBe(20);
     await fetch(`${sw.url}/v1/completions`, { method: "POST", body: "{bad" });
-    const after = parseProm(await (await fetch(`${sw.url}/metrics`)).text());
+    // nodes report their batch times every 100 ms
+    let after = parseProm(await (await fetch(`${sw.url}/metrics`)).text());
+    for (let i = 0; i < 20 && [...after.keys()].filter((k) => k.startsWith("layerswarm_node_step_seconds_count")).length < 3; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      after = parseProm(await (await fetch(`${sw.url}/metrics`)).text());
+    }
     expect(after.get("layerswarm_tokens_generated_total")! - before.get("layerswarm_tokens_generated_total")!).toBe(20);
     expect((after.get('layerswarm_requests_total{endpoint="/v1/completions"}') ?? 0) - (before.get('layerswarm_requests_total{endpoint="/v1/completions"}') ?? 0)).toBe(2);
     expect(after.get('layerswarm_errors_total{status="400"}')).toBeGreaterThanOrEqual(1);

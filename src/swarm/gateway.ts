@@ -143,12 +143,14 @@ export class Gateway implements LayerStack {
           this.log("info", "node joined", { peer, ranges: info.ranges });
           this.emit({ type: "node-joined", peer, ranges: info.ranges });
         } else if (c.type === "batch" && peer) {
-          const b = c as unknown as { reqs: number[]; ms: number; rows: number };
+          const b = c as unknown as { reqs: number[]; ms: number[] };
           const n = this.nodes.get(peer);
-          if (n && Array.isArray(b.reqs)) {
-            n.batchMs.push(Number(b.ms) || 0);
-            if (n.batchMs.length > 64) n.batchMs.shift();
-            this.events.emit("batch", { peer, ms: Number(b.ms) || 0, rows: Number(b.rows) || 0 });
+          if (n && Array.isArray(b.reqs) && Array.isArray(b.ms)) {
+            for (const ms of b.ms.slice(0, 10_000)) {
+              n.batchMs.push(Number(ms) || 0);
+              if (n.batchMs.length > 64) n.batchMs.shift();
+              this.events.emit("batch", { peer, ms: Number(ms) || 0 });
+            }
             for (const r of b.reqs) {
               const p = this.pending.get(r);
               if (p) p.stage = Math.max(p.stage, p.peers.lastIndexOf(peer) + 1);

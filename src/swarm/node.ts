@@ -187,6 +187,7 @@ export class SwarmNode {
         } else if (c.type === "drop" && typeof c.session === "string") {
           for (const s of this.slices) s.dropSession(c.session);
           this.queues.delete(c.session);
+          this.seen.delete(c.session);
         } else if (c.type === "info") {
           await ch.send(encodeControl({ type: "info", id: c.id, info: this.info() }));
         } else throw new WireError(`control stream: unknown command "${String(c.type).slice(0, 40)}"`);
@@ -211,12 +212,12 @@ export class SwarmNode {
     }
   }
 
-  private seen = new Map<string, number>(); // session -> last step time
+  private seen = new Map<string, number>(); // live session -> time of its last step
   private recentSessions(): number {
     const now = Date.now();
     let n = 0;
     for (const [k, t] of this.seen) {
-      if (now - t < 1000) n++;
+      if (now - t < 250) n++;
       else this.seen.delete(k);
     }
     return n;
@@ -290,9 +291,26 @@ export class SwarmNode {
       this.stats.batches++;
       this.stats.rows += fs.reduce((a, f) => a + f.T, 0);
       fs.forEach((f, i) => this.emit(f, outs[i]));
-      // tell the gateway where its steps are (for the dashboard) and how long they took
-      this.control?.send(encodeControl({ type: "batch", reqs: fs.map((f) => f.req), rows: fs.reduce((a, f) => a + f.T, 0), ms: Math.round((performance.now() - tb) * 100) / 100 })).catch(() => {});
+      this.report(fs.map((f) => f.req), performance.now() - tb);
     }
+  }
+
+  // Tell the gateway which of its steps passed here and how long batches took
+  // (the dashboard's pipeline view, the step-latency metrics), at most every
+  // 100 ms so that reporting costs the hot path nothing.
+  private pendingReport: { reqs: number[]; ms: number[] } | undefined;
+  private report(reqs: number[], ms: number): void {
+    if (!this.control) return;
+    if (!this.pendingReport) {
+      this.pendingReport = { reqs: [], ms: [] };
+      setTimeout(() => {
+        const r = this.pendingReport!;
+        this.pendingReport = undefined;
+        this.control?.send(encodeControl({ type: "batch", reqs: r.reqs, ms: r.ms })).catch(() => {});
+      }, 100).unref();
+    }
+    this.pendingReport.reqs.push(...reqs);
+    this.pendingReport.ms.push(Math.round(ms * 100) / 100);
   }
 
   private runSingly(fs: Forward[], slice: SliceRuntime, start: number, end: number): void {
