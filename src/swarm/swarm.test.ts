@@ -107,6 +107,17 @@ describe("stories260K over a swarm of node processes", () => {
     alone.forEach((a, i) => expect(together[i], `prompt ${i}`).toEqual(a));
   });
 
+  it("a node's session limit gives a clear error to the session over it; the others finish", async () => {
+    const sw = await startSwarm(STORIES_GGUF, rangesOf([5]), {}, ["--max-sessions", "2"]);
+    swarms.push(sw);
+    const results = await Promise.allSettled(["Once upon a time", "Lily", "The cat"].map((p) => complete(sw, p, 40)));
+    const failed = results.filter((r) => r.status === "rejected") as PromiseRejectedResult[];
+    expect(failed).toHaveLength(1);
+    expect(String(failed[0].reason)).toMatch(/too many sessions: 2 are open/);
+    expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(2);
+    expect(await complete(sw, "", 40)).toEqual(goldenIds("4").slice(0, 41)); // the finished sessions freed their places
+  });
+
   it("garbage bytes and malformed frames do not stop a node from serving", async () => {
     const sw = await startSwarm(STORIES_GGUF, rangesOf([5]));
     swarms.push(sw);
