@@ -102,21 +102,16 @@ function decodeValues(b: Uint8Array, off: number, n: number, d: DType): Float32A
   return out;
 }
 
-export function encodeControl(obj: unknown): Uint8Array {
+function encodeJSON(type: MsgType, obj: unknown): Uint8Array {
   const j = Buffer.from(JSON.stringify(obj), "utf8");
   const b = Buffer.alloc(1 + j.length);
-  b[0] = MsgType.CONTROL;
+  b[0] = type;
   j.copy(b, 1);
   return b;
 }
 
-export function encodeError(e: WireErrorMsg): Uint8Array {
-  const j = Buffer.from(JSON.stringify(e), "utf8");
-  const b = Buffer.alloc(1 + j.length);
-  b[0] = MsgType.ERROR;
-  j.copy(b, 1);
-  return b;
-}
+export const encodeControl = (obj: unknown): Uint8Array => encodeJSON(MsgType.CONTROL, obj);
+export const encodeError = (e: WireErrorMsg): Uint8Array => encodeJSON(MsgType.ERROR, e);
 
 export function encodeForward(f: Forward): Uint8Array {
   const s = Buffer.from(f.session, "utf8"), r = Buffer.from(JSON.stringify(f.route), "utf8");
