@@ -442,8 +442,9 @@ export class Gateway implements LayerStack {
     const results = await Promise.all([...new Set(p.peers)].map((peer) =>
       this.control(peer, { type: "info" }, Math.min(2000, this.o.stepTimeoutMs)).then(() => undefined, () => peer)));
     const dead = results.filter((x): x is string => !!x);
-    const blame = dead.length ? dead : p.peers; // nobody is silent: the route as a whole is too slow
-    p.reject(new RouteLost(blame, `step timed out after ${this.o.stepTimeoutMs} ms`));
+    // Nobody silent: the route is only slow (or lost a frame). Blame no one; the
+    // recovery replays on the best route there is, at most maxRecoveries times.
+    p.reject(new RouteLost(dead, `step timed out after ${this.o.stepTimeoutMs} ms${dead.length ? "" : " (every node still answers)"}`));
   }
 
   private async serveResults(ch: Channel): Promise<void> {

@@ -70,6 +70,29 @@ describe("joining a swarm", () => {
     expect(r.stderr).toMatch(/cannot hold one layer: a layer needs \d+ bytes/);
   });
 
+  it("nodes join again when their gateway restarts", async () => {
+    const dir = tmpDir();
+    const start = async (port: number) => {
+      const t = await Libp2pTransport.create({ keyFile: `${dir}/gw.key`, listen: [`/ip4/127.0.0.1/tcp/${port}`] });
+      const gw = new Gateway(Model.gateway(STORIES_GGUF), t);
+      await gw.start();
+      return gw;
+    };
+    let gw = await start(0);
+    const port = Number(/\/tcp\/(\d+)/.exec(gw.addrs()[0])![1]);
+    const n = await spawnNode(STORIES_GGUF, gw.addrs()[0], "0:5");
+    try {
+      await gw.waitForCoverage(10_000);
+      await gw.stop();
+      gw = await start(port); // same identity, same address
+      await gw.waitForCoverage(20_000);
+      expect(await golden(gw, 20)).toEqual(goldenIds("4").slice(0, 21));
+    } finally {
+      n.proc.kill("SIGKILL");
+      await gw.stop();
+    }
+  });
+
   it("a private swarm: a node with the wrong swarm key cannot join, one with the key can", async () => {
     const key = "a".repeat(64), wrong = "b".repeat(64);
     const gw = await gateway(key);

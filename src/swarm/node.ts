@@ -32,7 +32,8 @@ export interface NodeInit {
   name?: string;
   fetchLayers?: (r: LayerRange) => Promise<void>;
   onProgress?: (p: { layer: number; layers: number; of: number; bytes: number; totalBytes: number }) => void;
-  batchWindowMs?: number; // how long to gather steps when several sessions are active (default 2) // bring the layers' bytes to modelPath first (remote models)
+  batchWindowMs?: number;
+  sessionIdleMs?: number; // drop sessions not stepped for this long (default 15 minutes) // how long to gather steps when several sessions are active (default 2) // bring the layers' bytes to modelPath first (remote models)
 }
 
 export interface NodeInfo {
@@ -147,6 +148,8 @@ export class SwarmNode {
     }
     for (const r of this.init.ranges) await this.loadRange(r);
     this.measure();
+    const idle = this.init.sessionIdleMs ?? 15 * 60_000;
+    setInterval(() => this.sweepIdle(idle), Math.min(60_000, idle)).unref();
     await this.t.handle(PROTOCOL_FORWARD, (ch) => void this.serveForward(ch));
     await this.t.handle(PROTOCOL_CONTROL, (ch) => void this.serveControl(ch));
     for (const addr of join ?? []) await this.joinGateway(addr);
@@ -164,12 +167,40 @@ export class SwarmNode {
     throw new LayerswarmError("BAD_ARGUMENT", `the gateway at ${addr} did not say what the swarm holds`);
   }
 
+  // Register with a gateway and stay registered: when the control stream
+  // closes (the gateway restarted, the network broke), join again with backoff.
   private async joinGateway(addr: string): Promise<void> {
     const ch = await this.t.dial(addr, PROTOCOL_CONTROL);
     this.control = ch;
     await ch.send(encodeControl({ type: "register", info: this.info() }));
     this.log("info", "joined", { gateway: ch.remotePeer });
-    void this.serveControl(ch);
+    void this.serveControl(ch).then(() => this.rejoin(addr));
+  }
+
+  private async rejoin(addr: string): Promise<void> {
+    this.control = undefined;
+    for (let wait = 500; !this.stopped; wait = Math.min(wait * 2, 30_000)) {
+      await new Promise((r) => setTimeout(r, wait).unref());
+      if (this.stopped) return;
+      try {
+        await this.joinGateway(addr);
+        return;
+      } catch (e) {
+        this.log("info", "gateway unreachable, retrying", { in_ms: wait * 2, error: (e as Error).message });
+      }
+    }
+  }
+
+  // Sessions nobody has stepped for a long time (their gateway went away) are dropped.
+  private lastUsed = new Map<string, number>();
+  private sweepIdle(idleMs: number): void {
+    const now = Date.now();
+    for (const [session, t] of this.lastUsed)
+      if (now - t > idleMs) {
+        for (const s of this.slices) s.dropSession(session);
+        this.lastUsed.delete(session);
+        this.log("info", "dropped idle session", { idle_ms: now - t });
+      }
   }
 
   private async serveControl(ch: Channel): Promise<void> {
@@ -188,6 +219,7 @@ export class SwarmNode {
           for (const s of this.slices) s.dropSession(c.session);
           this.queues.delete(c.session);
           this.seen.delete(c.session);
+          this.lastUsed.delete(c.session);
         } else if (c.type === "info") {
           await ch.send(encodeControl({ type: "info", id: c.id, info: this.info() }));
         } else throw new WireError(`control stream: unknown command "${String(c.type).slice(0, 40)}"`);
@@ -225,6 +257,7 @@ export class SwarmNode {
 
   private enqueue(f: Forward): void {
     this.seen.set(f.session, Date.now());
+    this.lastUsed.set(f.session, Date.now());
     const q = this.queues.get(f.session);
     if (q) q.push(f);
     else this.queues.set(f.session, [f]);
