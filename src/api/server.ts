@@ -92,7 +92,7 @@ export class ApiServer {
         if (req.method !== "POST") throw new HttpError(405, `${url.pathname} takes POST`);
         const body = await readBody(req, this.o.maxBodyBytes ?? 2 ** 20);
         this.o.onRequest?.(url.pathname);
-        return await this.complete(req, res, body, url.pathname === "/v1/chat/completions");
+        return await this.complete(res, body, url.pathname === "/v1/chat/completions");
       }
       throw new HttpError(404, `no route ${req.method} ${url.pathname}`, "invalid_request_error", null, "not_found");
     } catch (e) {
@@ -168,7 +168,7 @@ export class ApiServer {
     };
   }
 
-  private async complete(req: http.IncomingMessage, res: http.ServerResponse, raw: string, chat: boolean): Promise<void> {
+  private async complete(res: http.ServerResponse, raw: string, chat: boolean): Promise<void> {
     let body: Record<string, unknown>;
     try {
       body = JSON.parse(raw);
