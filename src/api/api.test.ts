@@ -96,6 +96,21 @@ describe("OpenAI API over a local swarm (layerswarm run)", () => {
     expect(text).toBe(GOLDEN.slice(0, GOLDEN.indexOf("red ball")));
   });
 
+  it("16 concurrent streaming requests all complete, each equal to its single-request output", async () => {
+    const prompts = Array.from({ length: 16 }, (_, i) => ["Once upon a time", "Lily", "The cat", "One day", "Tom"][i % 5] + (i >= 5 ? " " + "abcdefghijklmnop"[i] : ""));
+    const run = async (prompt: string, seed: number) => {
+      const s = await client.completions.create({ model: "stories260K", prompt, max_tokens: 50, temperature: 0.8, seed, stream: true });
+      let text = "";
+      for await (const c of s) text += c.choices[0]?.text ?? "";
+      return text;
+    };
+    const alone: string[] = [];
+    for (const [i, p] of prompts.slice(0, 5).entries()) alone.push(await run(p, i));
+    const together = await Promise.all(prompts.map((p, i) => run(p, i)));
+    alone.forEach((a, i) => expect(together[i], `request ${i}`).toBe(a));
+    expect(new Set(together).size).toBeGreaterThan(10);
+  });
+
   it("seeded sampling is reproducible", async () => {
     const a = await client.completions.create({ model: "stories260K", prompt: "Lily", max_tokens: 30, temperature: 1, top_p: 0.9, seed: 7 });
     const b = await client.completions.create({ model: "stories260K", prompt: "Lily", max_tokens: 30, temperature: 1, top_p: 0.9, seed: 7 });
