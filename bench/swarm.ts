@@ -5,7 +5,7 @@
 //      delay per link: chunked pipelining (64-token chunks) against the whole prompt at once
 //   3. aggregate tokens/s with 1, 4 and 16 concurrent sessions over 4 stages with 20 ms links
 //
-//   npm run bench:swarm [-- --shape llama-1b --type Q8_0 --skip 1,2]
+//   npm run bench:swarm [-- --shape llama-1b --type Q8_0 --skip 1,2 --node-threads 1 --tokens 32 --verbose]
 
 import { Model, generate } from "../src/model/model.js";
 import { readGGUF } from "../src/format/gguf.js";
@@ -52,7 +52,7 @@ if (!skip.has("1")) {
 process.env.LAYERSWARM_LINK_DELAY_MS = String(DELAY);
 const nLayers = readGGUF(file).metadata.get("llama.block_count") as number;
 const four = allocateLayers(nLayers, [0, 1, 2, 3].map((i) => ({ id: String(i), speed: 1, maxLayers: nLayers }))).map((r) => r.end - r.start);
-const sw4 = await startSwarm(file, rangesOf(four), { stepTimeoutMs: 120_000 }, [], { LAYERSWARM_LINK_DELAY_MS: String(DELAY) });
+const sw4 = await startSwarm(file, rangesOf(four), { stepTimeoutMs: 120_000 }, ["--threads", a.get("node-threads") ?? "1"], { LAYERSWARM_LINK_DELAY_MS: String(DELAY) });
 try {
   if (!skip.has("2")) {
     console.log(`\n# 2. time to first token, 512-token prompt, 4 stages, ${DELAY} ms one-way per link`);
