@@ -11,6 +11,7 @@ import { Model, LayerStack, generate } from "../model/model.js";
 import { ChatMessage, ChatTemplate } from "../tokenizer/chat.js";
 import { TextDecoderStream } from "../tokenizer/index.js";
 import { HttpError, toHttpError } from "./errors.js";
+import { LayerswarmError } from "../errors.js";
 
 export interface ApiOptions {
   modelId: string;
@@ -51,7 +52,8 @@ export class ApiServer {
 
   listen(port: number, host = "127.0.0.1"): Promise<number> {
     return new Promise((resolve, reject) => {
-      this.server.once("error", reject);
+      this.server.once("error", (e: NodeJS.ErrnoException) =>
+        reject(e.code === "EADDRINUSE" ? new LayerswarmError("BAD_ARGUMENT", `${host}:${port} is already in use: choose another --port`) : e));
       this.server.listen(port, host, () => resolve((this.server.address() as AddressInfo).port));
     });
   }
