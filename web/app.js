@@ -16,7 +16,7 @@ function renderMap(s) {
   const svg = $("#map"), L = s.model.layers, W = svg.clientWidth || 800;
   const nodes = s.nodes, rowH = 14, top = 18, H = top + rowH * Math.max(1, nodes.length) + 4;
   svg.setAttribute("height", H); svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  const x = (l) => 60 + ((W - 70) * l) / L;
+  const x = (l) => 110 + ((W - 120) * l) / L;
   let g = "";
   // coverage strip: red = a gap, darker = held by several nodes
   s.coverage.perLayer.forEach((c, i) => {
@@ -51,7 +51,7 @@ function render(s) {
     <td>${n.ranges.map((r) => `[${r.start}, ${r.end})`).join(" ")}</td>
     <td class="state-${n.state}">${n.state}${n.loading ? ` ${n.loading.layers}/${n.loading.of}` : ""}</td>
     <td>${mib(n.memory.freeBytes)}</td><td>${mib(n.memory.kvUsedBytes)} / ${mib(n.memory.kvBudgetBytes)}</td>
-    <td>${n.layersPerSec} layers/s</td><td>${n.rttMs === undefined ? "–" : n.rttMs + " ms"}</td><td>${n.batchMs === undefined ? "–" : n.batchMs + " ms"}</td>
+    <td>${n.layersPerSec} layers/s</td><td>${n.rttMs === undefined ? "–" : n.rttMs + " ms"}</td><td>${(n.links || []).map((l) => `→${esc(short(l.peer))} ${l.rttMs} ms`).join("<br>") || "–"}</td><td>${n.batchMs === undefined ? "–" : n.batchMs + " ms"}</td>
     <td>${n.sessions}</td><td class="addr" title="${esc(n.addrs.join(" "))}">${esc(n.addrs[0] || "")}</td></tr>`).join("");
   $("#sessions tbody").innerHTML = s.sessions.map((x) => {
     const at = new Set(x.inflight.map((f) => f.stage));

@@ -98,6 +98,21 @@ describe("observability endpoints", () => {
     expect(r.status).toBe(200);
   });
 
+  it("nodes report the round trip to the next stage of their routes", async () => {
+    await fetch(`${sw.url}/v1/completions`, { method: "POST", body: JSON.stringify({ prompt: "Lily", max_tokens: 5 }) });
+    let links: { peer: string; rttMs: number }[][] = [];
+    for (let i = 0; i < 50; i++) {
+      const s = await (await fetch(`${sw.url}/v1/swarm`)).json();
+      links = s.nodes.map((n: { links: { peer: string; rttMs: number }[] }) => n.links);
+      if (links[0].length && links[1].length && links[2].length) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const s = await (await fetch(`${sw.url}/v1/swarm`)).json();
+    expect(links[0].map((l) => l.peer)).toContain(s.nodes[1].peer); // [0,2) sends to [2,4)
+    expect(links[1].map((l) => l.peer)).toContain(s.nodes[2].peer);
+    expect(links.flat().every((l) => l.rttMs >= 0 && l.rttMs < 1000)).toBe(true);
+  });
+
   it("layerswarm status prints the swarm map", () => {
     const r = spawnSync(process.execPath, [CLI, "status", "--gateway", sw.url], { encoding: "utf8" });
     expect(r.status).toBe(0);

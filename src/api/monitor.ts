@@ -6,7 +6,8 @@
 //   { model: {name, layers, dim, vocab, context},
 //     nodes: [{peer, name, addrs, ranges: [{start, end}], state: "loading"|"serving"|"lost",
 //              loading?: {layers, of, bytes, totalBytes}, memory: {freeBytes, kvUsedBytes, kvBudgetBytes},
-//              layersPerSec, rttMs, batchMs, sessions, since}],
+//              layersPerSec, rttMs (gateway round trip), links: [{peer, rttMs}] (round trips to the
+//              nodes it sends to), batchMs, sessions, since}],
 //     coverage: {covered, missing: [{start, end}], perLayer: [count of serving nodes holding layer i]},
 //     sessions: [{id, epoch, positions, route: [{peer, start, end}], inflight: [{pos, T, stage, ms}], decoded, tokPerSec, ageMs}],
 //     totals: {tokens, requests, errors, activeRequests, tokPerSec},
@@ -115,6 +116,7 @@ export class SwarmMonitor {
         memory: { freeBytes: n.info.capacity.freeBytes, kvUsedBytes: n.info.capacity.kvUsedBytes, kvBudgetBytes: n.info.capacity.kvBudgetBytes },
         layersPerSec: n.info.capacity.layersPerSec,
         rttMs: n.rttMs,
+        links: n.info.links ?? [],
         batchMs: n.batchMs.length ? Math.round((n.batchMs.reduce((a, b) => a + b, 0) / n.batchMs.length) * 100) / 100 : undefined,
         sessions: n.sessions,
         since: n.since,

@@ -249,10 +249,10 @@ export async function statusCommand(o: { gateway: string; apiKey?: string; json?
     return line;
   };
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
-  const rows = [["node", "layers", `map 0..${L}`, "state", "free", "KV used", "layers/s", "RTT", "sessions"]];
+  const rows = [["node", "layers", `map 0..${L}`, "state", "free", "KV used", "layers/s", "RTT", "links", "sessions"]];
   for (const n of s.nodes)
     rows.push([`${n.name} ${n.peer.slice(-8)}`, n.ranges.map((x) => `[${x.start},${x.end})`).join(" "), bar(n.ranges), n.state, mib(n.memory.freeBytes), mib(n.memory.kvUsedBytes),
-      String(n.layersPerSec), n.rttMs === undefined ? "-" : `${n.rttMs} ms`, String(n.sessions)]);
+      String(n.layersPerSec), n.rttMs === undefined ? "-" : `${n.rttMs} ms`, n.links.map((l) => `->${l.peer.slice(-6)} ${l.rttMs} ms`).join(" ") || "-", String(n.sessions)]);
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   const lines = [`${s.model.name}: ${L} layers · ${s.coverage.covered ? "all layers covered" : `MISSING ${s.coverage.missing.map((m) => `[${m.start},${m.end})`).join(" ")}`} · ${s.totals.tokPerSec} tok/s · ${s.totals.requests} requests · ${s.sessions.length} sessions`, ""];
   for (const r of rows) lines.push(r.map((c, i) => c.padEnd(widths[i])).join("  "));

@@ -27,6 +27,7 @@ export class DelayedTransport implements Transport {
     return new DelayedChannel(await this.inner.dial(addr, protocol, signal), this.ms);
   }
   onDisconnect(cb: (peer: string) => void) { this.inner.onDisconnect(cb); }
+  async ping(addr: string, signal?: AbortSignal) { return (await this.inner.ping(addr, signal)) + 2 * this.ms; }
   stop() { return this.inner.stop(); }
 }
 

@@ -112,6 +112,9 @@ export class Libp2pTransport implements Transport {
   onDisconnect(cb: (peer: string) => void): void {
     this.disconnectCbs.push(cb);
   }
+  async ping(addr: string, signal?: AbortSignal): Promise<number> {
+    return (this.node.services as { ping: { ping(a: ReturnType<typeof multiaddr>, o?: { signal?: AbortSignal }): Promise<number> } }).ping.ping(multiaddr(addr), { signal });
+  }
   async stop(): Promise<void> {
     await this.node.stop();
   }

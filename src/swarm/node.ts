@@ -45,6 +45,7 @@ export interface NodeInfo {
   capacity: { layersPerSec: number; freeBytes: number; kvBudgetBytes: number; kvUsedBytes: number; sessions: number };
   stats: { frames: number; batches: number; rows: number; badFrames: number; busyMs: number };
   loading?: { start: number; end: number; layers: number; bytes: number; totalBytes: number };
+  links: { peer: string; rttMs: number }[]; // round trips to the peers this node sends to (its next stages)
 }
 
 export function modelFingerprint(f: GGUFFile, cfg: ModelConfig): string {
@@ -135,6 +136,7 @@ export class SwarmNode {
       },
       stats: { ...this.stats, busyMs: Math.round(this.stats.busyMs) },
       loading: this.loading,
+      links: [...this.links].map(([peer, rttMs]) => ({ peer, rttMs })),
     };
   }
 
@@ -150,6 +152,7 @@ export class SwarmNode {
     this.measure();
     const idle = this.init.sessionIdleMs ?? 15 * 60_000;
     setInterval(() => this.sweepIdle(idle), Math.min(60_000, idle)).unref();
+    setInterval(() => void this.pingLinks(), 2000).unref();
     await this.t.handle(PROTOCOL_FORWARD, (ch) => void this.serveForward(ch));
     await this.t.handle(PROTOCOL_CONTROL, (ch) => void this.serveControl(ch));
     for (const addr of join ?? []) await this.joinGateway(addr);
@@ -193,6 +196,25 @@ export class SwarmNode {
 
   // Sessions nobody has stepped for a long time (their gateway went away) are dropped.
   private lastUsed = new Map<string, number>();
+  private links = new Map<string, number>();
+  // Ping the peers sent to in the last 30 s (the dashboard's link latencies).
+  private async pingLinks(): Promise<void> {
+    const now = Date.now();
+    for (const [peer, u] of this.outbox.lastUsed) {
+      if (now - u.at > 30_000) {
+        this.outbox.lastUsed.delete(peer);
+        this.links.delete(peer);
+        continue;
+      }
+      const a = u.addrs[0];
+      if (!a || peer === this.t.peerId) continue;
+      try {
+        this.links.set(peer, Math.round((await this.t.ping(a.includes("/p2p/") ? a : `${a}/p2p/${peer}`, AbortSignal.timeout(2000))) * 100) / 100);
+      } catch {
+        this.links.delete(peer);
+      }
+    }
+  }
   private sweepIdle(idleMs: number): void {
     const now = Date.now();
     for (const [session, t] of this.lastUsed)

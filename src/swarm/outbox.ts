@@ -7,10 +7,12 @@ import { Channel, PROTOCOL_FORWARD, Transport } from "./transport.js";
 
 export class Outbox {
   private out = new Map<string, Promise<Channel>>();
+  readonly lastUsed = new Map<string, { addrs: string[]; at: number }>(); // peers sent to, and when
   constructor(private t: Transport, private log: Logger, private dialTimeoutMs = 10_000) {}
 
   // Resolves once the message is handed to the stream; rejects if the peer cannot be reached.
   send(peer: string, addrs: string[], msg: Uint8Array): Promise<void> {
+    this.lastUsed.set(peer, { addrs, at: Date.now() });
     let ch = this.out.get(peer);
     if (!ch) {
       ch = this.dialAny(peer, addrs);

@@ -20,6 +20,8 @@ export interface Transport {
   dial(addr: string, protocol: string, signal?: AbortSignal): Promise<Channel>;
   // peer: a peer id; called when the last connection to it closes
   onDisconnect(cb: (peer: string) => void): void;
+  // Round-trip time to a peer in milliseconds (addr: a multiaddr with /p2p/).
+  ping(addr: string, signal?: AbortSignal): Promise<number>;
   stop(): Promise<void>;
 }
 
