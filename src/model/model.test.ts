@@ -23,6 +23,14 @@ describe("stories260K against llama2.c's run.c", () => {
     expect("Once upon a time" + decodeAll(model.tokenizer, out, ids.at(-1)) + "\n").toBe(goldenText("1"));
   });
 
+  it("the scalar reference kernels alone (the specification) also reproduce golden 1", async () => {
+    const { model, stack } = Model.local(STORIES_GGUF, { backend: "ref" });
+    expect(model.kernels.name).toBe("ref");
+    const out: number[] = [];
+    for await (const t of generate(model, stack, [1, 403, 407, 261, 378], { maxTokens: 252 })) out.push(t.id);
+    expect([1, 403, 407, 261, 378, ...out]).toEqual(goldenIds("1"));
+  });
+
   it("golden 4: empty prompt, 128 positions", async () => {
     const { model, ids, out } = await runGolden(STORIES_GGUF, "4", "", 128);
     expect([...ids, ...out]).toEqual(goldenIds("4"));
