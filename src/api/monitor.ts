@@ -138,7 +138,13 @@ export class SwarmMonitor {
   private broadcast(event: string, data: unknown): void {
     if (this.clients.size === 0) return;
     const msg = `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
-    for (const c of this.clients) c.write(msg);
+    for (const c of this.clients) {
+      // a listener that stopped reading is cut off rather than buffered without end
+      if (c.writableLength > 4 * 2 ** 20) {
+        this.clients.delete(c);
+        c.destroy();
+      } else c.write(msg);
+    }
   }
 
   // GET /v1/swarm/events

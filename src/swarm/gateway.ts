@@ -413,6 +413,14 @@ export class Gateway implements LayerStack {
       req, session: this.wireSession(s), pos: st.pos, T: st.T, dim: this.model.cfg.dim, dtype: this.o.dtype,
       flags: st.lastRowOnly ? FLAG_LAST_ROW_ONLY : 0, hop: 0, route, hidden: st.hidden,
     });
+    const onAbort = () => {
+      const p = this.pending.get(req);
+      if (!p) return;
+      this.pending.delete(req);
+      clearTimeout(p.timer);
+      p.reject(new LayerswarmError("ABORTED", "request aborted"));
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
     return new Promise<Float32Array>((resolve, reject) => {
       const timer = setTimeout(() => this.timeout(req), this.o.stepTimeoutMs);
       this.pending.set(req, { resolve, reject, peers, timer, session: s.id, sentAt: Date.now(), pos: st.pos, T: st.T, stage: 0 });
@@ -424,14 +432,7 @@ export class Gateway implements LayerStack {
         clearTimeout(p.timer);
         p.reject(new RouteLost([first.peer], `cannot reach ${first.peer}: ${(e as Error).message}`));
       });
-      signal?.addEventListener("abort", () => {
-        const p = this.pending.get(req);
-        if (!p) return;
-        this.pending.delete(req);
-        clearTimeout(p.timer);
-        p.reject(new LayerswarmError("ABORTED", "request aborted"));
-      }, { once: true });
-    });
+    }).finally(() => signal?.removeEventListener("abort", onAbort)); // one listener per step must not pile up
   }
 
   // A step took too long: find which node of its route stopped answering.
