@@ -38,19 +38,7 @@ export interface Route {
   replyTo: { peer: string; addrs: string[] };
 }
 
-export interface Forward {
-  req: number;
-  session: string;
-  pos: number;
-  T: number;
-  dim: number;
-  dtype: DType;
-  flags: number;
-  hop: number; // index in route.hops of the receiver
-  route: Route;
-  hidden: Float32Array; // (T, dim)
-}
-
+// What a result carries; a forward frame adds where it is on its route.
 export interface Result {
   req: number;
   session: string;
@@ -59,7 +47,12 @@ export interface Result {
   dim: number;
   dtype: DType;
   flags: number;
-  hidden: Float32Array;
+  hidden: Float32Array; // (T, dim)
+}
+
+export interface Forward extends Result {
+  hop: number; // index in route.hops of the receiver
+  route: Route;
 }
 
 export interface WireErrorMsg {
@@ -113,20 +106,26 @@ function encodeJSON(type: MsgType, obj: unknown): Uint8Array {
 export const encodeControl = (obj: unknown): Uint8Array => encodeJSON(MsgType.CONTROL, obj);
 export const encodeError = (e: WireErrorMsg): Uint8Array => encodeJSON(MsgType.ERROR, e);
 
+// The header FORWARD and RESULT share: type, version, dtype, flags, req, pos, T, dim.
+const HEADER_BYTES = 1 + 3 + 16;
+function writeHeader(b: Buffer, type: MsgType, h: { dtype: DType; flags: number; req: number; pos: number; T: number; dim: number }): number {
+  b[0] = type;
+  b[1] = WIRE_VERSION;
+  b[2] = h.dtype;
+  b[3] = h.flags;
+  b.writeUInt32LE(h.req, 4);
+  b.writeUInt32LE(h.pos, 8);
+  b.writeUInt32LE(h.T, 12);
+  b.writeUInt32LE(h.dim, 16);
+  return HEADER_BYTES;
+}
+
 export function encodeForward(f: Forward): Uint8Array {
   const s = Buffer.from(f.session, "utf8"), r = Buffer.from(JSON.stringify(f.route), "utf8");
   const n = f.T * f.dim;
   if (f.hidden.length !== n) throw new WireError(`forward: hidden has ${f.hidden.length} values, T*dim is ${n}`);
-  const b = Buffer.alloc(1 + 3 + 16 + 1 + 2 + s.length + 4 + r.length + n * dtypeBytes(f.dtype));
-  let o = 0;
-  b[o++] = MsgType.FORWARD;
-  b[o++] = WIRE_VERSION;
-  b[o++] = f.dtype;
-  b[o++] = f.flags;
-  b.writeUInt32LE(f.req, o); o += 4;
-  b.writeUInt32LE(f.pos, o); o += 4;
-  b.writeUInt32LE(f.T, o); o += 4;
-  b.writeUInt32LE(f.dim, o); o += 4;
+  const b = Buffer.alloc(HEADER_BYTES + 1 + 2 + s.length + 4 + r.length + n * dtypeBytes(f.dtype));
+  let o = writeHeader(b, MsgType.FORWARD, f);
   b[o++] = f.hop;
   b.writeUInt16LE(s.length, o); o += 2;
   s.copy(b, o); o += s.length;
@@ -139,16 +138,8 @@ export function encodeForward(f: Forward): Uint8Array {
 export function encodeResult(r: Result): Uint8Array {
   const s = Buffer.from(r.session, "utf8");
   const n = r.T * r.dim;
-  const b = Buffer.alloc(1 + 3 + 16 + 2 + s.length + n * dtypeBytes(r.dtype));
-  let o = 0;
-  b[o++] = MsgType.RESULT;
-  b[o++] = WIRE_VERSION;
-  b[o++] = r.dtype;
-  b[o++] = r.flags;
-  b.writeUInt32LE(r.req, o); o += 4;
-  b.writeUInt32LE(r.pos, o); o += 4;
-  b.writeUInt32LE(r.T, o); o += 4;
-  b.writeUInt32LE(r.dim, o); o += 4;
+  const b = Buffer.alloc(HEADER_BYTES + 2 + s.length + n * dtypeBytes(r.dtype));
+  let o = writeHeader(b, MsgType.RESULT, r);
   b.writeUInt16LE(s.length, o); o += 2;
   s.copy(b, o); o += s.length;
   encodeValues(r.hidden, r.dtype, b, o);

@@ -3,10 +3,9 @@
 // mapped to printable characters (bytes_to_unicode), and adjacent symbols are
 // merged by lowest merge rank until none applies.
 
-import { LayerswarmError } from "../errors.js";
 import { bytesToUnicode } from "../format/synthvocab.js";
 import { splitSpecial } from "./spm.js";
-import { EncodeOptions, TokenType, Tokenizer } from "./types.js";
+import { EncodeOptions, TokenType, Tokenizer, VocabTokenizer } from "./types.js";
 
 // JavaScript has no inline (?i:...) in Node 20: the contractions are spelled out.
 const CONTRACTIONS = "'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]";
@@ -28,13 +27,10 @@ export interface BpeVocab {
   addBos: boolean;
 }
 
-export class BpeTokenizer implements Tokenizer {
+export class BpeTokenizer extends VocabTokenizer implements Tokenizer {
   readonly kind = "gpt2" as const;
-  readonly vocabSize: number;
-  readonly bos: number | undefined;
   readonly eos: number | undefined;
   readonly eog: ReadonlySet<number>;
-  private ids = new Map<string, number>();
   private ranks = new Map<string, number>();
   private b2u = bytesToUnicode();
   private u2b = new Map<string, number>();
@@ -44,8 +40,7 @@ export class BpeTokenizer implements Tokenizer {
   private cache = new Map<string, number[]>();
 
   constructor(private v: BpeVocab) {
-    this.vocabSize = v.tokens.length;
-    this.bos = v.bos;
+    super(v.tokens, v.types, v.bos, v.addBos);
     this.eos = v.eos;
     const eog = new Set<number>();
     for (const id of [v.eos, v.eot, v.eom]) if (id !== undefined) eog.add(id);
@@ -57,7 +52,6 @@ export class BpeTokenizer implements Tokenizer {
     this.eog = eog;
     this.pre = PRE_TOKENIZERS[v.pre] ?? PRE_TOKENIZERS[v.pre.startsWith("qwen") ? "qwen2" : v.pre.startsWith("llama") ? "llama-bpe" : "gpt2"];
     v.tokens.forEach((t, i) => {
-      if (!this.ids.has(t)) this.ids.set(t, i);
       const ty = v.types[i] ?? TokenType.NORMAL;
       if (ty === TokenType.CONTROL && t.length > 0) this.specials.push({ text: t, id: i });
       if (ty === TokenType.USER_DEFINED && t.length > 0) this.userDefined.push({ text: t, id: i });
@@ -69,22 +63,8 @@ export class BpeTokenizer implements Tokenizer {
     this.b2u.forEach((u, b) => this.u2b.set(u, b));
   }
 
-  idOf(text: string): number | undefined {
-    return this.ids.get(text);
-  }
-  tokenText(id: number): string {
-    return this.v.tokens[id] ?? "";
-  }
-  tokenType(id: number): TokenType {
-    return this.v.types[id] ?? TokenType.NORMAL;
-  }
-
   encode(text: string, opts: EncodeOptions = {}): number[] {
-    const out: number[] = [];
-    if (opts.addBos ?? this.v.addBos) {
-      if (this.bos === undefined) throw new LayerswarmError("BAD_ARGUMENT", "this tokenizer has no BOS token");
-      out.push(this.bos);
-    }
+    const out = this.start(opts);
     // user-defined tokens are always matched; control tokens only when asked
     for (const f of splitSpecial(text, opts.parseSpecial ? this.specials : this.userDefined)) {
       if (f.id !== undefined) out.push(f.id);

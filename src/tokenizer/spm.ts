@@ -3,8 +3,7 @@
 // vocabulary fall back to byte tokens <0xXX>, and adjacent pairs are merged by
 // highest score (leftmost wins ties) until no merge applies.
 
-import { LayerswarmError } from "../errors.js";
-import { EncodeOptions, TokenType, Tokenizer } from "./types.js";
+import { EncodeOptions, TokenType, Tokenizer, VocabTokenizer } from "./types.js";
 
 const SPACE = "\u2581";
 
@@ -20,26 +19,22 @@ export interface SpmVocab {
   addSpacePrefix: boolean;
 }
 
-export class SpmTokenizer implements Tokenizer {
+export class SpmTokenizer extends VocabTokenizer implements Tokenizer {
   readonly kind = "llama" as const;
-  readonly vocabSize: number;
-  readonly bos: number | undefined;
   readonly eos: number | undefined;
   readonly eog: ReadonlySet<number>;
-  private ids = new Map<string, number>();
   private byteIds = new Int32Array(256).fill(-1);
   private specials: { text: string; id: number }[] = [];
+  private userDefined: { text: string; id: number }[] = [];
 
   constructor(private v: SpmVocab) {
-    this.vocabSize = v.tokens.length;
-    this.bos = v.bos;
+    super(v.tokens, v.types, v.bos, v.addBos);
     this.eos = v.eos;
     const eog = new Set<number>();
     if (v.eos !== undefined) eog.add(v.eos);
     if (v.eot !== undefined) eog.add(v.eot);
     this.eog = eog;
     v.tokens.forEach((t, i) => {
-      if (!this.ids.has(t)) this.ids.set(t, i);
       const ty = v.types[i] ?? TokenType.NORMAL;
       if (ty === TokenType.BYTE) {
         const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(t);
@@ -48,26 +43,13 @@ export class SpmTokenizer implements Tokenizer {
       if ((ty === TokenType.CONTROL || ty === TokenType.USER_DEFINED || ty === TokenType.UNKNOWN) && t.length > 0) this.specials.push({ text: t, id: i });
     });
     this.specials.sort((a, b) => b.text.length - a.text.length);
-  }
-
-  idOf(text: string): number | undefined {
-    return this.ids.get(text);
-  }
-  tokenText(id: number): string {
-    return this.v.tokens[id] ?? "";
-  }
-  tokenType(id: number): TokenType {
-    return this.v.types[id] ?? TokenType.NORMAL;
+    this.userDefined = this.specials.filter((sp) => this.tokenType(sp.id) === TokenType.USER_DEFINED);
   }
 
   encode(text: string, opts: EncodeOptions = {}): number[] {
-    const out: number[] = [];
-    if (opts.addBos ?? this.v.addBos) {
-      if (this.bos === undefined) throw new LayerswarmError("BAD_ARGUMENT", "this tokenizer has no BOS token");
-      out.push(this.bos);
-    }
+    const out = this.start(opts);
     // user-defined tokens are always matched; control tokens only when asked
-    const frags = splitSpecial(text, opts.parseSpecial ? this.specials : this.specials.filter((s) => this.tokenType(s.id) === TokenType.USER_DEFINED));
+    const frags = splitSpecial(text, opts.parseSpecial ? this.specials : this.userDefined);
     // as llama.cpp: the dummy-prefix space goes before the text and after every special token
     let prevSpecial = true;
     for (const f of frags) {

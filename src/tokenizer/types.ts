@@ -1,5 +1,7 @@
 // What the rest of the system needs from a tokenizer.
 
+import { LayerswarmError } from "../errors.js";
+
 export enum TokenType {
   NORMAL = 1,
   UNKNOWN = 2,
@@ -26,6 +28,33 @@ export interface Tokenizer {
   tokenText(id: number): string; // the raw vocabulary entry
   tokenType(id: number): TokenType;
   idOf(text: string): number | undefined;
+}
+
+// What both GGUF tokenizers share: the vocabulary lookups and the BOS rule.
+export abstract class VocabTokenizer {
+  protected ids = new Map<string, number>();
+  constructor(protected tokens: string[], protected types: number[], readonly bos: number | undefined, private addBos: boolean) {
+    tokens.forEach((t, i) => {
+      if (!this.ids.has(t)) this.ids.set(t, i);
+    });
+  }
+  get vocabSize(): number {
+    return this.tokens.length;
+  }
+  idOf(text: string): number | undefined {
+    return this.ids.get(text);
+  }
+  tokenText(id: number): string {
+    return this.tokens[id] ?? "";
+  }
+  tokenType(id: number): TokenType {
+    return this.types[id] ?? TokenType.NORMAL;
+  }
+  protected start(opts: EncodeOptions): number[] {
+    if (!(opts.addBos ?? this.addBos)) return [];
+    if (this.bos === undefined) throw new LayerswarmError("BAD_ARGUMENT", "this tokenizer has no BOS token");
+    return [this.bos];
+  }
 }
 
 // Turns a stream of tokens into text, holding back incomplete UTF-8 sequences.
