@@ -48,21 +48,46 @@ export interface GGUFFile {
 }
 
 const MAGIC = 0x46554747; // "GGUF" little-endian
-const MAX_STRING = 1 << 26;
-const MAX_ARRAY = 1 << 28;
+const MAX_STRING = 1 << 26; // one metadata string (a chat template is ~10 KB)
+const MAX_KEY = 65535; // GGUF: a key is at most 2^16 - 1 bytes
+const MAX_TENSOR_NAME = 63; // ggml's GGML_MAX_NAME (64) counts the terminating NUL
+const MAX_DIMS = 4; // GGML_MAX_DIMS
+const MAX_ELEMENTS_PER_BYTE = 8; // no ggml type packs more (Q2_K: 3, IQ1_S: 5.1)
+// The fewest bytes each structure can take: counts are bounded by the bytes left
+// in the file before anything is allocated or looped over.
+const MIN_KV_BYTES = 8 + 1 + 4 + 1; // key length, a 1-byte key, value type, a 1-byte value
+const MIN_TENSOR_INFO_BYTES = 8 + 1 + 4 + 8 + 4 + 8; // name length, a 1-byte name, n_dims, one dim, type, offset
+const VALUE_BYTES: Partial<Record<GGUFValueType, number>> = {
+  [GGUFValueType.UINT8]: 1, [GGUFValueType.INT8]: 1, [GGUFValueType.BOOL]: 1,
+  [GGUFValueType.UINT16]: 2, [GGUFValueType.INT16]: 2,
+  [GGUFValueType.UINT32]: 4, [GGUFValueType.INT32]: 4, [GGUFValueType.FLOAT32]: 4,
+  [GGUFValueType.UINT64]: 8, [GGUFValueType.INT64]: 8, [GGUFValueType.FLOAT64]: 8,
+  [GGUFValueType.STRING]: 8, // its length; the string itself may be empty
+};
 
-// Sequential reader over a file descriptor with a growing window.
+// A name or key from the file, quoted and cut short for an error message.
+export function quoted(s: string): string {
+  return JSON.stringify(s.length > 80 ? s.slice(0, 80) + "…" : s);
+}
+
+// Sequential reader over a file descriptor with a growing window. `have` bytes
+// are on disk; `size` is the whole file's (more when only a prefix is here).
 class Cursor {
   pos = 0;
   private buf = Buffer.alloc(0);
   private bufStart = 0;
-  constructor(private fd: number, readonly size: number, private path: string) {}
+  constructor(private fd: number, readonly have: number, readonly size: number, readonly path: string) {}
 
+  bad(m: string): LayerswarmError {
+    return new LayerswarmError("BAD_FILE", `${this.path}: ${m}`);
+  }
+  private truncated(n: number, what: string): LayerswarmError {
+    return this.bad(`truncated GGUF: needs ${n} bytes at offset ${this.pos} for ${what}, file has ${this.have}`);
+  }
   private ensure(n: number, what: string): void {
-    if (this.pos + n > this.size)
-      throw new LayerswarmError("BAD_FILE", `${this.path}: truncated GGUF: needs ${n} bytes at offset ${this.pos} for ${what}, file has ${this.size}`);
+    if (this.pos + n > this.have) throw this.truncated(n, what);
     if (this.pos >= this.bufStart && this.pos + n <= this.bufStart + this.buf.length) return;
-    const len = Math.min(this.size - this.pos, Math.max(n, 1 << 20));
+    const len = Math.min(this.have - this.pos, Math.max(n, 1 << 20));
     const b = Buffer.alloc(len);
     fs.readSync(this.fd, b, 0, len, this.pos);
     this.buf = b;
@@ -84,19 +109,27 @@ class Cursor {
   f64(w: string) { const o = this.at(8, w); return this.buf.readDoubleLE(o); }
   u64(w: string): bigint { const o = this.at(8, w); return this.buf.readBigUInt64LE(o); }
   i64(w: string): bigint { const o = this.at(8, w); return this.buf.readBigInt64LE(o); }
-  count(w: string, max: number): number {
+  // A u64 count of items of at least `minBytes` each, at most `max`: refused
+  // when the items cannot fit in the rest of the file.
+  count(w: string, minBytes: number, max = Number.MAX_SAFE_INTEGER): number {
+    const at = this.pos;
     const v = this.u64(w);
-    if (v > BigInt(max)) throw new LayerswarmError("BAD_FILE", `${this.path}: implausible ${w} ${v} at offset ${this.pos - 8} (corrupt file?)`);
-    return Number(v);
+    const left = this.size - this.pos;
+    if (v > BigInt(max)) throw this.bad(`implausible ${w} ${v} at offset ${at} (at most ${max}; truncated or corrupt file?)`);
+    if (v * BigInt(minBytes) > BigInt(left))
+      throw this.bad(`implausible ${w} ${v} at offset ${at}: ${v} × ${minBytes} bytes cannot fit in the ${left} bytes left in the file (truncated or corrupt file?)`);
+    const n = Number(v);
+    if (n * minBytes > this.have - this.pos) throw this.truncated(n * minBytes, w);
+    return n;
   }
-  str(w: string): string {
-    const n = this.count(`length of ${w}`, MAX_STRING);
+  str(w: string, max = MAX_STRING): string {
+    const n = this.count(`length of ${w}`, 1, max);
     const o = this.at(n, w);
     return this.buf.toString("utf8", o, o + n);
   }
 }
 
-function readValue(c: Cursor, type: number, key: string, path: string): MetaScalar {
+function readValue(c: Cursor, type: number, key: string): MetaScalar {
   switch (type) {
     case GGUFValueType.UINT8: return c.u8(key);
     case GGUFValueType.INT8: return c.i8(key);
@@ -106,12 +139,17 @@ function readValue(c: Cursor, type: number, key: string, path: string): MetaScal
     case GGUFValueType.INT32: return c.i32(key);
     case GGUFValueType.FLOAT32: return c.f32(key);
     case GGUFValueType.FLOAT64: return c.f64(key);
-    case GGUFValueType.BOOL: return c.u8(key) !== 0;
+    case GGUFValueType.BOOL: {
+      const b = c.u8(key);
+      if (b > 1) throw c.bad(`metadata ${quoted(key)} holds the bool byte ${b} at offset ${c.pos - 1}, not 0 or 1`);
+      return b === 1;
+    }
     case GGUFValueType.STRING: return c.str(key);
+    // beyond 2^53 kept exact as a bigint; refused where a number is read (metaNumber)
     case GGUFValueType.UINT64: { const v = c.u64(key); return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v; }
     case GGUFValueType.INT64: { const v = c.i64(key); return v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= -BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v; }
     default:
-      throw new LayerswarmError("BAD_FILE", `${path}: metadata "${key}" has unknown value type ${type} at offset ${c.pos - 4}`);
+      throw c.bad(`metadata ${quoted(key)} has unknown value type ${type} at offset ${c.pos - 4}`);
   }
 }
 
@@ -119,6 +157,14 @@ export interface ReadOptions {
   // The size of the whole file when `path` holds only a prefix of it (a header
   // being fetched over HTTP): tensors are checked against this size instead.
   fileBytes?: number;
+}
+
+interface RawTensorInfo {
+  name: string;
+  dims: number[];
+  type: number;
+  rel: number; // offset inside the data section
+  bytes: number;
 }
 
 export function readGGUF(path: string, opts: ReadOptions = {}): GGUFFile {
@@ -131,63 +177,115 @@ export function readGGUF(path: string, opts: ReadOptions = {}): GGUFFile {
   try {
     const have = fs.fstatSync(fd).size;
     const size = opts.fileBytes ?? have;
-    const c = new Cursor(fd, have, path);
-    if (have < 8 || c.u32("magic") !== MAGIC) throw new LayerswarmError("BAD_FILE", `${path}: not a GGUF file (bad magic)`);
+    const c = new Cursor(fd, have, size, path);
+    if (have < 8 || c.u32("magic") !== MAGIC) throw c.bad("not a GGUF file (bad magic)");
     const version = c.u32("version");
-    if (version !== 2 && version !== 3)
-      throw new LayerswarmError("BAD_FILE", `${path}: GGUF version ${version} is not supported (only 2 and 3)`);
-    const nTensors = c.count("tensor count", 1 << 20);
-    const nKV = c.count("metadata count", 1 << 20);
-    const metadata = new Map<string, MetaValue>();
-    const metaTypes = new Map<string, GGUFValueType>();
-    for (let i = 0; i < nKV; i++) {
-      const key = c.str(`metadata key #${i}`);
-      const type = c.u32(`type of ${key}`);
-      if (type === GGUFValueType.ARRAY) {
-        const et = c.u32(`element type of ${key}`);
-        const n = c.count(`length of ${key}`, MAX_ARRAY);
-        if (et === GGUFValueType.ARRAY) throw new LayerswarmError("BAD_FILE", `${path}: nested arrays in "${key}" are not supported`);
-        const arr: MetaScalar[] = new Array(n);
-        for (let j = 0; j < n; j++) arr[j] = readValue(c, et, key, path);
-        metadata.set(key, arr);
-        metaTypes.set(key, et);
-      } else {
-        metadata.set(key, readValue(c, type, key, path));
-        metaTypes.set(key, type);
-      }
-    }
-    const alignment = Number(metadata.get("general.alignment") ?? 32);
-    if (!Number.isInteger(alignment) || alignment <= 0 || alignment % 8 !== 0)
-      throw new LayerswarmError("BAD_FILE", `${path}: general.alignment ${alignment} is invalid`);
-    const infos: { name: string; dims: number[]; type: number; rel: number }[] = [];
-    for (let i = 0; i < nTensors; i++) {
-      const name = c.str(`tensor name #${i}`);
-      const nd = c.u32(`dims of ${name}`);
-      if (nd < 1 || nd > 4) throw new LayerswarmError("BAD_FILE", `${path}: tensor "${name}" has ${nd} dimensions`);
-      const dims: number[] = [];
-      for (let d = 0; d < nd; d++) dims.push(c.count(`dim ${d} of ${name}`, 2 ** 40));
-      const type = c.u32(`type of ${name}`);
-      const rel = c.count(`offset of ${name}`, 2 ** 50);
-      infos.push({ name, dims, type, rel });
-    }
+    if (version !== 2 && version !== 3) throw c.bad(`GGUF version ${version} is not supported (only 2 and 3)`);
+    const nTensors = c.count("tensor count", MIN_TENSOR_INFO_BYTES);
+    const nKV = c.count("metadata count", MIN_KV_BYTES);
+    if (nTensors * MIN_TENSOR_INFO_BYTES + nKV * MIN_KV_BYTES > size - c.pos)
+      throw c.bad(`implausible counts: ${nTensors} tensors and ${nKV} metadata entries cannot fit in the ${size - c.pos} bytes left in the file (corrupt file?)`);
+    const { metadata, metaTypes } = readMetadata(c, nKV);
+    const alignment = alignmentOf(c, metadata, metaTypes);
+    const infos = readTensorInfos(c, nTensors);
     const dataOffset = Math.ceil(c.pos / alignment) * alignment;
-    const tensors = new Map<string, TensorInfo>();
-    for (const t of infos) {
-      const info = typeInfo(t.type);
-      if (!info) throw new LayerswarmError("UNSUPPORTED", `${path}: tensor "${t.name}" has unknown ggml type ${t.type}`);
-      const nRows = t.dims.slice(1).reduce((a, b) => a * b, 1);
-      if (t.dims[0] % info.blockSize !== 0)
-        throw new LayerswarmError("BAD_FILE", `${path}: tensor "${t.name}" (${info.name}) has rows of ${t.dims[0]} elements, not a multiple of the block size ${info.blockSize}`);
-      const bytes = rowBytes(t.type, t.dims[0]) * nRows;
-      const offset = dataOffset + t.rel;
-      if (offset + bytes > size)
-        throw new LayerswarmError("BAD_FILE", `${path}: truncated: tensor "${t.name}" (${typeName(t.type)} ${t.dims.join("x")}) needs bytes up to ${offset + bytes}, file has ${size}`);
-      tensors.set(t.name, { name: t.name, dims: t.dims, type: t.type, offset, bytes });
-    }
+    const tensors = placeTensors(c, infos, dataOffset, alignment);
     return { path, version, fileBytes: size, metadata, metaTypes, tensors, dataOffset, alignment };
   } finally {
     fs.closeSync(fd);
   }
+}
+
+function readMetadata(c: Cursor, nKV: number) {
+  const metadata = new Map<string, MetaValue>();
+  const metaTypes = new Map<string, GGUFValueType>();
+  for (let i = 0; i < nKV; i++) {
+    const at = c.pos;
+    const key = c.str(`metadata key #${i}`, MAX_KEY);
+    if (key.length === 0) throw c.bad(`metadata key #${i} at offset ${at} is empty`);
+    if (metadata.has(key)) throw c.bad(`duplicate metadata key ${quoted(key)} (entry #${i} at offset ${at})`);
+    const type = c.u32(`type of ${key}`);
+    if (type === GGUFValueType.ARRAY) {
+      const et = c.u32(`element type of ${key}`);
+      if (et === GGUFValueType.ARRAY) throw c.bad(`nested arrays in ${quoted(key)} are not supported`);
+      const each = VALUE_BYTES[et as GGUFValueType];
+      if (each === undefined) throw c.bad(`metadata ${quoted(key)} is an array of unknown value type ${et} at offset ${c.pos - 4}`);
+      const n = c.count(`length of ${key}`, each);
+      const arr: MetaScalar[] = new Array(n);
+      for (let j = 0; j < n; j++) arr[j] = readValue(c, et, key);
+      metadata.set(key, arr);
+      metaTypes.set(key, et);
+    } else {
+      metadata.set(key, readValue(c, type, key));
+      metaTypes.set(key, type);
+    }
+  }
+  return { metadata, metaTypes };
+}
+
+function alignmentOf(c: Cursor, metadata: Map<string, MetaValue>, metaTypes: Map<string, GGUFValueType>): number {
+  const a = metadata.get("general.alignment");
+  if (a === undefined) return 32;
+  if (metaTypes.get("general.alignment") !== GGUFValueType.UINT32 || typeof a !== "number" || a < 8 || (a & (a - 1)) !== 0)
+    throw c.bad(`general.alignment ${a} is invalid (a u32 power of two, at least 8)`);
+  return a;
+}
+
+function readTensorInfos(c: Cursor, nTensors: number): RawTensorInfo[] {
+  const infos: RawTensorInfo[] = [];
+  const names = new Set<string>();
+  const maxDim = Math.min(Number.MAX_SAFE_INTEGER, c.size * MAX_ELEMENTS_PER_BYTE);
+  for (let i = 0; i < nTensors; i++) {
+    const at = c.pos;
+    const name = c.str(`tensor name #${i}`, MAX_TENSOR_NAME);
+    if (name.length === 0) throw c.bad(`tensor #${i} at offset ${at} has an empty name`);
+    if (names.has(name)) throw c.bad(`duplicate tensor ${quoted(name)} (tensor #${i} at offset ${at})`);
+    names.add(name);
+    const nd = c.u32(`dims of ${name}`);
+    if (nd < 1 || nd > MAX_DIMS) throw c.bad(`tensor ${quoted(name)} has ${nd} dimensions (1 to ${MAX_DIMS})`);
+    const dims: number[] = [];
+    for (let d = 0; d < nd; d++) {
+      const v = c.u64(`dim ${d} of ${name}`);
+      if (v === 0n || v > BigInt(maxDim))
+        throw c.bad(`tensor ${quoted(name)} has dimension ${d} of ${v} elements (1 to ${maxDim} in a file of ${c.size} bytes)`);
+      dims.push(Number(v));
+    }
+    const type = c.u32(`type of ${name}`);
+    const info = typeInfo(type);
+    if (!info) throw new LayerswarmError("UNSUPPORTED", `${c.path}: tensor ${quoted(name)} has unknown ggml type ${type}`);
+    if (dims[0] % info.blockSize !== 0)
+      throw c.bad(`tensor ${quoted(name)} (${info.name}) has rows of ${dims[0]} elements, not a multiple of the block size ${info.blockSize}`);
+    // may round when huge, but never below the file's size, which is all we compare it with
+    const bytes = dims.slice(1).reduce((a, b) => a * b, rowBytes(type, dims[0]));
+    const rel = c.u64(`offset of ${name}`);
+    if (rel > BigInt(c.size)) throw c.bad(`tensor ${quoted(name)} has offset ${rel}, beyond the file's ${c.size} bytes`);
+    infos.push({ name, dims, type, rel: Number(rel), bytes });
+  }
+  return infos;
+}
+
+// Each tensor: aligned, inside the data section, overlapping no other.
+function placeTensors(c: Cursor, infos: RawTensorInfo[], dataOffset: number, alignment: number): Map<string, TensorInfo> {
+  const size = c.size;
+  const tensors = new Map<string, TensorInfo>();
+  for (const t of infos) {
+    const shape = `${typeName(t.type)} ${t.dims.join("x")}`;
+    if (t.rel % alignment !== 0)
+      throw c.bad(`tensor ${quoted(t.name)} has offset ${t.rel} in the data section, not a multiple of general.alignment ${alignment}`);
+    const offset = dataOffset + t.rel;
+    if (offset >= size)
+      throw c.bad(`tensor ${quoted(t.name)} (${shape}) starts at byte ${offset}, beyond the end of the file (${size} bytes; data section from ${dataOffset})`);
+    if (offset + t.bytes > size)
+      throw c.bad(`truncated: tensor ${quoted(t.name)} (${shape}) needs bytes up to ${offset + t.bytes}, file has ${size}`);
+    tensors.set(t.name, { name: t.name, dims: t.dims, type: t.type, offset, bytes: t.bytes });
+  }
+  const byOffset = [...infos].sort((a, b) => a.rel - b.rel);
+  for (let i = 1; i < byOffset.length; i++) {
+    const p = byOffset[i - 1], t = byOffset[i];
+    if (p.rel + p.bytes > t.rel)
+      throw c.bad(`tensors ${quoted(p.name)} (data bytes [${p.rel}, ${p.rel + p.bytes})) and ${quoted(t.name)} (from ${t.rel}) overlap`);
+  }
+  return tensors;
 }
 
 // Tensor bytes read so far by this process, per file (lets tests check that a
@@ -220,11 +318,29 @@ export function metaString(file: GGUFFile, key: string): string | undefined {
   return typeof v === "string" ? v : undefined;
 }
 
+// A number (of any numeric type); undefined when absent or not a number. A 64-bit
+// integer beyond 2^53 is refused rather than rounded.
 export function metaNumber(file: GGUFFile, key: string): number | undefined {
   const v = file.metadata.get(key);
   if (typeof v === "number") return v;
-  if (typeof v === "bigint") return Number(v);
+  if (typeof v === "bigint") throw new LayerswarmError("BAD_FILE", `${file.path}: metadata ${quoted(key)} is ${v}, beyond 2^53`);
   return undefined;
+}
+
+const INTEGER_TYPES = new Set([
+  GGUFValueType.UINT8, GGUFValueType.INT8, GGUFValueType.UINT16, GGUFValueType.INT16,
+  GGUFValueType.UINT32, GGUFValueType.INT32, GGUFValueType.UINT64, GGUFValueType.INT64,
+]);
+
+// An integer stored with an integer type; undefined when absent. A value of
+// another type (a float, a string, an array) or beyond 2^53 is refused.
+export function metaInteger(file: GGUFFile, key: string): number | undefined {
+  const v = file.metadata.get(key);
+  if (v === undefined) return undefined;
+  const type = file.metaTypes.get(key)!;
+  if (Array.isArray(v) || !INTEGER_TYPES.has(type))
+    throw new LayerswarmError("BAD_FILE", `${file.path}: metadata ${quoted(key)} is ${Array.isArray(v) ? "an array of " : ""}${GGUFValueType[type] ?? type}, expected an integer`);
+  return metaNumber(file, key);
 }
 
 // ---------------------------------------------------------------- writer
