@@ -1,10 +1,12 @@
 // Byte-level BPE ("gpt2" tokenizer in GGUF), as used by Llama 3, Qwen2/3 and
 // GPT-2: text is split by a pre-tokenizer regex, each piece's UTF-8 bytes are
 // mapped to printable characters (bytes_to_unicode), and adjacent symbols are
-// merged by lowest merge rank until none applies.
+// merged by lowest merge rank until none applies (merge.ts: a heap over merge
+// candidates, as llama.cpp; ref.ts keeps the plain quadratic loop).
 
 import { bytesToUnicode } from "../format/synthvocab.js";
-import { splitSpecial } from "./spm.js";
+import { innerPairs, mergeBestFirst, safePieces } from "./merge.js";
+import { CHUNK_CHARS, SpecialTokens } from "./spm.js";
 import { EncodeOptions, TokenType, Tokenizer, VocabTokenizer } from "./types.js";
 
 // JavaScript has no inline (?i:...) in Node 20: the contractions are spelled out.
@@ -27,20 +29,28 @@ export interface BpeVocab {
   addBos: boolean;
 }
 
+const CACHE_PIECE_CHARS = 64; // longer pieces are not cached
+
 export class BpeTokenizer extends VocabTokenizer implements Tokenizer {
   readonly kind = "gpt2" as const;
   readonly eos: number | undefined;
   readonly eog: ReadonlySet<number>;
-  private ranks = new Map<string, number>();
-  private b2u = bytesToUnicode();
+  readonly maxTokenBytes: number;
+  protected ranks = new Map<string, number>();
+  protected b2u = bytesToUnicode();
   private u2b = new Map<string, number>();
-  private specials: { text: string; id: number }[] = [];
-  private userDefined: { text: string; id: number }[] = [];
-  private pre: RegExp;
+  protected specials: { text: string; id: number }[] = [];
+  protected userDefined: { text: string; id: number }[] = [];
+  private specialsIndex: SpecialTokens;
+  private userDefinedIndex: SpecialTokens;
+  protected pre: RegExp;
   private cache = new Map<string, number[]>();
+  private maxLen = 0; // the longest merge result, in UTF-16 units
+  private pairs?: Set<string>; // innerPairs of the merge results, built on first need
 
-  constructor(private v: BpeVocab) {
-    super(v.tokens, v.types, v.bos, v.addBos);
+  constructor(readonly vocab: BpeVocab) {
+    super(vocab.tokens, vocab.types, vocab.bos, vocab.addBos);
+    const v = vocab;
     this.eos = v.eos;
     const eog = new Set<number>();
     for (const id of [v.eos, v.eot, v.eom]) if (id !== undefined) eog.add(id);
@@ -59,50 +69,109 @@ export class BpeTokenizer extends VocabTokenizer implements Tokenizer {
     this.specials.push(...this.userDefined);
     this.specials.sort((a, b) => b.text.length - a.text.length);
     this.userDefined.sort((a, b) => b.text.length - a.text.length);
-    v.merges.forEach((m, i) => this.ranks.set(m, i));
+    this.specialsIndex = new SpecialTokens(this.specials);
+    this.userDefinedIndex = new SpecialTokens(this.userDefined);
+    v.merges.forEach((m, i) => {
+      this.ranks.set(m, i);
+      this.maxLen = Math.max(this.maxLen, m.length - 1);
+    });
     this.b2u.forEach((u, b) => this.u2b.set(u, b));
+    // a special token stands for its text's bytes; any other for the bytes its characters map back to
+    let maxBytes = 1;
+    v.tokens.forEach((t, i) => {
+      const ty = this.tokenType(i);
+      maxBytes = Math.max(maxBytes, ty === TokenType.CONTROL || ty === TokenType.USER_DEFINED ? Buffer.byteLength(t) : this.tokenBytes(i).length);
+    });
+    this.maxTokenBytes = maxBytes;
   }
 
   encode(text: string, opts: EncodeOptions = {}): number[] {
-    const out = this.start(opts);
-    // user-defined tokens are always matched; control tokens only when asked
-    for (const f of splitSpecial(text, opts.parseSpecial ? this.specials : this.userDefined)) {
-      if (f.id !== undefined) out.push(f.id);
-      else for (const m of f.text.matchAll(this.pre)) this.encodePiece(m[0], out);
-    }
+    const out: number[] = [];
+    for (const c of this.encodeChunks(text, opts)) for (const id of c) out.push(id);
     return out;
+  }
+
+  *encodeChunks(text: string, opts: EncodeOptions = {}): Generator<number[]> {
+    const bos = this.start(opts);
+    if (bos.length) yield bos;
+    const chars = Math.max(opts.chunkChars ?? CHUNK_CHARS, 1);
+    // user-defined tokens are always matched; control tokens only when asked
+    for (const f of (opts.parseSpecial ? this.specialsIndex : this.userDefinedIndex).split(text)) {
+      if (f.id !== undefined) {
+        yield [f.id];
+        continue;
+      }
+      let chunk: number[] = [], n = 0;
+      for (const m of f.text.matchAll(this.pre)) {
+        const piece = m[0];
+        if (piece.length > chars) {
+          if (chunk.length) yield chunk;
+          (chunk = []), (n = 0);
+          yield* this.encodeLongPiece(piece, chars);
+          continue;
+        }
+        this.encodePiece(piece, chunk);
+        n += piece.length;
+        if (n >= chars) {
+          yield chunk;
+          (chunk = []), (n = 0);
+        }
+      }
+      if (chunk.length) yield chunk;
+    }
   }
 
   private encodePiece(piece: string, out: number[]): void {
     const cached = this.cache.get(piece);
     if (cached) {
-      out.push(...cached);
+      for (const id of cached) out.push(id);
       return;
-    }
-    const syms = [...Buffer.from(piece, "utf8")].map((b) => this.b2u[b]);
-    // Llama 3 ("ignore_merges"): a piece that is itself a token is taken whole
-    const whole = this.v.pre === "llama-bpe" ? this.ids.get(syms.join("")) : undefined;
-    if (whole !== undefined) {
-      out.push(whole);
-      return;
-    }
-    for (;;) {
-      let best = Infinity, at = -1;
-      for (let i = 0; i + 1 < syms.length; i++) {
-        const r = this.ranks.get(syms[i] + " " + syms[i + 1]);
-        if (r !== undefined && r < best) (best = r), (at = i);
-      }
-      if (at < 0) break;
-      syms.splice(at, 2, syms[at] + syms[at + 1]);
     }
     const ids: number[] = [];
-    for (const s of syms) {
-      const id = this.ids.get(s);
-      if (id !== undefined) ids.push(id);
-      else for (const ch of s) { const c = this.ids.get(ch); if (c !== undefined) ids.push(c); }
+    const syms = this.symbols(piece);
+    const whole = this.wholeToken(syms);
+    if (whole !== undefined) ids.push(whole);
+    else this.merge(syms, ids);
+    if (piece.length <= CACHE_PIECE_CHARS && this.cache.size < 50_000) this.cache.set(piece, ids);
+    for (const id of ids) out.push(id);
+  }
+
+  // A piece longer than `chars`, merged in slices cut where no merge can cross.
+  private *encodeLongPiece(piece: string, chars: number): Generator<number[]> {
+    const syms = this.symbols(piece);
+    const whole = this.wholeToken(syms);
+    if (whole !== undefined) {
+      yield [whole];
+      return;
     }
-    if (this.cache.size < 50_000) this.cache.set(piece, ids);
-    out.push(...ids);
+    this.pairs ??= innerPairs([...this.ranks.keys()].map((m) => m.replace(" ", "")));
+    for (const part of safePieces(syms, chars, this.pairs)) {
+      const ids: number[] = [];
+      this.merge(part, ids);
+      yield ids;
+    }
+  }
+
+  // the piece's UTF-8 bytes as bytes_to_unicode characters, one UTF-16 unit each
+  private symbols(piece: string): string {
+    let s = "";
+    for (const b of Buffer.from(piece, "utf8")) s += this.b2u[b];
+    return s;
+  }
+
+  // Llama 3 ("ignore_merges"): a piece that is itself a token is taken whole
+  private wholeToken(syms: string): number | undefined {
+    return this.vocab.pre === "llama-bpe" ? this.ids.get(syms) : undefined;
+  }
+
+  private merge(symbols: string, out: number[]): void {
+    const syms: string[] = [...symbols];
+    const rank = (a: string, b: string) => this.ranks.get(a + " " + b);
+    for (const i of mergeBestFirst(syms, rank, this.maxLen)) {
+      const id = this.ids.get(syms[i]);
+      if (id !== undefined) out.push(id);
+      else for (const ch of syms[i]) { const c = this.ids.get(ch); if (c !== undefined) out.push(c); }
+    }
   }
 
   tokenBytes(id: number): Uint8Array {

@@ -14,6 +14,7 @@ export enum TokenType {
 export interface EncodeOptions {
   addBos?: boolean; // default: the model's tokenizer.ggml.add_bos_token
   parseSpecial?: boolean; // turn "<|im_start|>" etc. in the text into their ids (default false)
+  chunkChars?: number; // encodeChunks tokenizes about this many UTF-16 units at a time (default 4096)
 }
 
 export interface Tokenizer {
@@ -22,7 +23,12 @@ export interface Tokenizer {
   readonly bos: number | undefined;
   readonly eos: number | undefined;
   readonly eog: ReadonlySet<number>; // ends generation
+  // A text of B UTF-8 bytes has at least B / maxTokenBytes tokens.
+  readonly maxTokenBytes: number;
   encode(text: string, opts?: EncodeOptions): number[];
+  // The same ids as encode(), in pieces that each cost a bounded slice of the
+  // text, so that a caller can stop early or let other work run in between.
+  encodeChunks(text: string, opts?: EncodeOptions): Iterable<number[]>;
   // Bytes a token contributes to the output text (empty for control tokens).
   tokenBytes(id: number, prev: number | undefined): Uint8Array;
   tokenText(id: number): string; // the raw vocabulary entry
