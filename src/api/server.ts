@@ -1,24 +1,35 @@
 // OpenAI-compatible HTTP API: GET /v1/models, POST /v1/completions and
-// POST /v1/chat/completions, streaming (server-sent events) or not. It sees the
-// model only through an Engine, so it can be tested with any LayerStack.
+// POST /v1/chat/completions, streaming (server-sent events) or not, GET /health,
+// the dashboard's files and the extra routes given (the swarm's views). It sees
+// the model only through an Engine, so it can be tested with any LayerStack.
+//
+// With an API key, everything but /health and the dashboard's files needs it.
+// Browsers may call it from the gateway's own page, from localhost pages, and
+// from the origins named in corsOrigins; other origins get 403. A prompt is
+// tokenized in slices, yielding to other requests in between, and refused as
+// soon as it cannot fit the context (before tokenizing at all when its length
+// alone proves it).
 
-import * as fs from "node:fs";
 import * as http from "node:http";
-import * as path from "node:path";
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { AddressInfo } from "node:net";
 import { Model, LayerStack, generate } from "../model/model.js";
-import { ChatMessage, ChatTemplate } from "../tokenizer/chat.js";
-import { TextDecoderStream } from "../tokenizer/index.js";
+import { ChatTemplate } from "../tokenizer/chat.js";
+import { EncodeOptions, TextDecoderStream } from "../tokenizer/index.js";
 import { HttpError, toHttpError } from "./errors.js";
-import { LayerswarmError } from "../errors.js";
+import { BodyTooLarge, answerAndDrain, corsHeaders, json, keepCorsDecision, originAllowed, readBody, serveFile, staticFile } from "./http.js";
+import { Params, parseParams } from "./params.js";
+import { LayerswarmError, throwIfAborted } from "../errors.js";
+
+export { json } from "./http.js";
 
 export interface ApiOptions {
   modelId: string;
   apiKey?: string;
+  corsOrigins?: string[]; // browser origins allowed besides the gateway's own and localhost ones ("*": any)
   maxBodyBytes?: number; // default 1 MiB
   defaultMaxTokens?: number; // /v1/completions default 16 (as OpenAI); chat: until the end
-  routes?: Record<string, (req: http.IncomingMessage, res: http.ServerResponse) => void | Promise<void>>; // extra GET routes
+  routes?: Record<string, (req: http.IncomingMessage, res: http.ServerResponse) => void | Promise<void>>; // extra GET routes (need the API key)
   staticDir?: string; // files served at / (the dashboard)
   onRequest?: (kind: string) => void;
   onTokens?: (n: number) => void;
@@ -27,16 +38,7 @@ export interface ApiOptions {
   onActive?: (n: number) => void;
 }
 
-interface Params {
-  prompt: number[];
-  maxTokens: number;
-  temperature: number;
-  topP: number;
-  seed?: number;
-  stop: string[];
-  stream: boolean;
-  includeUsage: boolean;
-}
+const SLICE_MS = 10; // tokenizing yields to other requests this often
 
 export class ApiServer {
   private server: http.Server;
@@ -63,11 +65,11 @@ export class ApiServer {
     return new Promise((r) => this.server.close(() => r()));
   }
 
-  // Authorization: Bearer KEY, or ?api_key=KEY on GET (a browser's EventSource cannot send headers)
+  // Authorization: Bearer KEY (any case), or ?api_key=KEY on GET (a browser's EventSource cannot send headers)
   private authorized(req: http.IncomingMessage, url: URL): boolean {
     if (!this.o.apiKey) return true;
     const h = req.headers.authorization ?? "";
-    const m = /^Bearer (.+)$/.exec(h);
+    const m = /^bearer\s+(\S+)\s*$/i.exec(h);
     const given = m?.[1] ?? (req.method === "GET" ? url.searchParams.get("api_key") : null);
     if (!given) return false;
     const a = Buffer.from(given), b = Buffer.from(this.o.apiKey);
@@ -76,18 +78,30 @@ export class ApiServer {
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://x");
+    res.setHeader("x-request-id", `req_${randomBytes(12).toString("hex")}`);
+    res.setHeader("x-content-type-options", "nosniff");
+    res.setHeader("vary", "Origin"); // the CORS headers depend on it
     try {
+      const origin = req.headers.origin;
+      if (origin !== undefined) {
+        if (!originAllowed(origin, req.headers.host, this.o.corsOrigins))
+          throw new HttpError(403, `the origin ${origin} may not call this API: allow it with --cors-origin ${origin}`, "invalid_request_error", null, "origin_not_allowed");
+        for (const [k, v] of Object.entries(corsHeaders(origin, req))) res.setHeader(k, v);
+        keepCorsDecision(res);
+      }
       if (req.method === "OPTIONS") {
-        res.writeHead(204, cors());
+        if (origin === undefined) res.setHeader("allow", "GET, POST, OPTIONS");
+        res.writeHead(204);
         res.end();
         return;
       }
+      if (url.pathname === "/health" && req.method === "GET") return json(res, 200, { status: "ok" });
       const extra = this.o.routes?.[url.pathname];
-      if (extra && req.method === "GET" && !url.pathname.startsWith("/v1/")) return await extra(req, res);
-      if (url.pathname.startsWith("/v1/") && !this.authorized(req, url))
+      const file = !extra && this.o.staticDir && req.method === "GET" && !url.pathname.startsWith("/v1/") ? staticFile(this.o.staticDir, url.pathname) : undefined;
+      if (file) return serveFile(file, res);
+      if (!this.authorized(req, url))
         throw new HttpError(401, "invalid or missing API key (send Authorization: Bearer <key>)", "invalid_request_error", null, "invalid_api_key");
       if (extra && req.method === "GET") return await extra(req, res);
-      if (this.o.staticDir && req.method === "GET" && !url.pathname.startsWith("/v1/")) return serveStatic(this.o.staticDir, url.pathname, res);
       if (url.pathname === "/v1/models" && req.method === "GET") return json(res, 200, { object: "list", data: [this.modelObject()] });
       if (url.pathname === `/v1/models/${this.o.modelId}` && req.method === "GET") return json(res, 200, this.modelObject());
       if (url.pathname === "/v1/completions" || url.pathname === "/v1/chat/completions") {
@@ -100,8 +114,9 @@ export class ApiServer {
     } catch (e) {
       const he = toHttpError(e);
       this.o.onError?.(he.status);
-      if (!res.headersSent) json(res, he.status, he.body());
-      else res.end();
+      if (res.headersSent) res.end();
+      else if (he instanceof BodyTooLarge) answerAndDrain(req, res, he.status, he.body());
+      else json(res, he.status, he.body());
     }
   }
 
@@ -109,65 +124,36 @@ export class ApiServer {
     return { id: this.o.modelId, object: "model", created: this.created, owned_by: "layerswarm", context_length: this.model.cfg.contextLength };
   }
 
-  private params(body: Record<string, unknown>, chat: boolean): Params {
-    const num = (k: string, lo: number, hi: number): number | undefined => {
-      const v = body[k];
-      if (v === undefined || v === null) return undefined;
-      if (typeof v !== "number" || !Number.isFinite(v) || v < lo || v > hi) throw new HttpError(400, `'${k}' must be a number in [${lo}, ${hi}]`, "invalid_request_error", k);
-      return v;
-    };
-    if (body.model !== undefined && typeof body.model !== "string") throw new HttpError(400, "'model' must be a string", "invalid_request_error", "model");
-    if (body.n !== undefined && body.n !== 1) throw new HttpError(400, "only n = 1 is supported", "invalid_request_error", "n");
-    let prompt: number[];
-    if (chat) {
-      const msgs = body.messages;
-      if (!Array.isArray(msgs) || msgs.length === 0) throw new HttpError(400, "'messages' must be a non-empty array", "invalid_request_error", "messages");
-      const norm: ChatMessage[] = msgs.map((m, i) => {
-        const mm = m as { role?: unknown; content?: unknown };
-        if (!mm || typeof mm.role !== "string") throw new HttpError(400, `'messages[${i}].role' must be a string`, "invalid_request_error", `messages[${i}].role`);
-        let content: string;
-        if (typeof mm.content === "string") content = mm.content;
-        else if (Array.isArray(mm.content))
-          content = mm.content.map((p: { type?: string; text?: unknown }, j: number) => {
-            if (p?.type !== "text" || typeof p.text !== "string") throw new HttpError(400, `'messages[${i}].content[${j}]' must be a text part`, "invalid_request_error", `messages[${i}].content`);
-            return p.text;
-          }).join("");
-        else if (mm.content === null || mm.content === undefined) content = "";
-        else throw new HttpError(400, `'messages[${i}].content' must be a string or an array of text parts`, "invalid_request_error", `messages[${i}].content`);
-        return { role: mm.role, content };
-      });
-      prompt = this.template.encode(norm);
-    } else {
-      const p = body.prompt;
-      if (typeof p === "string") prompt = this.model.tokenizer.encode(p);
-      else if (Array.isArray(p) && p.length === 1 && typeof p[0] === "string") prompt = this.model.tokenizer.encode(p[0]);
-      else if (Array.isArray(p) && p.length > 0 && p.every((x) => Number.isInteger(x) && x >= 0 && x < this.model.cfg.vocabSize)) prompt = p as number[];
-      else throw new HttpError(400, "'prompt' must be a string, a one-string array, or an array of token ids", "invalid_request_error", "prompt");
-      if (prompt.length === 0) prompt = this.model.tokenizer.bos !== undefined ? [this.model.tokenizer.bos] : [];
-      if (prompt.length === 0) throw new HttpError(400, "'prompt' encodes to no tokens", "invalid_request_error", "prompt");
+  // The prompt's token ids. Text is tokenized in slices, letting other requests
+  // run in between, and refused as soon as it cannot fit the context.
+  private async promptTokens(p: Params["prompt"], signal: AbortSignal): Promise<number[]> {
+    const ctx = this.model.cfg.contextLength, tok = this.model.tokenizer;
+    const param = "messages" in p ? "messages" : "prompt";
+    const tooLong = (what: string) =>
+      new HttpError(400, `the prompt has ${what} tokens; the model's context holds ${ctx}`, "invalid_request_error", param, "context_length_exceeded");
+    if ("ids" in p) {
+      if (p.ids.length >= ctx) throw tooLong(String(p.ids.length));
+      if (!p.ids.every((x) => x >= 0 && x < this.model.cfg.vocabSize))
+        throw new HttpError(400, `'prompt' token ids must be in [0, ${this.model.cfg.vocabSize})`, "invalid_request_error", "prompt");
+      return p.ids;
     }
-    const ctx = this.model.cfg.contextLength;
-    if (prompt.length >= ctx)
-      throw new HttpError(400, `the prompt has ${prompt.length} tokens; the model's context holds ${ctx}`, "invalid_request_error", chat ? "messages" : "prompt", "context_length_exceeded");
-    const mt = num("max_completion_tokens", 1, 1e9) ?? num("max_tokens", 1, 1e9) ?? (chat ? ctx : (this.o.defaultMaxTokens ?? 16));
-    const stopRaw = body.stop;
-    let stop: string[] = [];
-    if (typeof stopRaw === "string") stop = [stopRaw];
-    else if (Array.isArray(stopRaw) && stopRaw.every((s) => typeof s === "string") && stopRaw.length <= 4) stop = stopRaw as string[];
-    else if (stopRaw !== undefined && stopRaw !== null) throw new HttpError(400, "'stop' must be a string or up to 4 strings", "invalid_request_error", "stop");
-    if (body.stream !== undefined && typeof body.stream !== "boolean") throw new HttpError(400, "'stream' must be a boolean", "invalid_request_error", "stream");
-    const so = body.stream_options as { include_usage?: unknown } | undefined;
-    const seed = num("seed", -(2 ** 53), 2 ** 53);
-    return {
-      prompt,
-      maxTokens: Math.min(mt, ctx - prompt.length),
-      temperature: num("temperature", 0, 2) ?? 1,
-      topP: num("top_p", 0, 1) ?? 1,
-      seed: seed === undefined ? undefined : Math.trunc(seed),
-      stop: stop.filter((s) => s.length > 0),
-      stream: body.stream === true,
-      includeUsage: !!so?.include_usage,
-    };
+    const { text, opts }: { text: string; opts: EncodeOptions } = "messages" in p ? this.template.prompt(p.messages) : { text: p.text, opts: {} };
+    const atLeast = Math.ceil(Buffer.byteLength(text) / tok.maxTokenBytes);
+    if (atLeast >= ctx) throw tooLong(`at least ${atLeast}`);
+    const ids: number[] = [];
+    let sliceStart = performance.now();
+    for (const chunk of tok.encodeChunks(text, opts)) {
+      for (const id of chunk) ids.push(id);
+      if (ids.length >= ctx) throw tooLong(`at least ${ids.length}`);
+      if (performance.now() - sliceStart > SLICE_MS) {
+        await new Promise((r) => setImmediate(r));
+        throwIfAborted(signal);
+        sliceStart = performance.now();
+      }
+    }
+    if (ids.length === 0 && tok.bos !== undefined) ids.push(tok.bos);
+    if (ids.length === 0) throw new HttpError(400, `'${param}' encodes to no tokens`, "invalid_request_error", param);
+    return ids;
   }
 
   private async complete(res: http.ServerResponse, raw: string, chat: boolean): Promise<void> {
@@ -178,12 +164,29 @@ export class ApiServer {
       throw new HttpError(400, "the request body is not valid JSON");
     }
     if (!body || typeof body !== "object" || Array.isArray(body)) throw new HttpError(400, "the request body must be a JSON object");
-    const p = this.params(body, chat);
-    const id = `${chat ? "chatcmpl" : "cmpl"}-${randomBytes(12).toString("hex")}`;
-    const created = Math.floor(Date.now() / 1000);
+    const p = parseParams(body, chat);
     const ac = new AbortController();
     const onClose = () => { if (!res.writableFinished) ac.abort(); };
     res.on("close", onClose);
+    try {
+      let prompt: number[];
+      try {
+        prompt = await this.promptTokens(p.prompt, ac.signal);
+      } catch (e) {
+        if (ac.signal.aborted) return; // the client went away
+        throw e;
+      }
+      await this.generate(res, p, prompt, chat, ac);
+    } finally {
+      res.off("close", onClose);
+    }
+  }
+
+  private async generate(res: http.ServerResponse, p: Params, prompt: number[], chat: boolean, ac: AbortController): Promise<void> {
+    const ctx = this.model.cfg.contextLength;
+    const maxTokens = Math.min(p.maxTokens ?? (chat ? ctx : (this.o.defaultMaxTokens ?? 16)), ctx - prompt.length);
+    const id = `${chat ? "chatcmpl" : "cmpl"}-${randomBytes(12).toString("hex")}`;
+    const created = Math.floor(Date.now() / 1000);
     const object = chat ? "chat.completion.chunk" : "text_completion";
     const chunk = (text: string | null, finish: string | null, first = false) =>
       chat
@@ -196,12 +199,12 @@ export class ApiServer {
     this.o.onActive?.(this.active);
     try {
       if (p.stream) {
-        res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive", ...cors() });
+        res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
         if (chat) send(chunk(null, null, true));
       }
-      const dec = new TextDecoderStream(this.model.tokenizer, p.prompt.at(-1));
+      const dec = new TextDecoderStream(this.model.tokenizer, prompt.at(-1));
       const stops = new StopMatcher(p.stop);
-      for await (const t of generate(this.model, this.stack, p.prompt, { maxTokens: p.maxTokens, temperature: p.temperature, topP: p.topP, seed: p.seed, signal: ac.signal })) {
+      for await (const t of generate(this.model, this.stack, prompt, { maxTokens, temperature: p.temperature, topP: p.topP, seed: p.seed, signal: ac.signal })) {
         if (completion++ === 0) this.o.onFirstToken?.(Date.now() - t0);
         this.o.onTokens?.(1);
         if (this.model.tokenizer.eog.has(t.id)) {
@@ -220,7 +223,7 @@ export class ApiServer {
         const rest = stops.flush(dec.flush());
         if (rest) (p.stream ? send(chunk(rest, null)) : (text += rest));
       }
-      const usage = { prompt_tokens: p.prompt.length, completion_tokens: completion, total_tokens: p.prompt.length + completion };
+      const usage = { prompt_tokens: prompt.length, completion_tokens: completion, total_tokens: prompt.length + completion };
       if (p.stream) {
         send(chunk(null, finish));
         if (p.includeUsage) send({ id, object, created, model: this.o.modelId, choices: [], usage });
@@ -241,7 +244,6 @@ export class ApiServer {
     } finally {
       this.active--;
       this.o.onActive?.(this.active);
-      res.off("close", onClose);
     }
   }
 }
@@ -283,44 +285,4 @@ export class StopMatcher {
     this.buf = "";
     return out;
   }
-}
-
-const TYPES: Record<string, string> = { ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon" };
-
-function serveStatic(dir: string, pathname: string, res: http.ServerResponse): void {
-  const rel = pathname === "/" ? "index.html" : decodeURIComponent(pathname).replace(/^\/+/, "");
-  const file = path.resolve(dir, rel);
-  if (!file.startsWith(path.resolve(dir) + path.sep) || !fs.existsSync(file) || !fs.statSync(file).isFile())
-    throw new HttpError(404, `no route GET ${pathname}`, "invalid_request_error", null, "not_found");
-  const b = fs.readFileSync(file);
-  res.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream", "content-length": b.length, "cache-control": "no-cache" });
-  res.end(b);
-}
-
-function cors(): Record<string, string> {
-  return { "access-control-allow-origin": "*", "access-control-allow-headers": "authorization, content-type", "access-control-allow-methods": "GET, POST, OPTIONS" };
-}
-
-export function json(res: http.ServerResponse, status: number, obj: unknown): void {
-  const b = JSON.stringify(obj);
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(b), ...cors() });
-  res.end(b);
-}
-
-function readBody(req: http.IncomingMessage, max: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let n = 0;
-    req.on("data", (c: Buffer) => {
-      n += c.length;
-      if (n > max) {
-        reject(new HttpError(413, `the request body exceeds ${max} bytes`));
-        req.destroy();
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
-    req.on("error", reject);
-  });
 }

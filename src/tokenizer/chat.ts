@@ -4,7 +4,7 @@
 import { Template } from "@huggingface/jinja";
 import { LayerswarmError } from "../errors.js";
 import { GGUFFile, metaString } from "../format/gguf.js";
-import { Tokenizer } from "./types.js";
+import { EncodeOptions, Tokenizer } from "./types.js";
 
 export interface ChatMessage {
   role: string;
@@ -49,9 +49,15 @@ export class ChatTemplate {
   // Messages -> token ids: the template's text with its special tokens parsed.
   // A BOS is added only when the template does not write one itself.
   encode(messages: ChatMessage[]): number[] {
+    const { text, opts } = this.prompt(messages);
+    return this.tok.encode(text, opts);
+  }
+
+  // The text encode() tokenizes and how, for callers that tokenize it themselves (encodeChunks).
+  prompt(messages: ChatMessage[]): { text: string; opts: EncodeOptions } {
     const text = this.render(messages);
     const bos = this.tok.bos !== undefined ? this.tok.tokenText(this.tok.bos) : undefined;
     const writesBos = !!bos && text.startsWith(bos);
-    return this.tok.encode(text, { parseSpecial: true, addBos: writesBos ? false : undefined });
+    return { text, opts: { parseSpecial: true, addBos: writesBos ? false : undefined } };
   }
 }
