@@ -2,40 +2,49 @@
 // through the gateway's own /v1/chat/completions. No dependencies, no CDN.
 "use strict";
 const $ = (s) => document.querySelector(s);
-const short = (p) => (p ? p.slice(0, 6) + "…" + p.slice(-4) : "?");
+const short = (p) => (p ? String(p).slice(0, 6) + "…" + String(p).slice(-4) : "?");
 const mib = (b) => (b === undefined ? "–" : b >= 2 ** 30 ? (b / 2 ** 30).toFixed(1) + " GiB" : (b / 2 ** 20).toFixed(0) + " MiB");
-const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
+// Everything in a snapshot comes from nodes, which may be hostile (a node named
+// "<img src=x onerror=...>"): markup is built only with html``, which escapes
+// every value put into it; only other html`` results pass through as markup.
+class Html { constructor(s) { this.s = s; } toString() { return this.s; } }
+const esc = (v) => String(v).replace(/[&<>"'`]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;", "`": "&#96;" }[c]));
+const show = (v) => (v instanceof Html ? v.s : Array.isArray(v) ? v.map(show).join("") : esc(v ?? ""));
+const html = (strings, ...vals) => new Html(strings.reduce((out, s, i) => out + s + (i < vals.length ? show(vals[i]) : ""), ""));
 const keyInput = $("#api-key");
 keyInput.value = localStorage.getItem("layerswarm-key") || "";
 keyInput.addEventListener("change", () => { localStorage.setItem("layerswarm-key", keyInput.value); connect(); });
-const colors = ["#58a6ff", "#3fb950", "#d29922", "#bc8cff", "#39c5cf", "#ff7b72", "#e3b341", "#79c0ff"];
+const colors = ["#58a6ff", "#3fb950", "#d29922", "#bc8cff", "#39c5cf", "#ff7b72", "#e3b341", "#79c0ff"]; // style.css .c0 to .c7
 const nodeColor = new Map();
-const colorOf = (peer) => { if (!nodeColor.has(peer)) nodeColor.set(peer, colors[nodeColor.size % colors.length]); return nodeColor.get(peer); };
+const colorIndex = (peer) => { if (!nodeColor.has(peer)) nodeColor.set(peer, nodeColor.size % colors.length); return nodeColor.get(peer); };
+const colorOf = (peer) => colors[colorIndex(peer)];
 
 function renderMap(s) {
-  const svg = $("#map"), L = s.model.layers, W = svg.clientWidth || 800;
+  const svg = $("#map"), L = Number(s.model.layers), W = svg.clientWidth || 800;
   const nodes = s.nodes, rowH = 14, top = 18, H = top + rowH * Math.max(1, nodes.length) + 4;
   svg.setAttribute("height", H); svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  const x = (l) => 110 + ((W - 120) * l) / L;
-  let g = "";
+  const x = (l) => 110 + ((W - 120) * Number(l)) / L;
+  const parts = [];
   // coverage strip: red = a gap, darker = held by several nodes
   s.coverage.perLayer.forEach((c, i) => {
     const fill = c === 0 ? "#f85149" : c === 1 ? "#2ea043" : "#1a7f37";
-    g += `<rect x="${x(i)}" y="2" width="${Math.max(1, x(i + 1) - x(i) - 1)}" height="10" fill="${fill}"><title>layer ${i}: ${c} node(s)</title></rect>`;
+    parts.push(html`<rect x="${x(i)}" y="2" width="${Math.max(1, x(i + 1) - x(i) - 1)}" height="10" fill="${fill}"><title>layer ${i}: ${c} node(s)</title></rect>`);
   });
-  g += `<text x="0" y="11" fill="#8a93a0" font-size="10">coverage</text>`;
+  parts.push(html`<text x="0" y="11" fill="#8a93a0" font-size="10">coverage</text>`);
   nodes.forEach((n, r) => {
     const y = top + r * rowH;
-    g += `<text x="0" y="${y + 10}" fill="#8a93a0" font-size="10">${esc(short(n.peer))}</text>`;
+    parts.push(html`<text x="0" y="${y + 10}" fill="#8a93a0" font-size="10">${short(n.peer)}</text>`);
     for (const rg of n.ranges) {
       const lost = n.state === "lost";
-      g += `<rect data-testid="map-range" x="${x(rg.start)}" y="${y}" width="${x(rg.end) - x(rg.start) - 1}" height="${rowH - 3}" rx="2" fill="${lost ? "#444" : colorOf(n.peer)}" opacity="${lost ? 0.5 : 0.9}"><title>[${rg.start}, ${rg.end})</title></rect>`;
+      parts.push(html`<rect data-testid="map-range" x="${x(rg.start)}" y="${y}" width="${x(rg.end) - x(rg.start) - 1}" height="${rowH - 3}" rx="2" fill="${lost ? "#444" : colorOf(n.peer)}" opacity="${lost ? 0.5 : 0.9}"><title>[${rg.start}, ${rg.end})</title></rect>`);
     }
-    if (n.loading) g += `<rect x="${x(0)}" y="${y + rowH - 4}" width="${((x(L) - x(0)) * n.loading.bytes) / Math.max(1, n.loading.totalBytes)}" height="2" fill="#d29922"/>`;
+    if (n.loading) parts.push(html`<rect x="${x(0)}" y="${y + rowH - 4}" width="${((x(L) - x(0)) * n.loading.bytes) / Math.max(1, n.loading.totalBytes)}" height="2" fill="#d29922"/>`);
   });
-  for (let l = 0; l <= L; l += Math.max(1, Math.ceil(L / 16))) g += `<text x="${x(l)}" y="${H}" fill="#555" font-size="9">${l}</text>`;
-  svg.innerHTML = g;
+  for (let l = 0; l <= L; l += Math.max(1, Math.ceil(L / 16))) parts.push(html`<text x="${x(l)}" y="${H}" fill="#555" font-size="9">${l}</text>`);
+  svg.innerHTML = html`${parts}`;
 }
+
+const rangesText = (ranges, sep) => ranges.map((r) => `[${r.start},${sep}${r.end})`).join(" ");
 
 function render(s) {
   $("#model").textContent = `${s.model.name} · ${s.model.layers} layers · dim ${s.model.dim}`;
@@ -43,33 +52,34 @@ function render(s) {
   $("#reqs").textContent = s.totals.requests;
   $("#active").textContent = s.totals.activeRequests;
   const cov = $("#coverage");
-  cov.textContent = s.coverage.covered ? "all layers covered" : "missing " + s.coverage.missing.map((m) => `[${m.start},${m.end})`).join(" ");
+  cov.textContent = s.coverage.covered ? "all layers covered" : "missing " + rangesText(s.coverage.missing, "");
   cov.className = "badge " + (s.coverage.covered ? "ok" : "bad");
   renderMap(s);
-  $("#nodes tbody").innerHTML = s.nodes.map((n) => `<tr data-testid="node" data-peer="${esc(n.peer)}" data-state="${n.state}" data-ranges="${n.ranges.map((r) => r.start + ":" + r.end).join(",")}">
-    <td><span style="color:${colorOf(n.peer)}">■</span> ${esc(n.name || "")} <span class="muted">${esc(short(n.peer))}</span></td>
-    <td>${n.ranges.map((r) => `[${r.start}, ${r.end})`).join(" ")}</td>
+  $("#nodes tbody").innerHTML = html`${s.nodes.map((n) => html`<tr data-testid="node" data-peer="${n.peer}" data-state="${n.state}" data-ranges="${n.ranges.map((r) => r.start + ":" + r.end).join(",")}">
+    <td><span class="c${colorIndex(n.peer)}">■</span> <span data-testid="node-name">${n.name || ""}</span> <span class="muted">${short(n.peer)}</span></td>
+    <td>${rangesText(n.ranges, " ")}</td>
     <td class="state-${n.state}">${n.state}${n.loading ? ` ${n.loading.layers}/${n.loading.of}` : ""}</td>
     <td>${mib(n.memory.freeBytes)}</td><td>${mib(n.memory.kvUsedBytes)} / ${mib(n.memory.kvBudgetBytes)}</td>
-    <td>${n.layersPerSec} layers/s</td><td>${n.rttMs === undefined ? "–" : n.rttMs + " ms"}</td><td>${(n.links || []).map((l) => `→${esc(short(l.peer))} ${l.rttMs} ms`).join("<br>") || "–"}</td><td>${n.batchMs === undefined ? "–" : n.batchMs + " ms"}</td>
-    <td>${n.sessions}</td><td class="addr" title="${esc(n.addrs.join(" "))}">${esc(n.addrs[0] || "")}</td></tr>`).join("");
-  $("#sessions tbody").innerHTML = s.sessions.map((x) => {
+    <td>${n.layersPerSec} layers/s</td><td>${n.rttMs === undefined ? "–" : n.rttMs + " ms"}</td>
+    <td>${(n.links || []).length ? (n.links || []).map((l, i) => html`${i ? html`<br>` : ""}→${short(l.peer)} ${l.rttMs} ms`) : "–"}</td><td>${n.batchMs === undefined ? "–" : n.batchMs + " ms"}</td>
+    <td>${n.sessions}</td><td class="addr" title="${n.addrs.join(" ")}">${n.addrs[0] || ""}</td></tr>`)}`;
+  $("#sessions tbody").innerHTML = s.sessions.length ? html`${s.sessions.map((x) => {
     const at = new Set(x.inflight.map((f) => f.stage));
-    const hops = x.route.map((h, i) => `<span class="hop${at.has(i) ? " now" : ""}" title="${esc(h.peer)}">${at.has(i) ? "▶" : ""}${esc(short(h.peer))} ${h.start}-${h.end}</span>`).join("");
+    const hops = x.route.map((h, i) => html`<span class="hop${at.has(i) ? " now" : ""}" title="${h.peer}">${at.has(i) ? "▶" : ""}${short(h.peer)} ${h.start}-${h.end}</span>`);
     const chunks = x.inflight.map((f) => `${f.pos}+${f.T}`).join(", ");
-    return `<tr data-testid="session" data-route="${x.route.map((h) => h.peer).join(",")}"><td>${esc(x.id)}${x.epoch ? ` <span class="muted">(rerouted ×${x.epoch})</span>` : ""}</td><td>${x.positions}</td><td>${x.tokPerSec}</td><td>${hops} <span class="muted">${chunks}</span></td></tr>`;
-  }).join("") || `<tr><td colspan="4" class="muted">no active sessions</td></tr>`;
+    return html`<tr data-testid="session" data-route="${x.route.map((h) => h.peer).join(",")}"><td>${x.id}${x.epoch ? html` <span class="muted">(rerouted ×${x.epoch})</span>` : ""}</td><td>${x.positions}</td><td>${x.tokPerSec}</td><td>${hops} <span class="muted">${chunks}</span></td></tr>`;
+  })}` : html`<tr><td colspan="4" class="muted">no active sessions</td></tr>`;
   drawChart(s.series);
-  $("#events").innerHTML = s.events.slice().reverse().map((e) => `<li data-testid="event" class="ev-${e.type}">${new Date(e.t).toLocaleTimeString()} ${e.type} ${esc(describe(e))}</li>`).join("");
+  $("#events").innerHTML = html`${s.events.slice().reverse().map((e) => html`<li data-testid="event" class="ev-${e.type}">${new Date(e.t).toLocaleTimeString()} ${e.type} ${describe(e)}</li>`)}`;
 }
 
 function describe(e) {
   switch (e.type) {
-    case "node-joined": return `${short(e.peer)} with ${e.ranges.map((r) => `[${r.start},${r.end})`).join(" ")}`;
+    case "node-joined": return `${short(e.peer)} with ${rangesText(e.ranges, "")}`;
     case "node-lost": return `${short(e.peer)}: ${e.reason}`;
-    case "node-loaded": return `${short(e.peer)} now holds ${e.ranges.map((r) => `[${r.start},${r.end})`).join(" ")}`;
-    case "reroute": return `${e.session.slice(0, 4)}… ${e.from.map(short).join("→")} ⇒ ${e.to.map(short).join("→")}`;
-    case "replay": return `${e.session.slice(0, 4)}… ${e.positions} positions in ${e.ms} ms`;
+    case "node-loaded": return `${short(e.peer)} now holds ${rangesText(e.ranges, "")}`;
+    case "reroute": return `${String(e.session).slice(0, 4)}… ${e.from.map(short).join("→")} ⇒ ${e.to.map(short).join("→")}`;
+    case "replay": return `${String(e.session).slice(0, 4)}… ${e.positions} positions in ${e.ms} ms`;
     default: return "";
   }
 }
@@ -112,7 +122,9 @@ $("#chat-form").addEventListener("submit", async (ev) => {
   $("#chat-input").value = "";
   history.push({ role: "user", content: text });
   const log = $("#chat-log");
-  log.insertAdjacentHTML("beforeend", `<div class="msg-user">› ${esc(text)}</div>`);
+  const mine = document.createElement("div");
+  mine.className = "msg-user"; mine.textContent = "› " + text;
+  log.appendChild(mine);
   const out = document.createElement("div");
   out.className = "msg-assistant"; out.dataset.testid = "chat-output"; out.dataset.done = "false";
   log.appendChild(out);

@@ -122,15 +122,58 @@ describe("observability endpoints", () => {
   });
 });
 
+async function launch() {
+  const { chromium } = await import("playwright-core");
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
+  });
+}
+
 describe.skipIf(!fs.existsSync(CHROMIUM))("the dashboard in headless Chromium", () => {
+  it("shows what nodes report as text: a node named <img onerror=...> runs nothing, and the page keeps to its Content-Security-Policy", async () => {
+    const browser = await launch();
+    try {
+      const page = await browser.newPage();
+      const violations: string[] = [];
+      page.on("console", (m) => { if (/Content[- ]Security[- ]Policy/i.test(m.text())) violations.push(m.text()); });
+      const evil = `<img src=x onerror="window.pwned=1">"'<b>`;
+      const now = Date.now();
+      // a snapshot as GET /v1/swarm/events sends it, with a hostile string in every field a peer controls
+      const snap = {
+        model: { name: "m", layers: 2, dim: 8, vocab: 32, context: 64 },
+        nodes: [{ peer: evil, name: evil, addrs: [evil], ranges: [{ start: 0, end: 2 }], state: "serving", memory: { freeBytes: 2 ** 30, kvUsedBytes: 0, kvBudgetBytes: 2 ** 20 },
+          layersPerSec: 1, rttMs: 1, links: [{ peer: evil, rttMs: 2 }], batchMs: 1, sessions: 1, since: now }],
+        coverage: { covered: true, missing: [], perLayer: [1, 1] },
+        sessions: [{ id: evil, epoch: 1, positions: 3, route: [{ peer: evil, start: 0, end: 2 }], inflight: [{ pos: 0, T: 1, stage: 0, ms: 1 }], decoded: 0, tokPerSec: 0, ageMs: 0 }],
+        totals: { tokens: 0, requests: 0, errors: 0, activeRequests: 0, tokPerSec: 0 },
+        series: [],
+        events: [{ t: now, type: "node-lost", peer: evil, reason: evil }, { t: now, type: "reroute", session: evil, from: [evil], to: [evil] }, { t: now, type: evil }],
+      };
+      await page.route("**/v1/swarm/events*", (route) => route.fulfill({ status: 200, headers: { "content-type": "text/event-stream" }, body: `event: snapshot\ndata: ${JSON.stringify(snap)}\n\n` }));
+      const r = await page.goto(sw.url + "/");
+      expect(r!.headers()["content-security-policy"]).toMatch(/script-src 'self'/);
+      await page.waitForSelector('[data-testid="node"]');
+      expect(await page.textContent('[data-testid="node-name"]')).toBe(evil);
+      expect(await page.getAttribute('[data-testid="node"]', "data-peer")).toBe(evil);
+      expect(await page.getAttribute('[data-testid="session"]', "data-route")).toBe(evil);
+      const events = await page.$$eval('[data-testid="event"]', (els) => els.map((e) => e.textContent ?? ""));
+      expect(events.some((e) => e.includes(`node-lost ${evil.slice(0, 6)}`) && e.endsWith(evil))).toBe(true);
+      expect(await page.$$eval("#nodes td.addr", (els) => els.map((e) => e.textContent))).toEqual([evil]);
+      expect(await page.$$eval("img, main b", (els) => els.length)).toBe(0); // nothing parsed as markup
+      expect(await page.evaluate(() => (window as unknown as { pwned?: number }).pwned)).toBeUndefined();
+      expect(violations).toEqual([]);
+    } finally {
+      await browser.close();
+    }
+  });
+
   it("shows 3 nodes covering 5 layers, chats with the golden answer, and shows a lost node and a reroute", async () => {
-    const { chromium } = await import("playwright-core");
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
-    });
+    const browser = await launch();
     try {
       const page = await browser.newPage({ viewport: { width: 1400, height: 950 } });
+      const violations: string[] = [];
+      page.on("console", (m) => { if (/Content[- ]Security[- ]Policy/i.test(m.text())) violations.push(m.text()); });
       await page.goto(sw.url + "/");
       await page.waitForFunction(() => document.querySelectorAll('[data-testid="node"][data-state="serving"]').length === 3);
       const ranges = await page.$$eval('[data-testid="node"]', (rows) => rows.map((r) => (r as HTMLElement).dataset.ranges));
@@ -161,6 +204,7 @@ describe.skipIf(!fs.existsSync(CHROMIUM))("the dashboard in headless Chromium", 
       expect(events.some((e) => / reroute /.test(e))).toBe(true);
       expect(await page.textContent("#coverage")).toBe("all layers covered"); // a survivor loaded the lost layers
       await page.screenshot({ path: path.join(REPO, "docs/dashboard-failover.png") });
+      expect(violations).toEqual([]); // the page works under its Content-Security-Policy
     } finally {
       await browser.close();
     }
