@@ -81,7 +81,7 @@ try {
       const tps = (counts.reduce((x, y) => x + y, 0) * 1000) / (performance.now() - t0);
       if (n === 1) base = tps;
       console.log(row([String(n), tps.toFixed(1), base.toFixed(1), ratio(tps, base)], W));
-      if (a.has("verbose")) for (const p of sw4.peers) console.log("   node", (await sw4.gw.nodeInfo(p))?.stats);
+      if (a.has("verbose")) for (const p of sw4.peers) console.log("   node", (await sw4.gw.refresh(p), sw4.gw.dir.get(p)?.record.stats));
     }
   }
 } finally {

@@ -17,7 +17,7 @@
 // and "swarm" events (node-joined, node-lost, node-loaded, reroute, replay) as they happen.
 
 import * as http from "node:http";
-import { Gateway, SwarmEvent } from "../swarm/gateway.js";
+import type { GatewayView, SwarmEvent } from "../swarm/gateway/index.js";
 
 const BUCKET_MS = 5000;
 const KEEP_BUCKETS = 120;
@@ -48,18 +48,28 @@ export class SwarmMonitor {
   private timer: NodeJS.Timeout;
   private stopPoll: () => void;
 
-  constructor(private gw: Gateway) {
+  constructor(private gw: GatewayView) {
+    // listeners and timers are guarded: nothing a peer reports may throw out of them
     gw.events.on("event", (e: SwarmEvent & { t: number }) => {
       this.events.push(e);
       if (this.events.length > 100) this.events.shift();
-      this.broadcast("swarm", e);
+      this.guard(() => this.broadcast("swarm", e));
     });
     gw.events.on("batch", (b: { peer: string; ms: number }) => {
+      if (!this.stepLatency.has(b.peer) && this.stepLatency.size >= 1024) return;
       (this.stepLatency.get(b.peer) ?? this.stepLatency.set(b.peer, new Histogram()).get(b.peer)!).observe(b.ms);
     });
     this.stopPoll = gw.poll(2000);
-    this.timer = setInterval(() => this.broadcast("snapshot", this.snapshot()), 1000);
+    this.timer = setInterval(() => this.guard(() => this.broadcast("snapshot", this.snapshot())), 1000);
     this.timer.unref();
+  }
+
+  private guard(f: () => void): void {
+    try {
+      f();
+    } catch (e) {
+      process.stderr.write(JSON.stringify({ level: "error", scope: "monitor", event: "snapshot failed", error: (e as Error).message }) + "\n");
+    }
   }
 
   close(): void {
@@ -97,32 +107,15 @@ export class SwarmMonitor {
   };
 
   snapshot() {
-    const cfg = this.gw.model.cfg;
-    const serving = this.gw.serving();
-    const perLayer = new Array<number>(cfg.nLayers).fill(0);
-    for (const n of serving) for (const r of n.info.ranges) for (let i = r.start; i < r.end; i++) perLayer[i]++;
     const now = Date.now();
     const recent = this.buckets.filter((b) => now - b.t < 10_000);
     const tokPerSec = recent.length ? recent.reduce((a, b) => a + b.tokens, 0) / ((now - recent[0].t) / 1000 || 1) : 0;
     return {
-      model: { name: cfg.name, layers: cfg.nLayers, dim: cfg.dim, vocab: cfg.vocabSize, context: cfg.contextLength },
-      nodes: [...this.gw.nodes.values()].sort((a, b) => (a.info.ranges[0]?.start ?? 1e9) - (b.info.ranges[0]?.start ?? 1e9)).map((n) => ({
-        peer: n.info.peer,
-        name: n.info.name,
-        addrs: n.info.addrs,
-        ranges: n.info.ranges,
-        state: n.state === "lost" ? "lost" : n.info.loading ? "loading" : "serving",
-        loading: n.info.loading ? { layers: n.info.loading.layers, of: n.info.loading.end - n.info.loading.start, bytes: n.info.loading.bytes, totalBytes: n.info.loading.totalBytes } : undefined,
-        memory: { freeBytes: n.info.capacity.freeBytes, kvUsedBytes: n.info.capacity.kvUsedBytes, kvBudgetBytes: n.info.capacity.kvBudgetBytes },
-        layersPerSec: n.info.capacity.layersPerSec,
-        rttMs: n.rttMs,
-        links: n.info.links ?? [],
-        batchMs: n.batchMs.length ? Math.round((n.batchMs.reduce((a, b) => a + b, 0) / n.batchMs.length) * 100) / 100 : undefined,
-        sessions: n.sessions,
-        since: n.since,
-      })),
-      coverage: { ...this.gw.coverage(), perLayer },
-      sessions: this.gw.sessionsView(),
+      model: this.gw.model,
+      local: this.gw.local,
+      nodes: this.gw.nodes(),
+      coverage: this.gw.coverage(),
+      sessions: this.gw.sessions(),
       totals: {
         tokens: this.tokens,
         requests: [...this.requests.values()].reduce((a, b) => a + b, 0),
@@ -174,10 +167,10 @@ export class SwarmMonitor {
     metric("layerswarm_requests_total", "counter", "API completion requests by endpoint.", [...this.requests].map(([k, v]) => [`{endpoint="${esc(k)}"}`, v]));
     metric("layerswarm_errors_total", "counter", "API errors by HTTP status.", [...this.errors].map(([k, v]) => [`{status="${k}"}`, v]));
     metric("layerswarm_active_requests", "gauge", "Completion requests in progress.", [["", this.activeRequests]]);
-    const nodes = [...this.gw.nodes.values()];
-    metric("layerswarm_node_up", "gauge", "1 when the node is serving.", nodes.map((n) => [`{peer="${n.info.peer}"}`, n.state === "serving" ? 1 : 0]));
-    metric("layerswarm_node_kv_bytes", "gauge", "KV cache memory in use on the node.", nodes.map((n) => [`{peer="${n.info.peer}"}`, n.info.capacity.kvUsedBytes]));
-    metric("layerswarm_node_kv_budget_bytes", "gauge", "KV cache memory the node may use.", nodes.map((n) => [`{peer="${n.info.peer}"}`, n.info.capacity.kvBudgetBytes]));
+    const nodes = this.gw.nodes();
+    metric("layerswarm_node_up", "gauge", "1 when the node is serving.", nodes.map((n) => [`{peer="${esc(n.peer)}"}`, n.state === "lost" ? 0 : 1]));
+    metric("layerswarm_node_kv_bytes", "gauge", "KV cache memory in use on the node.", nodes.map((n) => [`{peer="${esc(n.peer)}"}`, n.memory.kvUsedBytes]));
+    metric("layerswarm_node_kv_budget_bytes", "gauge", "KV cache memory the node may use.", nodes.map((n) => [`{peer="${esc(n.peer)}"}`, n.memory.kvBudgetBytes]));
     out.push("# HELP layerswarm_node_step_seconds Time a node spends on one batched step of its layers.", "# TYPE layerswarm_node_step_seconds histogram");
     for (const [peer, h] of this.stepLatency) {
       let cum = 0;
@@ -189,8 +182,9 @@ export class SwarmMonitor {
       out.push(`layerswarm_node_step_seconds_sum{peer="${peer}"} ${h.sum / 1000}`);
       out.push(`layerswarm_node_step_seconds_count{peer="${peer}"} ${h.n}`);
     }
-    metric("layerswarm_sessions", "gauge", "Sessions with KV caches in the swarm.", [["", this.gw.activeSessions()]]);
-    metric("layerswarm_reroutes_total", "counter", "Sessions moved to a new route after a failure.", [["", this.gw.stats.recoveries]]);
+    const totals = this.gw.totals();
+    metric("layerswarm_sessions", "gauge", "Sessions with KV caches in the swarm.", [["", totals.sessions]]);
+    metric("layerswarm_reroutes_total", "counter", "Sessions moved to a new route after a failure.", [["", totals.recoveries]]);
     return out.join("\n") + "\n";
   }
 }

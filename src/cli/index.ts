@@ -57,6 +57,8 @@ program
   .option("--step-timeout <ms>", "a step slower than this fails over to other nodes", int, 30_000)
   .option("--dtype <t>", "hidden states on the wire: f32 (exact) | f16 | bf16", "f32")
   .option("--swarm-key <key>", "pre-shared key (64 hex or a swarm.key file): a private swarm")
+  .option("--local-layers <k>", "run the first K layers on the gateway: no node sees embedding rows", int, 0)
+  .option("--local-tail <k>", "run the last K layers on the gateway: no node returns rows the head reads directly", int, 0)
   .action((o) => runCommand({ ...o, listen: undefined, key: undefined }));
 
 program
@@ -69,8 +71,9 @@ program
   .option("--max-memory <size>", "memory this node may use, e.g. 6GB (default: 80% of free memory)")
   .option("--threads <k>", "compute threads", int, 1)
   .option("--max-sessions <n>", "sessions held at once", int, 256)
-  .option("--key <file>", "persisted ed25519 identity (created if missing)")
+  .option("--key <file>", "ed25519 identity, created if missing (default: node.key in the state directory)")
   .option("--swarm-key <key>", "pre-shared swarm key (64 hex or a swarm.key file)")
+  .option("--allow <file>", "serve only the gateways whose peer ids this file lists (one per line)")
   .option("--name <name>", "a name shown on the dashboard")
   .action(nodeCommand);
 
@@ -82,8 +85,11 @@ program
   .option("--port <port>", "HTTP port", int, 8080)
   .option("--host <host>", "HTTP address", "127.0.0.1")
   .option("--api-key <key>", "require this key (Authorization: Bearer KEY)", process.env.LAYERSWARM_API_KEY)
-  .option("--key <file>", "persisted ed25519 identity (created if missing)")
+  .option("--key <file>", "ed25519 identity, created if missing (default: gateway.key in the state directory)")
   .option("--swarm-key <key>", "pre-shared swarm key (64 hex or a swarm.key file)")
+  .option("--allow <file>", "route only through the nodes whose peer ids this file lists (one per line)")
+  .option("--local-layers <k>", "run the first K layers here: no node sees embedding rows", int, 0)
+  .option("--local-tail <k>", "run the last K layers here: no node returns rows the head reads directly", int, 0)
   .option("--threads <k>", "threads for the head", int, 1)
   .option("--step-timeout <ms>", "a step slower than this fails over", int, 30_000)
   .option("--dtype <t>", "hidden states on the wire: f32 | f16 | bf16", "f32")

@@ -14,13 +14,16 @@ import { Model, generate } from "../model/model.js";
 import { layerBytes } from "../model/weights.js";
 import { ApiServer, json } from "../api/server.js";
 import { SwarmMonitor } from "../api/monitor.js";
-import { Gateway } from "../swarm/gateway.js";
+import { Gateway } from "../swarm/gateway/index.js";
 import { Libp2pTransport } from "../swarm/libp2p.js";
-import { SwarmNode } from "../swarm/node.js";
+import { SwarmNode } from "../swarm/node/index.js";
 import { withLinkDelay } from "../swarm/delay.js";
 import { allocateLayers } from "../swarm/placement.js";
-import { parseDType } from "../swarm/wire.js";
+import { PeerGate, PolicyKind, policyNotice, readAllowList } from "../swarm/policy.js";
+import { loadOrCreateIdentity } from "../swarm/identity.js";
+import { parseDType } from "../swarm/protocol/index.js";
 import { logger } from "../swarm/log.js";
+import { multiaddr } from "@multiformats/multiaddr";
 import { TextDecoderStream } from "../tokenizer/index.js";
 import { ChatTemplate } from "../tokenizer/chat.js";
 import { stateDir } from "./paths.js";
@@ -60,12 +63,34 @@ export interface NodeFlags {
   threads: number;
   key?: string;
   swarmKey?: string;
+  allow?: string;
   maxSessions?: number;
   name?: string;
 }
 
+// A gateway address for --join: a multiaddr ending in /p2p/<peer id>.
+export function parseJoin(addr: string): { peer: string; addrs: string[] } {
+  let peer: string | undefined;
+  try {
+    peer = multiaddr(addr).getComponents().find((c) => c.name === "p2p")?.value;
+  } catch (e) {
+    throw new LayerswarmError("BAD_ARGUMENT", `--join ${addr}: not a multiaddr (${(e as Error).message})`);
+  }
+  if (!peer) throw new LayerswarmError("BAD_ARGUMENT", `--join ${addr}: the address must end in /p2p/<peer id> (the gateway prints it at start)`);
+  return { peer, addrs: [addr] };
+}
+
+function policyOf(o: { allow?: string; swarmKey?: string }): { gate: PeerGate; kind: PolicyKind } {
+  const allow = o.allow ? readAllowList(o.allow) : undefined;
+  return { gate: new PeerGate({ allow }), kind: allow ? "allow-list" : o.swarmKey ? "swarm-key" : "open" };
+}
+
 export async function nodeCommand(o: NodeFlags): Promise<void> {
-  const t = withLinkDelay(await Libp2pTransport.create({ listen: o.listen, keyFile: o.key, swarmKey: o.swarmKey }));
+  const join = (o.join ?? []).map(parseJoin);
+  const { gate, kind } = policyOf(o);
+  const identity = await loadOrCreateIdentity(o.key ?? path.join(stateDir(), "node.key"), true);
+  const t = withLinkDelay(await Libp2pTransport.create({ identity, listen: o.listen, swarmKey: o.swarmKey, gate }));
+  process.stderr.write(policyNotice("node", kind) + "\n");
   let modelPath = o.model;
   let fetchLayers: ((r: LayerRange) => Promise<void>) | undefined;
   if (isRemote(o.model)) {
@@ -90,8 +115,11 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
     if (process.stderr.isTTY) process.stderr.write(`\rnode ${o.name ?? ""}: loaded ${p.layers}/${p.of} layers, ${(p.bytes / 2 ** 20).toFixed(1)}/${(p.totalBytes / 2 ** 20).toFixed(1)} MiB${p.layers === p.of ? "\n" : ""}`);
     else if (p.layers === p.of || p.layers % Math.max(1, Math.floor(p.of / 4)) === 0) log("info", "load progress", p);
   };
-  const node = new SwarmNode({ modelPath, fetchLayers, ranges, onProgress, kernels: createKernels({ threads: o.threads }), kvBudgetBytes: kvBudget, maxSessions: o.maxSessions, name: o.name }, t);
-  await node.start(o.join, auto ? { maxLayers } : undefined);
+  const node = new SwarmNode({
+    modelPath, fetchLayers, ranges, onProgress, kernels: createKernels({ threads: o.threads }), kvBudgetBytes: kvBudget, maxSessions: o.maxSessions, name: o.name,
+    maxLayers, gate, policy: kind,
+  }, t);
+  await node.start(join, auto ? { maxLayers } : undefined);
   log("info", "node ready", { peer: t.peerId, addrs: t.addrs(), ranges: node.ranges() });
   process.stdout.write(JSON.stringify({ event: "node-ready", peer: t.peerId, addrs: t.addrs(), ranges: node.ranges(), pid: process.pid }) + "\n");
   const stop = () => void node.stop().finally(() => process.exit(0));
@@ -107,17 +135,23 @@ export interface GatewayFlags {
   apiKey?: string;
   key?: string;
   swarmKey?: string;
+  allow?: string;
   threads: number;
   stepTimeout: number;
   dtype: string;
+  localLayers?: number;
+  localTail?: number;
 }
 
 export async function startGateway(o: GatewayFlags) {
-  const t = withLinkDelay(await Libp2pTransport.create({ listen: o.listen, keyFile: o.key, swarmKey: o.swarmKey }));
+  const { gate, kind } = policyOf(o);
+  const identity = await loadOrCreateIdentity(o.key ?? path.join(stateDir(), "gateway.key"), true);
+  const t = withLinkDelay(await Libp2pTransport.create({ identity, listen: o.listen, swarmKey: o.swarmKey, gate }));
+  process.stderr.write(policyNotice("gateway", kind) + "\n");
   const local = isRemote(o.model) ? (await openRemoteSlice(o.model, (g) => tensorsFor(g, [], true), progress("gateway tensors"))).path : o.model;
   const model = Model.gateway(local, { threads: o.threads });
-  const gw = new Gateway(model, t, { stepTimeoutMs: o.stepTimeout, dtype: parseDType(o.dtype) });
-  const mon = new SwarmMonitor(gw); // from the start, so it sees every node join
+  const gw = new Gateway(model, t, identity, { stepTimeoutMs: o.stepTimeout, dtype: parseDType(o.dtype), gate, localLayers: o.localLayers, localTail: o.localTail });
+  const mon = new SwarmMonitor(gw.view); // from the start, so it sees every node join
   await gw.start();
   return { gw, model, t, mon };
 }
@@ -150,7 +184,7 @@ export async function serveApi(gw: Gateway, mon: SwarmMonitor, model: Model, o: 
 
 export async function gatewayCommand(o: GatewayFlags): Promise<void> {
   const { gw, model, t, mon } = await startGateway(o);
-  process.stderr.write(`layerswarm: gateway ${t.peerId}\n  nodes join with: --join ${gw.addrs()[0]}\n`);
+  process.stderr.write(`layerswarm: gateway ${t.peerId}\n  nodes join with: --join ${gw.addrs().find((a) => a.includes("/p2p/")) ?? gw.addrs()[0]}\n`);
   const api = await serveApi(gw, mon, model, o);
   const stop = () => void Promise.all([api.close(), gw.stop()]).finally(() => process.exit(0));
   process.once("SIGINT", stop);
@@ -167,10 +201,11 @@ export async function spawnLocalNodes(model: string, n: number, gw: Gateway, o: 
   if (n < 1 || n > cfg.nLayers) throw new LayerswarmError("BAD_ARGUMENT", `--nodes must be between 1 and the model's ${cfg.nLayers} layers`);
   const perLayer = Math.max(...Array.from({ length: cfg.nLayers }, (_, i) => layerBytes(f, i)));
   const maxLayers = Math.max(1, Math.floor((os.freemem() * 0.7) / n / perLayer));
+  const joinAddr = gw.addrs().find((a) => a.includes("/p2p/")) ?? `${gw.addrs()[0]}/p2p/${gw.peerId}`;
   const ranges = allocateLayers(cfg.nLayers, Array.from({ length: n }, (_, i) => ({ id: `local-${i}`, speed: 1, maxLayers })));
   const keys = path.join(stateDir(), "keys");
   const children = ranges.map((r, i) => {
-    const args = [CLI, "node", "--model", model, "--join", gw.addrs()[0], "--layers", `${r.start}:${r.end}`, "--threads", String(o.threads),
+    const args = [CLI, "node", "--model", model, "--join", joinAddr, "--layers", `${r.start}:${r.end}`, "--threads", String(o.threads),
       "--key", path.join(keys, `local-node-${i}.key`), "--name", `local-${i}`, ...(o.swarmKey ? ["--swarm-key", o.swarmKey] : []), ...(o.extra ?? [])];
     const c = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
     c.stdout!.on("data", (d: Buffer) => {
@@ -194,7 +229,7 @@ export interface RunFlags extends GatewayFlags {
 
 export async function runCommand(o: RunFlags): Promise<void> {
   const spec = o.model ?? DEFAULT_MODEL;
-  o = { ...o, model: await fetchModel(spec, progress("model")) };
+  o = { ...o, model: await fetchModel(spec, progress("model")), key: o.key ?? path.join(stateDir(), "keys", "local-gateway.key") };
   const { gw, model, mon } = await startGateway(o);
   const children = await spawnLocalNodes(o.model, o.nodes, gw, { threads: o.threads, swarmKey: o.swarmKey, announce: true });
   await gw.waitForCoverage(300_000);
@@ -210,7 +245,7 @@ export async function runCommand(o: RunFlags): Promise<void> {
 // generate --nodes N: one completion through a local swarm of N node processes.
 export async function generateOverSwarm(prompt: string, o: GenerateFlags & { nodes: number; stepTimeout?: number }): Promise<void> {
   o = { ...o, model: await fetchModel(o.model ?? DEFAULT_MODEL, progress("model")) };
-  const flags: GatewayFlags = { model: o.model, port: 0, host: "127.0.0.1", threads: o.threads, stepTimeout: o.stepTimeout ?? 30_000, dtype: "f32" };
+  const flags: GatewayFlags = { model: o.model, port: 0, host: "127.0.0.1", threads: o.threads, stepTimeout: o.stepTimeout ?? 30_000, dtype: "f32", key: path.join(stateDir(), "keys", "local-gateway.key") };
   const { gw, model, mon } = await startGateway(flags);
   mon.close();
   const children = await spawnLocalNodes(o.model, o.nodes, gw, { threads: o.threads });

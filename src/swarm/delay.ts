@@ -2,11 +2,12 @@
 // `ms` later, in order. This machine's kernel has no netem, so link latency
 // between processes is added here, in user space.
 
-import { Channel, Transport } from "./transport.js";
+import { Channel, DialOptions, HandleOptions, Transport } from "./transport.js";
 
 class DelayedChannel implements Channel {
   constructor(private inner: Channel, private ms: number) {}
   get remotePeer() { return this.inner.remotePeer; }
+  get remoteIp() { return this.inner.remoteIp; }
   get closed() { return this.inner.closed; }
   send(msg: Uint8Array): Promise<void> {
     // equal delays fire in the order they were set: messages keep their order
@@ -22,12 +23,13 @@ export class DelayedTransport implements Transport {
   constructor(private inner: Transport, private ms: number) {}
   get peerId() { return this.inner.peerId; }
   addrs() { return this.inner.addrs(); }
-  handle(p: string, h: (ch: Channel) => void) { return this.inner.handle(p, h); }
-  async dial(addr: string, protocol: string, signal?: AbortSignal): Promise<Channel> {
-    return new DelayedChannel(await this.inner.dial(addr, protocol, signal), this.ms);
+  handle(p: readonly string[], h: (ch: Channel) => void, o: HandleOptions) { return this.inner.handle(p, h, o); }
+  async dial(peer: string, addrs: string[], protocol: string, o: DialOptions): Promise<Channel> {
+    return new DelayedChannel(await this.inner.dial(peer, addrs, protocol, o), this.ms);
   }
   onDisconnect(cb: (peer: string) => void) { this.inner.onDisconnect(cb); }
-  async ping(addr: string, signal?: AbortSignal) { return (await this.inner.ping(addr, signal)) + 2 * this.ms; }
+  hangUp(peer: string) { return this.inner.hangUp(peer); }
+  async ping(peer: string, addrs: string[], signal?: AbortSignal) { return (await this.inner.ping(peer, addrs, signal)) + 2 * this.ms; }
   stop() { return this.inner.stop(); }
 }
 

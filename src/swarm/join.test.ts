@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Model, generate } from "../model/model.js";
 import { STORIES_GGUF, goldenIds, tmpDir } from "../testing/shared.js";
 import { CLI, spawnNode } from "../testing/swarm.js";
-import { Gateway } from "./gateway.js";
+import { Gateway } from "./gateway/index.js";
+import { Identity, loadOrCreateIdentity } from "./identity.js";
 import { Libp2pTransport } from "./libp2p.js";
 
 let server: http.Server;
@@ -30,8 +31,9 @@ beforeAll(async () => {
 afterAll(() => server.close());
 
 async function gateway(swarmKey?: string) {
-  const t = await Libp2pTransport.create({ swarmKey });
-  const gw = new Gateway(Model.gateway(STORIES_GGUF), t);
+  const identity = await Identity.generate();
+  const t = await Libp2pTransport.create({ identity, swarmKey });
+  const gw = new Gateway(Model.gateway(STORIES_GGUF), t, identity);
   await gw.start();
   return gw;
 }
@@ -51,7 +53,7 @@ describe("joining a swarm", () => {
     const b = await spawnNode(url, gw.addrs()[0], "auto", ["--max-memory", "64.55MiB"], env);
     try {
       await gw.waitForCoverage(10_000);
-      expect(gw.nodes.get(b.peer)!.info.ranges).toEqual([{ start: 2, end: 5 }]);
+      expect(gw.dir.get(b.peer)!.record.ranges).toEqual([{ start: 2, end: 5 }]);
       expect(await golden(gw)).toEqual(goldenIds("4").slice(0, 41));
       const sparse = fs.readdirSync(`${cache}/models`).find((f) => f.endsWith(".sparse.json"))!;
       const have = JSON.parse(fs.readFileSync(`${cache}/models/${sparse}`, "utf8")).have as [number, number][];
@@ -73,8 +75,9 @@ describe("joining a swarm", () => {
   it("nodes join again when their gateway restarts", async () => {
     const dir = tmpDir();
     const start = async (port: number) => {
-      const t = await Libp2pTransport.create({ keyFile: `${dir}/gw.key`, listen: [`/ip4/127.0.0.1/tcp/${port}`] });
-      const gw = new Gateway(Model.gateway(STORIES_GGUF), t);
+      const identity = await loadOrCreateIdentity(`${dir}/gw.key`);
+      const t = await Libp2pTransport.create({ identity, listen: [`/ip4/127.0.0.1/tcp/${port}`] });
+      const gw = new Gateway(Model.gateway(STORIES_GGUF), t, identity);
       await gw.start();
       return gw;
     };
@@ -98,7 +101,7 @@ describe("joining a swarm", () => {
     const gw = await gateway(key);
     try {
       await expect(spawnNode(STORIES_GGUF, gw.addrs()[0], "0:5", ["--swarm-key", wrong])).rejects.toThrow(/exited/);
-      expect(gw.nodes.size).toBe(0);
+      expect(gw.dir.nodes.size).toBe(0);
       const ok = await spawnNode(STORIES_GGUF, gw.addrs()[0], "0:5", ["--swarm-key", key]);
       await gw.waitForCoverage(10_000);
       expect(await golden(gw, 20)).toEqual(goldenIds("4").slice(0, 21));

@@ -1,10 +1,13 @@
 // Transport over js-libp2p: TCP, Noise (encrypted, authenticated by the peers'
-// ed25519 keys), Yamux, identify and ping. An optional pre-shared swarm key
-// (libp2p pnet) keeps strangers out of a private swarm.
+// ed25519 keys), Yamux, identify and ping. A connection gate keeps banned
+// peers and over-connected addresses out; an optional pre-shared swarm key
+// (libp2p pnet) keeps everyone without it out. Messages are length-prefixed
+// (@libp2p/utils' decoder, linear in the bytes received) with a size limit per
+// protocol; a reader that falls behind pauses the stream, so the sender's
+// Yamux window closes instead of our memory filling up.
 
 import "./polyfill.js";
 import * as fs from "node:fs";
-import * as path from "node:path";
 import { createLibp2p, Libp2p } from "libp2p";
 import { tcp } from "@libp2p/tcp";
 import { noise } from "@chainsafe/libp2p-noise";
@@ -12,51 +15,97 @@ import { yamux } from "@chainsafe/libp2p-yamux";
 import { identify } from "@libp2p/identify";
 import { ping } from "@libp2p/ping";
 import { preSharedKey } from "@libp2p/pnet";
-import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from "@libp2p/crypto/keys";
-import { multiaddr } from "@multiformats/multiaddr";
-import type { Stream, PrivateKey } from "@libp2p/interface";
-import { Channel, Transport } from "./transport.js";
-import { Deframer, frame } from "./wire.js";
+import { peerIdFromString } from "@libp2p/peer-id";
+import { LengthPrefixedDecoder } from "@libp2p/utils";
+import { multiaddr, Multiaddr } from "@multiformats/multiaddr";
+import * as varint from "uint8-varint";
+import type { Connection, Stream } from "@libp2p/interface";
+import { LayerswarmError } from "../errors.js";
+import { Identity } from "./identity.js";
+import { PeerGate } from "./policy.js";
+import { Channel, DialOptions, HandleOptions, Transport } from "./transport.js";
 
 export interface Libp2pOptions {
+  identity: Identity;
   listen?: string[]; // multiaddrs, default /ip4/127.0.0.1/tcp/0
-  keyFile?: string; // persisted ed25519 identity (created when missing)
   swarmKey?: string; // pre-shared key in the libp2p swarm.key format, or a file holding it
-  maxMessageBytes?: number; // default 256 MiB
-}
-
-export async function loadOrCreateKey(file: string | undefined): Promise<PrivateKey> {
-  if (file && fs.existsSync(file)) return privateKeyFromProtobuf(fs.readFileSync(file));
-  const key = await generateKeyPair("Ed25519");
-  if (file) {
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.writeFileSync(file, privateKeyToProtobuf(key), { mode: 0o600 });
-  }
-  return key;
+  gate?: PeerGate;
 }
 
 // A swarm key in the go-ipfs format: "/key/swarm/psk/1.0.0/\n/base16/\n<64 hex>"
 export function swarmKeyBytes(spec: string): Uint8Array {
   const text = fs.existsSync(spec) ? fs.readFileSync(spec, "utf8") : spec;
   if (/^[0-9a-fA-F]{64}$/.test(text.trim())) return Buffer.from(`/key/swarm/psk/1.0.0/\n/base16/\n${text.trim()}`);
-  if (!/^\/key\/swarm\/psk\/1\.0\.0\/\n\/base16\/\n[0-9a-fA-F]{64}\s*$/.test(text)) throw new Error("swarm key must be 64 hex characters or a swarm.key file");
+  if (!/^\/key\/swarm\/psk\/1\.0\.0\/\n\/base16\/\n[0-9a-fA-F]{64}\s*$/.test(text))
+    throw new LayerswarmError("BAD_ARGUMENT", "swarm key must be 64 hex characters or a swarm.key file");
   return Buffer.from(text.trim());
+}
+
+const PAUSE_BYTES = 1 << 20;
+
+function ipOf(ma: Multiaddr): string {
+  const c = ma.getComponents().find((x) => x.name === "ip4" || x.name === "ip6" || x.name === "dns4" || x.name === "dns6" || x.name === "dns");
+  return c?.value ?? ma.toString();
 }
 
 class StreamChannel implements Channel {
   closed = false;
-  constructor(private s: Stream, readonly remotePeer: string, private maxBytes: number) {
+  constructor(private s: Stream, readonly remotePeer: string, readonly remoteIp: string, private maxBytes: number) {
     s.addEventListener("close", () => (this.closed = true));
   }
   async send(msg: Uint8Array, signal?: AbortSignal): Promise<void> {
-    if (this.closed || this.s.status !== "open") throw new Error(`stream to ${this.remotePeer} is closed`);
-    if (!this.s.send(frame(msg))) await this.s.onDrain({ signal });
+    if (this.closed || this.s.status !== "open") throw new LayerswarmError("UNREACHABLE", `stream to ${this.remotePeer.slice(-8)} is closed`);
+    const b = new Uint8Array(varint.encodingLength(msg.length) + msg.length);
+    varint.encodeUint8Array(msg.length, b);
+    b.set(msg, b.length - msg.length);
+    if (!this.s.send(b)) await this.s.onDrain({ signal });
   }
   async *messages(): AsyncIterable<Uint8Array> {
-    const d = new Deframer(this.maxBytes);
-    for await (const chunk of this.s) {
-      const u = chunk instanceof Uint8Array ? chunk : chunk.subarray();
-      for (const m of d.push(u)) yield m;
+    const s = this.s;
+    const dec = new LengthPrefixedDecoder({ maxDataLength: this.maxBytes, maxBufferSize: this.maxBytes + 16 });
+    const queue: Uint8Array[] = [];
+    let queued = 0, ended: Error | null | undefined, wake: (() => void) | undefined;
+    const onMessage = (evt: { data: Uint8Array | { subarray(): Uint8Array } }) => {
+      try {
+        for (const m of dec.decode(evt.data as Uint8Array)) {
+          const u = m.subarray();
+          queue.push(u);
+          queued += u.length;
+        }
+        if (queued > PAUSE_BYTES && s.readStatus === "readable") s.pause();
+      } catch (e) {
+        const err = new LayerswarmError("BAD_MESSAGE", `from ${this.remotePeer.slice(-8)}: ${(e as Error).message}`);
+        ended = err;
+        s.abort(err);
+      }
+      wake?.();
+    };
+    const onEnd = (evt?: Event) => {
+      if (ended === undefined) ended = (evt as { error?: Error } | undefined)?.error ?? null;
+      wake?.();
+    };
+    s.addEventListener("message", onMessage as never);
+    s.addEventListener("close", onEnd);
+    s.addEventListener("remoteCloseWrite", onEnd);
+    try {
+      for (;;) {
+        if (queue.length > 0) {
+          const m = queue.shift()!;
+          queued -= m.length;
+          if (queued < PAUSE_BYTES / 2 && s.readStatus === "paused") s.resume();
+          yield m;
+          continue;
+        }
+        if (ended === null) return;
+        if (ended) throw ended;
+        if (s.status !== "open" && s.readStatus !== "readable" && s.readStatus !== "paused") return;
+        await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+      }
+    } finally {
+      s.removeEventListener("message", onMessage as never);
+      s.removeEventListener("close", onEnd);
+      s.removeEventListener("remoteCloseWrite", onEnd);
     }
   }
   async close(): Promise<void> {
@@ -71,26 +120,33 @@ class StreamChannel implements Channel {
 
 export class Libp2pTransport implements Transport {
   private disconnectCbs: ((peer: string) => void)[] = [];
-  private constructor(private node: Libp2p, private maxBytes: number) {
+  private constructor(private node: Libp2p, readonly gate: PeerGate) {
     node.addEventListener("peer:disconnect", (e) => {
       const peer = e.detail.toString();
       for (const cb of this.disconnectCbs) cb(peer);
     });
+    node.addEventListener("connection:open", (e) => gate.opened(ipOf(e.detail.remoteAddr)));
+    node.addEventListener("connection:close", (e) => gate.closed(ipOf(e.detail.remoteAddr)));
   }
 
-  static async create(o: Libp2pOptions = {}): Promise<Libp2pTransport> {
-    const privateKey = await loadOrCreateKey(o.keyFile);
+  static async create(o: Libp2pOptions): Promise<Libp2pTransport> {
+    const gate = o.gate ?? new PeerGate();
     const node = await createLibp2p({
-      privateKey,
+      privateKey: o.identity.key,
       addresses: { listen: o.listen ?? ["/ip4/127.0.0.1/tcp/0"] },
       transports: [tcp()],
       connectionEncrypters: [noise()],
-      streamMuxers: [yamux()],
+      streamMuxers: [yamux({ streamOptions: { maxStreamWindowSize: 2 * 2 ** 20 } })],
       connectionProtector: o.swarmKey ? preSharedKey({ psk: swarmKeyBytes(o.swarmKey) }) : undefined,
       services: { identify: identify(), ping: ping() },
-      connectionManager: { maxConnections: 1024 },
+      connectionManager: { maxConnections: 512, maxIncomingPendingConnections: 64 },
+      connectionGater: {
+        denyInboundConnection: (maConn) => !gate.allowIp(ipOf(maConn.remoteAddr)),
+        denyInboundEncryptedConnection: (peer) => !gate.allowPeer(peer.toString()),
+        denyDialPeer: (peer) => !gate.allowPeer(peer.toString()),
+      },
     });
-    return new Libp2pTransport(node, o.maxMessageBytes ?? 256 * 2 ** 20);
+    return new Libp2pTransport(node, gate);
   }
 
   get peerId(): string {
@@ -99,21 +155,45 @@ export class Libp2pTransport implements Transport {
   addrs(): string[] {
     return this.node.getMultiaddrs().map(String);
   }
-  async handle(protocol: string, handler: (ch: Channel) => void): Promise<void> {
-    await this.node.handle(protocol, (stream, conn) => handler(new StreamChannel(stream, conn.remotePeer.toString(), this.maxBytes)), {
-      maxInboundStreams: 1024, maxOutboundStreams: 1024,
-    });
+  async handle(protocols: readonly string[], handler: (ch: Channel) => void, o: HandleOptions): Promise<void> {
+    for (const p of protocols)
+      await this.node.handle(p, (stream, conn) => handler(new StreamChannel(stream, conn.remotePeer.toString(), ipOf(conn.remoteAddr), o.maxMessageBytes)), {
+        maxInboundStreams: o.maxStreamsPerConnection, maxOutboundStreams: 64,
+      });
   }
-  async dial(addr: string, protocol: string, signal?: AbortSignal): Promise<Channel> {
-    const s = await this.node.dialProtocol(multiaddr(addr), protocol, { signal });
-    const peer = multiaddr(addr).getComponents().find((c) => c.name === "p2p")?.value ?? "";
-    return new StreamChannel(s, peer, this.maxBytes);
+
+  private async connection(peer: string, addrs: string[], signal?: AbortSignal): Promise<Connection> {
+    const open = this.node.getConnections(peerIdFromString(peer)).find((c) => c.status === "open");
+    if (open) return open;
+    let last: unknown;
+    for (const a of addrs) {
+      try {
+        const ma = multiaddr(a.includes("/p2p/") ? a : `${a}/p2p/${peer}`);
+        if (ma.getComponents().find((c) => c.name === "p2p")?.value !== peer) continue;
+        return await this.node.dial(ma, { signal });
+      } catch (e) {
+        last = e;
+        if (signal?.aborted) break;
+      }
+    }
+    throw new LayerswarmError("UNREACHABLE", `cannot reach ${peer.slice(-8)}: ${(last as Error)?.message ?? "no usable address"}`);
+  }
+
+  async dial(peer: string, addrs: string[], protocol: string, o: DialOptions): Promise<Channel> {
+    const conn = await this.connection(peer, addrs, o.signal);
+    const s = await conn.newStream(protocol, { signal: o.signal, maxOutboundStreams: 64 });
+    return new StreamChannel(s, conn.remotePeer.toString(), ipOf(conn.remoteAddr), o.maxMessageBytes);
   }
   onDisconnect(cb: (peer: string) => void): void {
     this.disconnectCbs.push(cb);
   }
-  async ping(addr: string, signal?: AbortSignal): Promise<number> {
-    return (this.node.services as { ping: { ping(a: ReturnType<typeof multiaddr>, o?: { signal?: AbortSignal }): Promise<number> } }).ping.ping(multiaddr(addr), { signal });
+  async hangUp(peer: string): Promise<void> {
+    await this.node.hangUp(peerIdFromString(peer)).catch(() => {});
+  }
+  async ping(peer: string, addrs: string[], signal?: AbortSignal): Promise<number> {
+    await this.connection(peer, addrs, signal);
+    const svc = (this.node.services as { ping: { ping(p: ReturnType<typeof peerIdFromString>, o?: { signal?: AbortSignal }): Promise<number> } }).ping;
+    return svc.ping(peerIdFromString(peer), { signal });
   }
   async stop(): Promise<void> {
     await this.node.stop();

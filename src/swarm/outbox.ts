@@ -1,9 +1,11 @@
-// One outbound forward stream per peer, dialled on first use and redialled
+// One outbound steps stream per peer, dialled on first use and redialled
 // after a failure. A single stream per (sender, receiver) keeps each session's
 // frames in order.
 
+import { LayerswarmError } from "../errors.js";
 import { Logger } from "./log.js";
-import { Channel, PROTOCOL_FORWARD, Transport } from "./transport.js";
+import { PROTOCOLS } from "./protocol/index.js";
+import { Channel, Transport } from "./transport.js";
 
 export class Outbox {
   private out = new Map<string, Promise<Channel>>();
@@ -13,16 +15,17 @@ export class Outbox {
   // Resolves once the message is handed to the stream; rejects if the peer cannot be reached.
   send(peer: string, addrs: string[], msg: Uint8Array): Promise<void> {
     this.lastUsed.set(peer, { addrs, at: Date.now() });
+    if (this.lastUsed.size > 4096) this.lastUsed.delete(this.lastUsed.keys().next().value!);
     let ch = this.out.get(peer);
     if (!ch) {
-      ch = this.dialAny(peer, addrs);
+      ch = this.dial(peer, addrs);
       this.out.set(peer, ch);
       ch.catch(() => this.out.delete(peer));
     }
     return ch.then((c) => c.send(msg)).catch((e) => {
       this.out.delete(peer);
-      this.log("warn", "send failed", { peer, error: (e as Error).message });
-      throw e;
+      this.log("debug", "send failed", { peer, error: (e as Error).message });
+      throw e instanceof LayerswarmError ? e : new LayerswarmError("UNREACHABLE", `cannot send to ${peer.slice(-8)}: ${(e as Error).message}`);
     });
   }
 
@@ -32,22 +35,15 @@ export class Outbox {
     ch?.then((c) => c.abort(new Error("peer forgotten"))).catch(() => {});
   }
 
-  private async dialAny(peer: string, addrs: string[]): Promise<Channel> {
-    let last: unknown;
-    for (const a of addrs) {
+  private async dial(peer: string, addrs: string[]): Promise<Channel> {
+    const c = await this.t.dial(peer, addrs, PROTOCOLS.steps[PROTOCOLS.steps.length - 1], { maxMessageBytes: 64 * 1024, signal: AbortSignal.timeout(this.dialTimeoutMs) });
+    void (async () => {
+      // nothing is expected back on this stream; reading it notices when it closes
       try {
-        const full = a.includes("/p2p/") ? a : `${a}/p2p/${peer}`;
-        const c = await this.t.dial(full, PROTOCOL_FORWARD, AbortSignal.timeout(this.dialTimeoutMs));
-        void (async () => {
-          // nothing comes back on this stream; draining it notices when it closes
-          try { for await (const _ of c.messages()) void _; } catch { /* closed */ }
-          this.out.delete(peer);
-        })();
-        return c;
-      } catch (e) {
-        last = e;
-      }
-    }
-    throw new Error(`cannot reach ${peer}: ${(last as Error)?.message ?? "no address"}`);
+        for await (const _ of c.messages()) void _;
+      } catch { /* closed */ }
+      if (this.out.get(peer) && (await this.out.get(peer)) === c) this.out.delete(peer);
+    })();
+    return c;
   }
 }

@@ -58,12 +58,12 @@ export interface Stage {
   end: number;
 }
 
-// A chain of stages covering [0, nLayers): from layer 0, the node whose range
+// A chain of stages covering [from, nLayers): from layer `from`, the node whose range
 // reaches furthest (then the least loaded) serves as many layers as it holds.
 // Returns undefined when some layer is held by nobody.
-export function planRoute(nLayers: number, holders: Holder[]): Stage[] | undefined {
+export function planRoute(nLayers: number, holders: Holder[], from = 0): Stage[] | undefined {
   const stages: Stage[] = [];
-  let cur = 0;
+  let cur = from;
   while (cur < nLayers) {
     let best: { id: string; end: number; load: number } | undefined;
     for (const h of holders)
@@ -79,12 +79,12 @@ export function planRoute(nLayers: number, holders: Holder[]): Stage[] | undefin
   return stages;
 }
 
-// Layers that no holder covers, as ranges.
-export function missingLayers(nLayers: number, holders: Holder[]): LayerRange[] {
+// Layers in [from, nLayers) that no holder covers, as ranges.
+export function missingLayers(nLayers: number, holders: Holder[], from = 0): LayerRange[] {
   const covered = new Array<boolean>(nLayers).fill(false);
   for (const h of holders) for (const r of h.ranges) for (let i = Math.max(0, r.start); i < Math.min(nLayers, r.end); i++) covered[i] = true;
   const out: LayerRange[] = [];
-  for (let i = 0; i < nLayers; i++)
+  for (let i = from; i < nLayers; i++)
     if (!covered[i]) {
       if (out.length && out[out.length - 1].end === i) out[out.length - 1].end++;
       else out.push({ start: i, end: i + 1 });

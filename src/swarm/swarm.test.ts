@@ -113,7 +113,7 @@ describe("stories260K over a swarm of node processes", () => {
     const results = await Promise.allSettled(["Once upon a time", "Lily", "The cat"].map((p) => complete(sw, p, 40)));
     const failed = results.filter((r) => r.status === "rejected") as PromiseRejectedResult[];
     expect(failed).toHaveLength(1);
-    expect(String(failed[0].reason)).toMatch(/too many sessions: 2 are open/);
+    expect(String(failed[0].reason)).toMatch(/all 2 session slots are taken/);
     expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(2);
     expect(await complete(sw, "", 40)).toEqual(goldenIds("4").slice(0, 41)); // the finished sessions freed their places
   });
@@ -121,7 +121,7 @@ describe("stories260K over a swarm of node processes", () => {
   it("garbage bytes and malformed frames do not stop a node from serving", async () => {
     const sw = await startSwarm(STORIES_GGUF, rangesOf([5]));
     swarms.push(sw);
-    const addr = sw.gw.nodes.get(sw.peers[0])!.info.addrs[0];
+    const addr = sw.gw.dir.get(sw.peers[0])!.record.addrs[0];
     const port = Number(/\/tcp\/(\d+)/.exec(addr)![1]);
     for (const junk of [Buffer.from("GET / HTTP/1.1\r\n\r\n"), Buffer.alloc(100_000, 0xff), Buffer.from([0x13, 0x2f, 0x6d, 0x75, 0x6c])]) {
       await new Promise<void>((resolve) => {

@@ -1,29 +1,48 @@
 // The transport seen by the swarm: authenticated peers exchanging whole
 // messages over named protocols. libp2p.ts implements it over js-libp2p (TCP,
-// Noise, Yamux); anything else that passes transport.test.ts's suite may too.
+// Noise, Yamux) and memory.ts in memory for fast tests; both pass the suite in
+// transport.test.ts.
 
 export interface Channel {
-  readonly remotePeer: string;
+  readonly remotePeer: string; // authenticated: the key behind it proved itself
+  readonly remoteIp: string; // where the peer connects from, for limits per address
   // Queue one message; resolves when the stream can take more (backpressure).
   send(msg: Uint8Array, signal?: AbortSignal): Promise<void>;
-  // Messages as they arrive; ends when the stream closes. Iterate once.
+  // Messages as they arrive; ends when the stream closes. Iterate once. A
+  // message not yet taken holds the sender back (nothing is buffered without
+  // bound); one over the stream's size limit aborts the stream.
   messages(): AsyncIterable<Uint8Array>;
   close(): Promise<void>;
   abort(err: Error): void;
   readonly closed: boolean;
 }
 
+export interface HandleOptions {
+  maxMessageBytes: number;
+  maxStreamsPerConnection: number; // inbound streams of this protocol open at once, per connection
+}
+
+export interface DialOptions {
+  maxMessageBytes: number; // for messages coming back on this stream
+  signal?: AbortSignal;
+}
+
+// Who may connect at all; consulted for every inbound and outbound connection.
+export interface ConnectionGate {
+  allowPeer(peer: string): boolean;
+  allowIp(ip: string): boolean; // e.g. connections per address
+}
+
 export interface Transport {
   readonly peerId: string;
   addrs(): string[];
-  handle(protocol: string, handler: (ch: Channel) => void): Promise<void>;
-  dial(addr: string, protocol: string, signal?: AbortSignal): Promise<Channel>;
-  // peer: a peer id; called when the last connection to it closes
+  handle(protocols: readonly string[], handler: (ch: Channel) => void, o: HandleOptions): Promise<void>;
+  // addrs: where the peer may be reached (multiaddrs, with or without /p2p/)
+  dial(peer: string, addrs: string[], protocol: string, o: DialOptions): Promise<Channel>;
   onDisconnect(cb: (peer: string) => void): void;
-  // Round-trip time to a peer in milliseconds (addr: a multiaddr with /p2p/).
-  ping(addr: string, signal?: AbortSignal): Promise<number>;
+  // Hang up on a peer (a misbehaving one; the gate keeps it out afterwards).
+  hangUp(peer: string): Promise<void>;
+  // Round-trip time to a peer in milliseconds.
+  ping(peer: string, addrs: string[], signal?: AbortSignal): Promise<number>;
   stop(): Promise<void>;
 }
-
-export const PROTOCOL_CONTROL = "/layerswarm/control/1";
-export const PROTOCOL_FORWARD = "/layerswarm/forward/1";

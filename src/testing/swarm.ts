@@ -4,7 +4,8 @@ import { ChildProcess, spawn } from "node:child_process";
 import * as path from "node:path";
 import { LayerRange } from "../model/config.js";
 import { Model } from "../model/model.js";
-import { Gateway, GatewayOptions } from "../swarm/gateway.js";
+import { Gateway, GatewayOptions } from "../swarm/gateway/index.js";
+import { Identity } from "../swarm/identity.js";
 import { Libp2pTransport } from "../swarm/libp2p.js";
 import { withLinkDelay } from "../swarm/delay.js";
 import { REPO, tmpDir } from "./shared.js";
@@ -19,8 +20,12 @@ export interface TestSwarm {
   stop(): Promise<void>;
 }
 
+const keyDir = tmpDir();
+let nodeCounter = 0;
+
 export function spawnNode(model: string, join: string, layers: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<{ proc: ChildProcess; peer: string; addrs: string[] }> {
-  const proc = spawn(process.execPath, [CLI, "node", "--model", model, "--join", join, "--layers", layers, "--max-memory", "4GB", ...extra], {
+  const key = extra.includes("--key") ? [] : ["--key", path.join(keyDir, `node-${++nodeCounter}.key`)];
+  const proc = spawn(process.execPath, [CLI, "node", "--model", model, "--join", join, "--layers", layers, "--max-memory", "4GB", ...key, ...extra], {
     stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LAYERSWARM_LOG: "warn", ...env },
   });
   let err = "";
@@ -40,9 +45,10 @@ export function spawnNode(model: string, join: string, layers: string, extra: st
 }
 
 export async function startSwarm(modelPath: string, ranges: LayerRange[], opts: GatewayOptions = {}, nodeArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<TestSwarm> {
-  const t = withLinkDelay(await Libp2pTransport.create({}));
+  const identity = await Identity.generate();
+  const t = withLinkDelay(await Libp2pTransport.create({ identity }));
   const model = Model.gateway(modelPath);
-  const gw = new Gateway(model, t, opts);
+  const gw = new Gateway(model, t, identity, opts);
   await gw.start();
   const started = await Promise.all(ranges.map((r) => spawnNode(modelPath, gw.addrs()[0], `${r.start}:${r.end}`, nodeArgs, env)));
   await gw.waitForCoverage(30_000);

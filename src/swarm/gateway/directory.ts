@@ -1,0 +1,123 @@
+// The gateway's node directory: the nodes it knows, what their records say,
+// whether they serve, and how they have behaved. Records arrive from the
+// nodes themselves (announce, info) and are checked against the model and the
+// sender before anything trusts them; a node whose record lies about who it is
+// or what model it serves is banned. Bounded in size, per address and in total.
+
+import { EventEmitter } from "node:events";
+import { LayerswarmError } from "../../errors.js";
+import { LayerRange } from "../../model/config.js";
+import { Logger } from "../log.js";
+import { PeerGate } from "../policy.js";
+import { NodeRecord, checkRecord } from "../protocol/index.js";
+
+export interface NodeEntry {
+  record: NodeRecord;
+  ip: string;
+  state: "serving" | "lost";
+  since: number;
+  sessions: number; // sessions of this gateway routed through it now
+  stepMs?: number; // recent step latency seen from the gateway (route-level)
+  rttMs?: number; // control round trip from the gateway
+  batchMs: number[]; // recent batch compute times reported by the node
+}
+
+export type SwarmEvent =
+  | { type: "node-joined"; peer: string; ranges: LayerRange[] }
+  | { type: "node-lost"; peer: string; reason: string }
+  | { type: "node-loaded"; peer: string; ranges: LayerRange[] }
+  | { type: "reroute"; session: string; from: string[]; to: string[] }
+  | { type: "replay"; session: string; positions: number; ms: number };
+
+export interface DirectoryLimits {
+  maxNodes?: number; // default 1024
+  maxNodesPerIp?: number; // default 64
+}
+
+export class NodeDirectory {
+  readonly nodes = new Map<string, NodeEntry>();
+  readonly events = new EventEmitter();
+
+  constructor(
+    private model: { layers: number; dim: number; fingerprint: string },
+    readonly gate: PeerGate,
+    private log: Logger,
+    private limits: DirectoryLimits = {},
+  ) {
+    this.events.on("error", () => {}); // a listener's failure never reaches the step path
+  }
+
+  emit(e: SwarmEvent): void {
+    try {
+      this.events.emit("event", { ...e, t: Date.now() });
+    } catch (err) {
+      this.log("error", "event listener failed", { error: (err as Error).message });
+    }
+  }
+
+  // A node announced itself (or re-announced after we restarted).
+  accept(record: NodeRecord, from: string, ip: string): void {
+    checkRecord(record, this.model, from);
+    if (!this.gate.allowed(from)) throw new LayerswarmError("FORBIDDEN", "this gateway routes only through the nodes in its --allow list");
+    const e = this.nodes.get(from);
+    if (e) {
+      const wasLost = e.state === "lost";
+      e.record = record;
+      e.ip = ip;
+      if (wasLost) {
+        e.state = "serving";
+        e.since = Date.now();
+        this.emit({ type: "node-joined", peer: from, ranges: record.ranges });
+      }
+      return;
+    }
+    const perIp = [...this.nodes.values()].filter((n) => n.ip === ip).length;
+    if (perIp >= (this.limits.maxNodesPerIp ?? 64)) throw new LayerswarmError("BUSY", `this gateway already knows ${perIp} nodes at ${ip}`);
+    if (this.nodes.size >= (this.limits.maxNodes ?? 1024)) {
+      // forget the node lost longest ago, if any
+      const lost = [...this.nodes.entries()].filter(([, n]) => n.state === "lost").sort((a, b) => a[1].since - b[1].since)[0];
+      if (!lost) throw new LayerswarmError("BUSY", "this gateway's node directory is full");
+      this.nodes.delete(lost[0]);
+    }
+    this.nodes.set(from, { record, ip, state: "serving", since: Date.now(), sessions: 0, batchMs: [] });
+    this.log("info", "node joined", { peer: from, ranges: record.ranges });
+    this.emit({ type: "node-joined", peer: from, ranges: record.ranges });
+  }
+
+  // A fresher record from a node we asked (info poll, load): same checks.
+  update(peer: string, record: NodeRecord): void {
+    const e = this.nodes.get(peer);
+    if (!e) return;
+    checkRecord(record, this.model, peer);
+    e.record = record;
+  }
+
+  // Returns true when the node was serving until now.
+  lose(peer: string, reason: string): boolean {
+    const e = this.nodes.get(peer);
+    if (!e || e.state === "lost") return false;
+    e.state = "lost";
+    e.since = Date.now();
+    this.log("warn", "node lost", { peer, reason });
+    this.emit({ type: "node-lost", peer, reason });
+    return true;
+  }
+
+  ban(peer: string, reason: string): void {
+    const e = this.nodes.get(peer);
+    this.gate.ban(peer, e?.ip, reason);
+    this.lose(peer, `banned: ${reason}`);
+  }
+
+  get(peer: string): NodeEntry | undefined {
+    return this.nodes.get(peer);
+  }
+
+  serving(): NodeEntry[] {
+    return [...this.nodes.values()].filter((n) => n.state === "serving");
+  }
+
+  holders(): { id: string; ranges: LayerRange[]; load: number }[] {
+    return this.serving().map((n) => ({ id: n.record.peer, ranges: n.record.ranges, load: n.sessions }));
+  }
+}

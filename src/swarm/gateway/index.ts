@@ -1,0 +1,212 @@
+// The gateway: holds the tokenizer, embeddings, final norm, head and sampling
+// (text, token ids and logits never leave it), optionally the first and last
+// few layers too (so no node sees rows that invert exactly to tokens), and
+// runs the rest through a route of nodes. It is put together from parts with
+// one job each: the node directory (directory.ts), routing and coverage repair
+// (router.ts), the step pipeline (pipeline.ts), sessions with replay
+// (sessions.ts); the dashboard reads a read-only view (view.ts).
+
+import { LayerswarmError, throwIfAborted } from "../../errors.js";
+import { LayerRange } from "../../model/config.js";
+import { LayerStack, Model, loadSlice } from "../../model/model.js";
+import { SliceRuntime, Step } from "../../model/runtime.js";
+import { modelFingerprint } from "../node/index.js";
+import { Identity } from "../identity.js";
+import { Logger, logger } from "../log.js";
+import { PeerGate } from "../policy.js";
+import { DType, MAX_CONTROL_BYTES, PROTOCOLS, Request, Response } from "../protocol/index.js";
+import { Caller, request, serveRequests } from "../rpc.js";
+import { Transport } from "../transport.js";
+import { NodeDirectory, NodeEntry } from "./directory.js";
+import { StepPipeline } from "./pipeline.js";
+import { Router } from "./router.js";
+import { Sessions } from "./sessions.js";
+import { GatewayView, makeView } from "./view.js";
+
+export type { NodeEntry, SwarmEvent } from "./directory.js";
+export type { GatewayView } from "./view.js";
+
+export interface GatewayOptions {
+  stepTimeoutMs?: number; // a step that takes longer marks its route as failed (default 30 s)
+  loadTimeoutMs?: number; // how long a node may take to load lost layers (default 120 s)
+  dtype?: DType; // hidden-state encoding on the wire (default f32: exact)
+  replayChunk?: number; // tokens per replay chunk (default 64)
+  maxRecoveries?: number; // reroutes in a row that lose no node (default 3)
+  localLayers?: number; // run the first K layers here (default 0)
+  localTail?: number; // run the last K' layers here (default 0)
+  gate?: PeerGate; // bans, and the allow-list of nodes to route through
+}
+
+export class Gateway implements LayerStack {
+  readonly dir: NodeDirectory;
+  readonly router: Router;
+  readonly pipe: StepPipeline;
+  readonly sessions: Sessions;
+  readonly view: GatewayView;
+  readonly local: { head?: SliceRuntime; tail?: SliceRuntime };
+  private log: Logger;
+  private timers: NodeJS.Timeout[] = [];
+  private tailChains = new Map<string, Promise<unknown>>();
+
+  constructor(readonly model: Model, private t: Transport, readonly identity: Identity, o: GatewayOptions = {}) {
+    if (identity.peerId !== t.peerId) throw new LayerswarmError("BAD_ARGUMENT", "the gateway's identity must be its transport's");
+    const L = model.cfg.nLayers, K = o.localLayers ?? 0, K2 = o.localTail ?? 0;
+    if (!Number.isInteger(K) || !Number.isInteger(K2) || K < 0 || K2 < 0 || K + K2 >= L)
+      throw new LayerswarmError("BAD_ARGUMENT", `--local-layers ${K} and --local-tail ${K2} must leave at least one of the model's ${L} layers to the swarm`);
+    this.log = logger(`gateway:${t.peerId.slice(-6)}`);
+    this.local = {
+      head: K > 0 ? loadSlice(model.file, model.cfg, { start: 0, end: K }, model.kernels) : undefined,
+      tail: K2 > 0 ? loadSlice(model.file, model.cfg, { start: L - K2, end: L }, model.kernels) : undefined,
+    };
+    this.dir = new NodeDirectory({ layers: L, dim: model.cfg.dim, fingerprint: modelFingerprint(model.file, model.cfg) }, o.gate ?? new PeerGate(), this.log);
+    this.router = new Router(t, this.dir, { start: K, end: L - K2 }, this.log, o.loadTimeoutMs ?? 120_000);
+    this.pipe = new StepPipeline(t, this.dir, this.log, { stepTimeoutMs: o.stepTimeoutMs ?? 30_000, dtype: o.dtype ?? DType.F32, lastRowOnlyAllowed: !this.local.tail }, model.cfg.dim);
+    this.sessions = new Sessions(t, identity, this.dir, this.router, this.pipe, this.log, {
+      replayChunk: o.replayChunk ?? 64, maxRecoveries: o.maxRecoveries ?? 3,
+      replayInput: (id, tokens, pos) => this.headForward(`${id}\u0000replay`, pos, tokens.length, model.embedder.embed(tokens), pos === 0),
+      replayDone: (id) => this.local.head?.dropSession(`${id}\u0000replay`),
+    });
+    this.view = makeView(this);
+  }
+
+  get peerId(): string {
+    return this.t.peerId;
+  }
+  addrs(): string[] {
+    return this.t.addrs();
+  }
+
+  async start(): Promise<void> {
+    await this.t.handle(PROTOCOLS.control, serveRequests((r, from) => this.control(r, from), (from, e) => {
+      this.log("warn", "bad control request, peer banned", { peer: from.peer, error: e.message });
+      this.dir.gate.ban(from.peer, from.ip, e.message);
+      this.dir.lose(from.peer, "sent a malformed request");
+      void this.t.hangUp(from.peer);
+    }), { maxMessageBytes: MAX_CONTROL_BYTES, maxStreamsPerConnection: 16 });
+    await this.pipe.start();
+    this.t.onDisconnect((peer) => this.lose(peer, "disconnected"));
+  }
+
+  private lose(peer: string, reason: string): void {
+    if (this.dir.lose(peer, reason)) {
+      this.pipe.outbox.forget(peer);
+      this.pipe.lose(peer, reason);
+    }
+  }
+
+  private async control(r: Request, from: Caller): Promise<Response> {
+    switch (r.type) {
+      case "announce":
+        this.dir.accept(r.record, from.peer, from.ip);
+        return { type: "ok" };
+      case "holders":
+        // a node joining with --layers auto asks what the swarm holds
+        return { type: "holders", holders: this.dir.serving().slice(0, 4096).map((n) => ({ peer: n.record.peer, ranges: n.record.ranges })) };
+      case "progress": {
+        const n = this.dir.get(from.peer);
+        if (!n) throw new LayerswarmError("FORBIDDEN", "progress from a node this gateway does not route through");
+        for (const ms of r.ms.slice(0, 256)) {
+          n.batchMs.push(ms);
+          if (n.batchMs.length > 64) n.batchMs.shift();
+          this.dir.events.emit("batch", { peer: from.peer, ms });
+        }
+        this.pipe.progress(from.peer, r.reqs);
+        return { type: "ok" };
+      }
+      default:
+        throw new LayerswarmError("UNSUPPORTED", `a gateway does not answer "${r.type}"`);
+    }
+  }
+
+  serving(): NodeEntry[] {
+    return this.dir.serving();
+  }
+
+  coverage(): { covered: boolean; missing: LayerRange[] } {
+    const missing = this.router.missing();
+    return { covered: missing.length === 0, missing };
+  }
+
+  async waitForCoverage(timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    while (!this.coverage().covered) {
+      throwIfAborted(signal);
+      if (Date.now() > until)
+        throw new LayerswarmError("NO_ROUTE", `no route: layers ${this.coverage().missing.map((r) => `[${r.start}, ${r.end})`).join(" ")} are held by no node`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  // ------------------------------------------------------------ steps
+
+  private headForward(session: string, pos: number, T: number, hidden: Float32Array, fresh = false): Float32Array {
+    const head = this.local.head;
+    if (!head) return hidden;
+    if (fresh) head.dropSession(session);
+    return head.forward([{ session, pos, T, hidden }])[0];
+  }
+
+  async forward(steps: Step[], signal?: AbortSignal): Promise<Float32Array[]> {
+    return Promise.all(steps.map((st) => this.step(st, signal)));
+  }
+
+  private async step(st: Step, signal?: AbortSignal): Promise<Float32Array> {
+    const input = this.headForward(st.session, st.pos, st.T, st.hidden);
+    const remote = this.sessions.step(st, input, signal);
+    const tail = this.local.tail;
+    if (!tail) return remote;
+    // the tail needs every row, in position order, for its cache
+    const prev = this.tailChains.get(st.session) ?? Promise.resolve();
+    const done = prev.catch(() => {}).then(async () => {
+      const h = await remote;
+      const out = tail.forward([{ session: st.session, pos: st.pos, T: st.T, hidden: h }])[0];
+      return st.lastRowOnly ? out.subarray((st.T - 1) * this.model.cfg.dim) : out;
+    });
+    this.tailChains.set(st.session, done);
+    return done;
+  }
+
+  async dropSession(id: string): Promise<void> {
+    this.sessions.drop(id);
+    this.local.head?.dropSession(id);
+    this.local.tail?.dropSession(id);
+    this.tailChains.delete(id);
+  }
+
+  // Fresh records from every serving node (capacity, statistics) and round trips.
+  async refresh(peer: string, timeoutMs = 2000): Promise<void> {
+    const n = this.dir.get(peer);
+    if (!n || n.state !== "serving") return;
+    const t0 = performance.now();
+    try {
+      const m = await request(this.t, peer, n.record.addrs, { type: "info" }, timeoutMs);
+      if (m.type !== "record") throw new LayerswarmError("BAD_MESSAGE", `answered "info" with "${m.type}"`);
+      this.dir.update(peer, m.record);
+      n.rttMs = Math.round((performance.now() - t0) * 100) / 100;
+    } catch (e) {
+      if ((e as LayerswarmError).code === "BAD_MESSAGE") {
+        this.dir.ban(peer, (e as Error).message);
+        this.pipe.lose(peer, "sent a bad record");
+      }
+    }
+  }
+
+  poll(ms = 2000): () => void {
+    const timer = setInterval(() => {
+      for (const n of this.dir.serving()) void this.refresh(n.record.peer, Math.min(ms, 2000)).catch(() => {});
+    }, ms);
+    timer.unref();
+    this.timers.push(timer);
+    return () => clearInterval(timer);
+  }
+
+  get stats() {
+    return { steps: this.pipe.stats.steps, recoveries: this.sessions.stats.recoveries, replayedPositions: this.sessions.stats.replayedPositions };
+  }
+
+  async stop(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    this.pipe.stop();
+    await this.t.stop();
+  }
+}

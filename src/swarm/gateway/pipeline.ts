@@ -1,0 +1,183 @@
+// The step pipeline: sends a step's hidden state to the first stage of its
+// route and waits for the last stage's result. A result is taken only from
+// the last stage of that request's route and for that request's session; an
+// error only from a stage of that route. Anything else is dropped (and a peer
+// that sends frames that do not parse is banned). A step that outlives its
+// timeout is blamed on the stages that no longer answer.
+
+import { LayerswarmError, throwIfAborted } from "../../errors.js";
+import { Step } from "../../model/runtime.js";
+import { Logger } from "../log.js";
+import { Outbox } from "../outbox.js";
+import {
+  DType, Ext, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, PROTOCOLS, ResultFrame, SignedGrant, decodeError, decodeResult, encodeStep, frameType, maxFrameBytes,
+} from "../protocol/index.js";
+import { request } from "../rpc.js";
+import { Channel, Transport } from "../transport.js";
+import { NodeDirectory } from "./directory.js";
+
+// The route failed: `peers` are the stages to blame (none when every stage still answers).
+export class RouteLost extends Error {
+  constructor(readonly peers: string[], message: string, readonly code = "UNREACHABLE") {
+    super(message);
+  }
+}
+
+export interface WireSession {
+  owner: string; // the local session id (for views)
+  sid: string; // the wire session id of this epoch: 128 random bits
+  grant: SignedGrant;
+  grantSent: boolean; // attached to the epoch's first frame, then travels with it
+}
+
+interface Pending {
+  resolve: (h: Float32Array) => void;
+  reject: (e: Error) => void;
+  peers: string[];
+  last: string;
+  sid: string;
+  owner: string;
+  timer: NodeJS.Timeout;
+  sentAt: number;
+  pos: number;
+  T: number;
+  stage: number; // stages passed so far (from the nodes' progress reports)
+}
+
+export interface PipelineOptions {
+  stepTimeoutMs: number;
+  dtype: DType;
+  lastRowOnlyAllowed: boolean; // false when the gateway runs tail layers: they need every row
+}
+
+// Codes after which the session moves to a new route (and the step is sent again).
+const RETRYABLE = new Set(["UNKNOWN_SESSION", "BUSY", "UNREACHABLE", "BAD_RANGE", "FORBIDDEN"]);
+
+export class StepPipeline {
+  private pending = new Map<number, Pending>();
+  private nextReq = 1;
+  readonly limits: FrameLimits;
+  readonly outbox: Outbox;
+  onEvicted: (sid: string, by: string) => void = () => {};
+  stats = { steps: 0, strayFrames: 0 };
+
+  constructor(private t: Transport, private dir: NodeDirectory, private log: Logger, private o: PipelineOptions, dim: number) {
+    this.limits = { dim, maxRows: 1 << 12 };
+    this.outbox = new Outbox(t, log);
+  }
+
+  async start(): Promise<void> {
+    await this.t.handle(PROTOCOLS.steps, (ch) => void this.serveResults(ch), { maxMessageBytes: maxFrameBytes(this.limits), maxStreamsPerConnection: 4 });
+  }
+
+  send(ws: WireSession, route: { peer: string; addrs: string[] }[], st: Step, signal?: AbortSignal): Promise<Float32Array> {
+    throwIfAborted(signal);
+    this.stats.steps++;
+    const req = this.nextReq++ >>> 0 || this.nextReq++;
+    const peers = route.map((h) => h.peer);
+    const ext = ws.grantSent ? [] : [{ kind: Ext.ROUTE_GRANT, data: ws.grant.bytes }];
+    ws.grantSent = true;
+    const lastRowOnly = !!st.lastRowOnly && this.o.lastRowOnlyAllowed;
+    const msg = encodeStep({
+      req, session: ws.sid, pos: st.pos, T: st.T, dim: this.limits.dim, dtype: this.o.dtype, flags: lastRowOnly ? FLAG_LAST_ROW_ONLY : 0, hop: 0, ext, hidden: st.hidden,
+    });
+    const onAbort = () => this.settle(req, undefined, new LayerswarmError("ABORTED", "request aborted"));
+    signal?.addEventListener("abort", onAbort, { once: true });
+    return new Promise<Float32Array>((resolve, reject) => {
+      const timer = setTimeout(() => void this.timeout(req), this.o.stepTimeoutMs);
+      this.pending.set(req, { resolve, reject, peers, last: peers[peers.length - 1], sid: ws.sid, owner: ws.owner, timer, sentAt: Date.now(), pos: st.pos, T: st.T, stage: 0 });
+      this.outbox.send(route[0].peer, route[0].addrs, msg).catch((e) =>
+        this.settle(req, undefined, new RouteLost([route[0].peer], `cannot reach ${route[0].peer.slice(-8)}: ${(e as Error).message}`)));
+    }).finally(() => signal?.removeEventListener("abort", onAbort)); // one listener per step must not pile up
+  }
+
+  private settle(req: number, value: Float32Array | undefined, err?: Error): Pending | undefined {
+    const p = this.pending.get(req);
+    if (!p) return undefined;
+    this.pending.delete(req);
+    clearTimeout(p.timer);
+    if (err) p.reject(err);
+    else p.resolve(value!);
+    return p;
+  }
+
+  // A node of these routes is gone: their steps fail over.
+  lose(peer: string, reason: string): void {
+    for (const [req, p] of this.pending) if (p.peers.includes(peer)) this.settle(req, undefined, new RouteLost([peer], `node ${peer.slice(-8)} ${reason}`));
+  }
+
+  progress(from: string, reqs: number[]): void {
+    for (const r of reqs) {
+      const p = this.pending.get(r);
+      if (p && p.peers.includes(from)) p.stage = Math.max(p.stage, p.peers.lastIndexOf(from) + 1);
+    }
+  }
+
+  // A step took too long: find which stage of its route stopped answering.
+  private async timeout(req: number): Promise<void> {
+    const p = this.pending.get(req);
+    if (!p) return;
+    this.pending.delete(req);
+    const dead = (await Promise.all([...new Set(p.peers)].map((peer) => {
+      const n = this.dir.get(peer);
+      return request(this.t, peer, n?.record.addrs ?? [], { type: "info" }, Math.min(2000, this.o.stepTimeoutMs)).then(() => undefined, () => peer);
+    }))).filter((x): x is string => !!x);
+    // Nobody silent: the route is only slow (or lost a frame). Blame no one.
+    p.reject(new RouteLost(dead, `step timed out after ${this.o.stepTimeoutMs} ms${dead.length ? "" : " (every node still answers)"}`));
+  }
+
+  private async serveResults(ch: Channel): Promise<void> {
+    const from = ch.remotePeer;
+    try {
+      for await (const m of ch.messages()) {
+        const type = frameType(m);
+        if (type === FrameType.RESULT) this.onResult(decodeResult(m, this.limits), from);
+        else if (type === FrameType.ERROR) this.onError(decodeError(m), from);
+        else if (type === FrameType.STEP) this.stats.strayFrames++; // gateways run no remote steps
+        else throw new LayerswarmError("BAD_MESSAGE", `unexpected frame type ${m[0]}`);
+      }
+    } catch (e) {
+      if ((e as LayerswarmError).code === "BAD_MESSAGE") {
+        this.log("warn", "bad frames, peer banned", { peer: from, error: (e as Error).message });
+        this.dir.ban(from, (e as Error).message);
+        void this.t.hangUp(from);
+      }
+      ch.abort(e as Error);
+    }
+  }
+
+  private onResult(r: ResultFrame, from: string): void {
+    const p = this.pending.get(r.req);
+    // only the last stage of this request's route may answer it (late results after a reroute land here too)
+    if (!p || p.sid !== r.session || p.last !== from || r.pos !== p.pos || (r.T !== p.T && r.T !== 1)) {
+      this.stats.strayFrames++;
+      return;
+    }
+    for (const peer of p.peers) {
+      const n = this.dir.get(peer);
+      if (n) n.stepMs = Date.now() - p.sentAt;
+    }
+    this.settle(r.req, r.hidden);
+  }
+
+  private onError(e: { req: number; session: string; code: string; message: string }, from: string): void {
+    if (e.req === 0) return this.onEvicted(e.session, from); // a node evicted a session of ours
+    const p = this.pending.get(e.req);
+    if (!p || p.sid !== e.session || !p.peers.includes(from)) {
+      this.stats.strayFrames++;
+      return;
+    }
+    const msg = `node ${from.slice(-8)}: ${e.message}`;
+    if (RETRYABLE.has(e.code)) this.settle(e.req, undefined, new RouteLost(e.code === "FORBIDDEN" || e.code === "BAD_RANGE" ? [from] : [], msg, e.code));
+    else this.settle(e.req, undefined, new LayerswarmError(e.code as never, msg));
+  }
+
+  // Where every step in flight is (the dashboard's pipeline view).
+  inflight(): { owner: string; pos: number; T: number; stage: number; peers: number; ms: number }[] {
+    return [...this.pending.values()].map((p) => ({ owner: p.owner, pos: p.pos, T: p.T, stage: Math.min(p.stage, p.peers.length), peers: p.peers.length, ms: Date.now() - p.sentAt }));
+  }
+
+  stop(): void {
+    for (const p of this.pending.values()) clearTimeout(p.timer);
+  }
+}

@@ -1,0 +1,213 @@
+// Sessions with replay. Each session has a route and, per route (epoch), a
+// fresh random wire id and a grant signed by this gateway. When a route fails
+// the session's waiting steps are collected, a new route is planned, the
+// session's history is replayed there to rebuild the nodes' caches, and the
+// waiting steps are sent again. Kernels are deterministic, so the session
+// continues with exactly the tokens it would have produced. Recovery goes on
+// after every lost node it finds; attempts that lose nobody are bounded.
+
+import { randomBytes } from "node:crypto";
+import { LayerswarmError } from "../../errors.js";
+import { Step } from "../../model/runtime.js";
+import { Identity } from "../identity.js";
+import { Logger } from "../log.js";
+import { Stage } from "../placement.js";
+import { PROTOCOL_VERSION, signGrant } from "../protocol/index.js";
+import { request } from "../rpc.js";
+import { Transport } from "../transport.js";
+import { NodeDirectory } from "./directory.js";
+import { RouteLost, StepPipeline, WireSession } from "./pipeline.js";
+import { Router } from "./router.js";
+
+interface Waiting {
+  step: Step; // its hidden state is the remote stages' input
+  resolve: (h: Float32Array) => void;
+  reject: (e: Error) => void;
+}
+
+export interface SessionState {
+  id: string;
+  createdAt: number;
+  firstDecodeAt?: number;
+  decoded: number;
+  positions: number;
+  epoch: number;
+  route: Stage[];
+  wire: WireSession;
+  history: { pos: number; tokens: number[] }[];
+  retry: Waiting[];
+  recovering?: Promise<void>;
+}
+
+export interface SessionOptions {
+  replayChunk: number;
+  maxRecoveries: number; // recoveries in a row that lose no node
+  // the remote stages' input for a replayed chunk at pos (embedding, then the
+  // gateway's own first layers, on a scratch session; chunks come in order from 0)
+  replayInput: (sessionId: string, tokens: number[], pos: number) => Float32Array;
+  replayDone: (sessionId: string) => void;
+}
+
+export class Sessions {
+  readonly all = new Map<string, SessionState>();
+  private opening = new Map<string, Promise<SessionState>>();
+  stats = { recoveries: 0, replayedPositions: 0 };
+
+  constructor(
+    private t: Transport,
+    private id: Identity,
+    private dir: NodeDirectory,
+    private router: Router,
+    private pipe: StepPipeline,
+    private log: Logger,
+    private o: SessionOptions,
+  ) {
+    pipe.onEvicted = (sid, by) => {
+      for (const s of this.all.values()) if (s.wire.sid === sid && s.route.some((r) => r.id === by)) s.wire.grantSent = true; // its next step fails over (UNKNOWN_SESSION)
+    };
+  }
+
+  private async wireFor(owner: string, route: Stage[]): Promise<WireSession> {
+    const sid = randomBytes(16).toString("hex");
+    const grant = await signGrant({
+      v: PROTOCOL_VERSION, gateway: this.id.peerId, gatewayAddrs: this.t.addrs().slice(0, 16), session: sid, issuedAt: Date.now(),
+      hops: route.map((s) => ({ peer: s.id, addrs: this.dir.get(s.id)!.record.addrs, start: s.start, end: s.end })),
+    }, this.id);
+    return { owner, sid, grant, grantSent: false };
+  }
+
+  private hops(s: SessionState) {
+    return s.route.map((r) => ({ peer: r.id, addrs: this.dir.get(r.id)?.record.addrs ?? [] }));
+  }
+
+  // Concurrent first steps of a session (the chunks of a prompt) share one state.
+  async open(id: string, signal?: AbortSignal): Promise<SessionState> {
+    const s = this.all.get(id);
+    if (s) return s;
+    let p = this.opening.get(id);
+    if (!p) {
+      p = (async () => {
+        const route = await this.router.route(signal);
+        const st: SessionState = { id, epoch: 0, route, wire: await this.wireFor(id, route), history: [], retry: [], createdAt: Date.now(), decoded: 0, positions: 0 };
+        this.take(route, +1);
+        this.all.set(id, st);
+        return st;
+      })().finally(() => this.opening.delete(id));
+      this.opening.set(id, p);
+    }
+    return p;
+  }
+
+  private take(route: Stage[], d: number) {
+    for (const r of route) {
+      const n = this.dir.get(r.id);
+      if (n) n.sessions = Math.max(0, n.sessions + d);
+    }
+  }
+
+  // One step of a session, through its route; fails over as needed.
+  async step(st: Step, remoteInput: Float32Array, signal?: AbortSignal): Promise<Float32Array> {
+    const s = await this.open(st.session, signal);
+    if (st.tokens) {
+      // a step at an earlier position rewrites the history from there
+      s.history = s.history.filter((h) => h.pos < st.pos);
+      s.history.push({ pos: st.pos, tokens: st.tokens });
+    }
+    s.positions = Math.max(s.positions, st.pos + st.T);
+    if (st.T === 1 && st.pos > 0 && s.history.length > 1) {
+      s.firstDecodeAt ??= Date.now();
+      s.decoded++;
+    }
+    const remote: Step = { ...st, hidden: remoteInput };
+    if (s.recovering) await s.recovering.catch(() => {});
+    try {
+      return await this.pipe.send(s.wire, this.hops(s), remote, signal);
+    } catch (e) {
+      if (!(e instanceof RouteLost)) throw e;
+      return this.retryAfterRecovery(s, remote, e, signal);
+    }
+  }
+
+  private retryAfterRecovery(s: SessionState, st: Step, cause: RouteLost, signal?: AbortSignal): Promise<Float32Array> {
+    return new Promise((resolve, reject) => {
+      s.retry.push({ step: st, resolve, reject });
+      if (!s.recovering) {
+        s.recovering = new Promise<void>((r) => setImmediate(r)) // let every failed step of this session arrive
+          .then(() => this.recover(s, cause, signal))
+          .finally(() => (s.recovering = undefined));
+        s.recovering.catch(() => {});
+      }
+    });
+  }
+
+  private async recover(s: SessionState, cause: RouteLost, signal: AbortSignal | undefined): Promise<void> {
+    const waiting = s.retry.sort((a, b) => a.step.pos - b.step.pos);
+    s.retry = [];
+    let fruitless = 0;
+    for (;;) {
+      try {
+        const lostBefore = this.dir.serving().length;
+        for (const p of cause.peers) {
+          if (this.dir.lose(p, "failed a step")) this.pipe.lose(p, "failed a step");
+        }
+        if (cause.peers.length === 0 || this.dir.serving().length === lostBefore) fruitless++;
+        if (fruitless > this.o.maxRecoveries)
+          throw new LayerswarmError(cause.code === "BUSY" ? "BUSY" : "NO_ROUTE", `gave up after ${fruitless - 1} reroutes that lost no node: ${cause.message}`);
+        await this.reroute(s, cause, waiting[0].step.pos, signal);
+        const outs = await Promise.all(waiting.map((w) => this.pipe.send(s.wire, this.hops(s), w.step, signal)));
+        waiting.forEach((w, i) => w.resolve(outs[i]));
+        return;
+      } catch (e) {
+        if (e instanceof RouteLost) {
+          cause = e;
+          continue;
+        }
+        for (const w of waiting) w.reject(e as Error);
+        return;
+      }
+    }
+  }
+
+  private async reroute(s: SessionState, cause: RouteLost, upTo: number, signal: AbortSignal | undefined): Promise<void> {
+    this.stats.recoveries++;
+    const t0 = Date.now();
+    const old = s.route.map((x) => x.id), oldSid = s.wire.sid;
+    this.take(s.route, -1);
+    s.route = [];
+    // free the old epoch's caches on the nodes still serving (best effort)
+    for (const peer of new Set(old)) this.dropOn(peer, oldSid);
+    s.epoch++;
+    const route = await this.router.route(signal);
+    s.route = route;
+    s.wire = await this.wireFor(s.id, route);
+    this.take(route, +1);
+    this.dir.emit({ type: "reroute", session: s.id, from: old, to: route.map((x) => x.id) });
+    this.log("warn", "rerouting session", { epoch: s.epoch, from: old, to: route.map((x) => x.id), reason: cause.message });
+    // replay the history before the first waiting step, in chunks, pipelined
+    const toks: number[] = [];
+    for (const h of s.history) if (h.pos < upTo) toks.push(...h.tokens.slice(0, upTo - h.pos));
+    if (toks.length !== upTo) throw new LayerswarmError("NO_ROUTE", `cannot replay: the gateway knows ${toks.length} of ${upTo} positions`);
+    const replays: Promise<Float32Array>[] = [];
+    for (let p = 0; p < toks.length; p += this.o.replayChunk) {
+      const chunk = toks.slice(p, p + this.o.replayChunk);
+      replays.push(this.pipe.send(s.wire, this.hops(s), { session: s.id, pos: p, T: chunk.length, hidden: this.o.replayInput(s.id, chunk, p), lastRowOnly: true }, signal));
+    }
+    this.o.replayDone(s.id);
+    await Promise.all(replays);
+    this.stats.replayedPositions += toks.length;
+    this.dir.emit({ type: "replay", session: s.id, positions: toks.length, ms: Date.now() - t0 });
+  }
+
+  private dropOn(peer: string, sid: string): void {
+    const n = this.dir.get(peer);
+    if (n?.state === "serving") void request(this.t, peer, n.record.addrs, { type: "drop", session: sid }, 2000).catch(() => {});
+  }
+
+  drop(id: string): void {
+    const s = this.all.get(id);
+    if (!s) return;
+    this.all.delete(id);
+    this.take(s.route, -1);
+    for (const peer of new Set(s.route.map((x) => x.id))) this.dropOn(peer, s.wire.sid);
+  }
+}

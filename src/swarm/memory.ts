@@ -1,0 +1,186 @@
+// An in-memory Transport for tests: peers with real identities and made-up IP
+// addresses exchange messages through bounded queues, so failover, attacks,
+// limits and fairness run in milliseconds. It keeps the properties the swarm
+// relies on: authenticated remote peers, per-stream order, backpressure (a
+// sender waits while the receiver has not taken its messages), a size limit
+// per message, per-connection stream limits, and disconnect notifications.
+
+import { LayerswarmError } from "../errors.js";
+import { Identity } from "./identity.js";
+import { Channel, ConnectionGate, DialOptions, HandleOptions, Transport } from "./transport.js";
+
+const HIGH_WATER_MESSAGES = 8;
+
+class Pipe {
+  queue: Uint8Array[] = [];
+  ended?: Error | null; // null: closed cleanly
+  wake?: () => void;
+  drained: (() => void)[] = [];
+  push(m: Uint8Array) {
+    this.queue.push(m);
+    this.wake?.();
+  }
+  end(err: Error | null) {
+    if (this.ended !== undefined) return;
+    this.ended = err;
+    this.wake?.();
+    for (const d of this.drained.splice(0)) d();
+  }
+}
+
+class MemoryChannel implements Channel {
+  closed = false;
+  peer!: MemoryChannel;
+  readonly inbox = new Pipe();
+  constructor(readonly remotePeer: string, readonly remoteIp: string, private maxMessageBytes: number, private onClose: () => void) {}
+
+  async send(msg: Uint8Array, signal?: AbortSignal): Promise<void> {
+    if (this.closed) throw new LayerswarmError("UNREACHABLE", `stream to ${this.remotePeer} is closed`);
+    const p = this.peer;
+    if (msg.length > p.maxMessageBytes) {
+      // the receiver refuses an oversize message and resets the stream, as lpStream does
+      const e = new LayerswarmError("BAD_MESSAGE", `message of ${msg.length} bytes exceeds the limit of ${p.maxMessageBytes}`);
+      p.abort(e);
+      throw e;
+    }
+    p.inbox.push(msg.slice()); // a copy: the sender may reuse its buffer
+    while (p.inbox.queue.length > HIGH_WATER_MESSAGES && p.inbox.ended === undefined && !this.closed) {
+      signal?.throwIfAborted();
+      await new Promise<void>((r) => p.inbox.drained.push(r));
+    }
+  }
+
+  async *messages(): AsyncIterable<Uint8Array> {
+    const q = this.inbox;
+    for (;;) {
+      if (q.queue.length > 0) {
+        const m = q.queue.shift()!;
+        if (q.queue.length <= HIGH_WATER_MESSAGES) for (const d of q.drained.splice(0)) d();
+        yield m;
+        continue;
+      }
+      if (q.ended === null) return;
+      if (q.ended) throw q.ended;
+      await new Promise<void>((r) => (q.wake = r));
+      q.wake = undefined;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.peer.inbox.end(null); // the other side reads what is queued, then the end
+    this.inbox.end(null);
+    this.onClose();
+  }
+
+  abort(err: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.inbox.end(err);
+    this.peer.closed = true;
+    this.peer.inbox.end(new LayerswarmError("UNREACHABLE", `stream reset by ${this.peer.remotePeer}: ${err.message}`));
+    this.onClose();
+    this.peer.onClose();
+  }
+}
+
+export class MemoryNetwork {
+  readonly peers = new Map<string, MemoryTransport>();
+  // one "connection" per pair of peers: its channels, closed together
+  readonly links = new Map<string, Set<MemoryChannel>>();
+  static key(a: string, b: string) {
+    return a < b ? `${a}|${b}` : `${b}|${a}`;
+  }
+  disconnect(a: string, b: string): void {
+    const k = MemoryNetwork.key(a, b);
+    const l = this.links.get(k);
+    if (!l) return;
+    this.links.delete(k);
+    for (const c of l) c.abort(new LayerswarmError("UNREACHABLE", "connection closed"));
+    this.peers.get(a)?.notifyDisconnect(b);
+    this.peers.get(b)?.notifyDisconnect(a);
+  }
+}
+
+export class MemoryTransport implements Transport {
+  private handlers = new Map<string, { fn: (ch: Channel) => void; o: HandleOptions; open: Map<string, number> }>();
+  private disconnectCbs: ((peer: string) => void)[] = [];
+  private stopped = false;
+  constructor(readonly net: MemoryNetwork, readonly identity: Identity, readonly ip: string, readonly gate?: ConnectionGate) {
+    net.peers.set(identity.peerId, this);
+  }
+  static async create(net: MemoryNetwork, ip = "10.0.0.1", gate?: ConnectionGate): Promise<MemoryTransport> {
+    return new MemoryTransport(net, await Identity.generate(), ip, gate);
+  }
+
+  get peerId() {
+    return this.identity.peerId;
+  }
+  addrs() {
+    return [`/memory/${this.ip}/p2p/${this.peerId}`];
+  }
+  async handle(protocols: readonly string[], fn: (ch: Channel) => void, o: HandleOptions): Promise<void> {
+    for (const p of protocols) this.handlers.set(p, { fn, o, open: new Map() });
+  }
+
+  async dial(peer: string, _addrs: string[], protocol: string, o: DialOptions): Promise<Channel> {
+    o.signal?.throwIfAborted();
+    await Promise.resolve(); // a dial is never synchronous
+    const target = this.net.peers.get(peer);
+    if (this.stopped || !target || target.stopped) throw new LayerswarmError("UNREACHABLE", `cannot reach ${peer}: no such peer`);
+    if (this.gate && !this.gate.allowPeer(peer)) throw new LayerswarmError("FORBIDDEN", `dialling ${peer} is not allowed`);
+    if (target.gate && (!target.gate.allowPeer(this.peerId) || !target.gate.allowIp(this.ip)))
+      throw new LayerswarmError("UNREACHABLE", `${peer} refused the connection`);
+    const h = target.handlers.get(protocol);
+    if (!h) throw new LayerswarmError("UNREACHABLE", `${peer} does not speak ${protocol}`);
+    const open = h.open.get(this.peerId) ?? 0;
+    if (open >= h.o.maxStreamsPerConnection) throw new LayerswarmError("BUSY", `${peer}: too many ${protocol} streams open`);
+    h.open.set(this.peerId, open + 1);
+    const key = MemoryNetwork.key(this.peerId, peer);
+    const link = this.net.links.get(key) ?? this.net.links.set(key, new Set()).get(key)!;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      const n = (h.open.get(this.peerId) ?? 1) - 1;
+      if (n <= 0) h.open.delete(this.peerId);
+      else h.open.set(this.peerId, n);
+      link.delete(mine);
+      link.delete(theirs);
+    };
+    const mine = new MemoryChannel(peer, target.ip, o.maxMessageBytes, release);
+    const theirs = new MemoryChannel(this.peerId, this.ip, h.o.maxMessageBytes, release);
+    mine.peer = theirs;
+    theirs.peer = mine;
+    link.add(mine);
+    link.add(theirs);
+    queueMicrotask(() => h.fn(theirs));
+    return mine;
+  }
+
+  onDisconnect(cb: (peer: string) => void) {
+    this.disconnectCbs.push(cb);
+  }
+  notifyDisconnect(peer: string) {
+    for (const cb of this.disconnectCbs) cb(peer);
+  }
+  async hangUp(peer: string): Promise<void> {
+    this.net.disconnect(this.peerId, peer);
+  }
+  async ping(peer: string): Promise<number> {
+    const t = this.net.peers.get(peer);
+    if (!t || t.stopped) throw new LayerswarmError("UNREACHABLE", `cannot reach ${peer}`);
+    return 0.01;
+  }
+  // The process dies: every link closes.
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.net.peers.delete(this.peerId);
+    for (const k of [...this.net.links.keys()]) {
+      const [a, b] = k.split("|");
+      if (a === this.peerId || b === this.peerId) this.net.disconnect(a, b);
+    }
+  }
+}

@@ -1,0 +1,542 @@
+// A swarm node: holds layer slices of a model and runs forward passes for the
+// sessions of any gateway it serves (continuous batching: everything queued
+// when the node is free goes into one batched call per layer), sending each
+// result to the next stage of the session's signed route, or back to the
+// gateway that signed it after the last stage.
+//
+// What a peer can make it do is bounded: a step is run only for the stage its
+// session's grant names this node at, and only when it comes from the gateway
+// (first stage) or the previous stage of that grant; only the owner gateway
+// can drop a session; layers are loaded by the node's own policy; sessions,
+// queued rows and frame sizes have limits per peer, per address and in total;
+// a peer that breaks the protocol is hung up on and banned for a while.
+
+import * as os from "node:os";
+import { LayerswarmError, codeOf } from "../../errors.js";
+import { GGUFFile, readGGUF } from "../../format/gguf.js";
+import { Kernels } from "../../kernels/index.js";
+import { LayerRange, ModelConfig, configFromGGUF } from "../../model/config.js";
+import { loadSlice } from "../../model/model.js";
+import { SliceRuntime } from "../../model/runtime.js";
+import { layerBytes } from "../../model/weights.js";
+import { Logger, logger } from "../log.js";
+import { Outbox } from "../outbox.js";
+import { chooseRange } from "../placement.js";
+import { PeerGate, PolicyKind } from "../policy.js";
+import {
+  Ext, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, MAX_CONTROL_BYTES, NUMERICS_VERSION, NodeRecord, PROTOCOLS, Request, Response, SUPPORTED_VERSIONS,
+  StepFrame, decodeStep, encodeError, encodeResult, encodeStep, expectedSender, extension, frameType, maxFrameBytes, openGrant,
+} from "../protocol/index.js";
+import { Caller, request, serveRequests } from "../rpc.js";
+import { Transport } from "../transport.js";
+import { NodeSession, SessionTable } from "./sessions.js";
+
+export interface NodeInit {
+  modelPath: string;
+  ranges: LayerRange[];
+  kernels: Kernels;
+  maxLayers?: number; // what memory allows; loads beyond it are refused
+  maxSessions?: number; // default 256
+  kvBudgetBytes?: number;
+  maxContext?: number;
+  maxRowsPerFrame?: number; // default 512
+  maxBatchRows?: number; // rows per batched call, default 256
+  name?: string;
+  gate?: PeerGate; // bans, and the allow-list of gateways served (undefined allow-list: any)
+  policy?: PolicyKind;
+  fetchLayers?: (r: LayerRange) => Promise<void>; // bring the layers' bytes to modelPath first (remote models)
+  onProgress?: (p: { layer: number; layers: number; of: number; bytes: number; totalBytes: number }) => void;
+  batchWindowMs?: number; // how long to gather steps when several sessions are active (default 2)
+  sessionIdleMs?: number; // drop sessions not stepped for this long (default 15 minutes)
+  announceMs?: number; // how often to announce to --join gateways (default 10 s)
+  strikesBeforeBan?: number; // refused frames from one peer before it is banned (default 32)
+}
+
+export function modelFingerprint(f: GGUFFile, cfg: ModelConfig): string {
+  return `${cfg.arch}:${cfg.dim}x${cfg.nLayers}:${cfg.vocabSize}:${f.tensors.size}:${f.fileBytes}`;
+}
+
+interface Queued {
+  f: StepFrame;
+  s: NodeSession;
+  from: string; // peer whose rows these are (for limits); "" for our own next stage
+  ip: string;
+}
+
+export class SwarmNode {
+  readonly file: GGUFFile;
+  readonly cfg: ModelConfig;
+  slices: SliceRuntime[] = [];
+  readonly sessions: SessionTable;
+  readonly gate: PeerGate;
+  readonly limits: FrameLimits;
+  private queues = new Map<string, Queued[]>();
+  private queuedRows = { peer: new Map<string, number>(), ip: new Map<string, number>(), total: 0 };
+  private roomWaiters: (() => void)[] = [];
+  private busy = false;
+  private outbox: Outbox;
+  private log: Logger;
+  private layersPerSec = 0;
+  private loadingNow = false;
+  loading?: { start: number; end: number; layers: number; bytes: number; totalBytes: number };
+  private stopped = false;
+  private timers: NodeJS.Timeout[] = [];
+  private strikes = new Map<string, number>();
+  private links = new Map<string, number>();
+  private recent = new Map<string, number>(); // session -> time of its last step (batch window)
+  stats = { frames: 0, batches: 0, rows: 0, badFrames: 0, busyMs: 0, refused: 0 };
+
+  constructor(private init: NodeInit, private t: Transport) {
+    this.file = readGGUF(init.modelPath);
+    this.cfg = configFromGGUF(this.file);
+    this.log = logger(`node:${t.peerId.slice(-6)}`);
+    this.outbox = new Outbox(t, this.log);
+    this.limits = { dim: this.cfg.dim, maxRows: init.maxRowsPerFrame ?? 512 };
+    this.sessions = new SessionTable(init.maxSessions ?? 256);
+    this.gate = init.gate ?? new PeerGate();
+  }
+
+  get peerId(): string {
+    return this.t.peerId;
+  }
+  ranges(): LayerRange[] {
+    return this.slices.map((s) => s.range);
+  }
+  private get maxBatchRows() {
+    return this.init.maxBatchRows ?? 256;
+  }
+
+  // ------------------------------------------------------------ layers
+
+  // Load a range of layers: at start, or when a gateway asks (failover) and our policy agrees.
+  async loadRange(r: LayerRange): Promise<void> {
+    if (r.start < 0 || r.end > this.cfg.nLayers || r.start >= r.end)
+      throw new LayerswarmError("BAD_RANGE", `layer range [${r.start}, ${r.end}) is not within the model's ${this.cfg.nLayers} layers`);
+    if (this.slices.some((s) => s.range.start < r.end && r.start < s.range.end))
+      throw new LayerswarmError("BAD_RANGE", `layers [${r.start}, ${r.end}) overlap what this node holds`);
+    const held = this.slices.reduce((a, s) => a + s.range.end - s.range.start, 0);
+    if (this.init.maxLayers !== undefined && held + r.end - r.start > this.init.maxLayers)
+      throw new LayerswarmError("OUT_OF_MEMORY", `this node holds ${held} layers and its memory allows ${this.init.maxLayers}`);
+    await this.init.fetchLayers?.(r);
+    const t0 = performance.now();
+    const bytes = Array.from({ length: r.end - r.start }, (_, i) => layerBytes(this.file, r.start + i)).reduce((a, b) => a + b, 0);
+    this.log("info", "loading", { start: r.start, end: r.end, bytes });
+    let done = 0, doneBytes = 0;
+    this.slices.push(loadSlice(this.file, this.cfg, r, this.init.kernels, {
+      maxSessions: this.init.maxSessions, kvBudgetBytes: this.init.kvBudgetBytes, maxContext: this.init.maxContext,
+    }, (layer, b) => {
+      done++;
+      doneBytes += b;
+      this.loading = { start: r.start, end: r.end, layers: done, bytes: doneBytes, totalBytes: bytes };
+      this.init.onProgress?.({ layer, layers: done, of: r.end - r.start, bytes: doneBytes, totalBytes: bytes });
+    }));
+    this.loading = undefined;
+    this.slices.sort((a, b) => a.range.start - b.range.start);
+    this.log("info", "loaded", { start: r.start, end: r.end, ms: Math.round(performance.now() - t0) });
+  }
+
+  // Throughput measured at start: layers per second for one decode row.
+  private measure(): void {
+    const s = this.slices[0];
+    if (!s) return;
+    const h = new Float32Array(this.cfg.dim).fill(0.01);
+    const t0 = performance.now();
+    let n = 0;
+    while (performance.now() - t0 < 150 || n < 2) {
+      s.forward([{ session: "measure", pos: 0, T: 1, hidden: h }]);
+      n++;
+    }
+    s.dropSession("measure");
+    this.layersPerSec = (n * (s.range.end - s.range.start) * 1000) / (performance.now() - t0);
+  }
+
+  record(): NodeRecord {
+    const kvBudget = this.slices.reduce((a, s) => a + s.budget.maxBytes, 0);
+    const kvUsed = this.slices.reduce((a, s) => a + s.budget.usedBytes, 0);
+    return {
+      peer: this.t.peerId,
+      addrs: this.t.addrs().slice(0, 16),
+      name: (this.init.name ?? os.hostname()).slice(0, 64),
+      versions: [...SUPPORTED_VERSIONS],
+      model: { name: this.cfg.name.slice(0, 128), layers: this.cfg.nLayers, dim: this.cfg.dim, fingerprint: modelFingerprint(this.file, this.cfg) },
+      ranges: this.ranges(),
+      capabilities: {
+        numerics: NUMERICS_VERSION, backend: this.init.kernels.name, archs: [this.cfg.arch], dtypes: ["f32", "f16", "bf16"],
+        receipts: false, rollback: false, verifySteps: false,
+      },
+      policy: this.init.policy ?? this.gate.kind,
+      capacity: { layersPerSec: Math.round(this.layersPerSec), freeBytes: os.freemem(), kvBudgetBytes: kvBudget, kvUsedBytes: kvUsed, sessions: this.sessions.size },
+      stats: { ...this.stats, busyMs: Math.round(this.stats.busyMs) },
+      loading: this.loading,
+      links: [...this.links].slice(0, 64).map(([peer, rttMs]) => ({ peer, rttMs })),
+    };
+  }
+
+  // ------------------------------------------------------------ lifecycle
+
+  async start(join: { peer: string; addrs: string[] }[] = [], auto?: { maxLayers: number }): Promise<void> {
+    if (auto) {
+      if (!join.length) throw new LayerswarmError("BAD_ARGUMENT", "--layers auto needs --join: the gateway says which layers the swarm lacks");
+      const res = await request(this.t, join[0].peer, join[0].addrs, { type: "holders" }, 10_000);
+      if (res.type !== "holders") throw new LayerswarmError("BAD_MESSAGE", `the gateway answered "holders" with "${res.type}"`);
+      const r = chooseRange(this.cfg.nLayers, res.holders.map((h) => ({ id: h.peer, ranges: h.ranges.filter((x) => x.end <= this.cfg.nLayers) })), auto.maxLayers);
+      this.log("info", "auto layers", { start: r.start, end: r.end });
+      await this.loadRange(r);
+    }
+    for (const r of this.init.ranges) await this.loadRange(r);
+    this.measure();
+    const idle = this.init.sessionIdleMs ?? 15 * 60_000;
+    this.every(Math.min(60_000, idle), () => this.sweepIdle(idle));
+    this.every(2000, () => void this.pingLinks());
+    await this.t.handle(PROTOCOLS.steps, (ch) => void this.serveSteps(ch), { maxMessageBytes: maxFrameBytes(this.limits), maxStreamsPerConnection: 4 });
+    await this.t.handle(PROTOCOLS.control, serveRequests((r, from) => this.control(r, from), (from, e) => this.misbehaved(from.peer, from.ip, e.message)),
+      { maxMessageBytes: MAX_CONTROL_BYTES, maxStreamsPerConnection: 16 });
+    for (const g of join) await this.announce(g);
+    if (join.length) this.every(this.init.announceMs ?? 10_000, () => join.forEach((g) => void this.announce(g).catch(() => {})));
+  }
+
+  private every(ms: number, f: () => void): void {
+    const t = setInterval(() => {
+      try {
+        f();
+      } catch (e) {
+        this.log("error", "timer failed", { error: (e as Error).message });
+      }
+    }, ms);
+    t.unref();
+    this.timers.push(t);
+  }
+
+  // Tell a gateway what we serve (again every few seconds: a restarted gateway learns it back).
+  async announce(g: { peer: string; addrs: string[] }): Promise<void> {
+    await request(this.t, g.peer, g.addrs, { type: "announce", record: this.record() }, 10_000);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    await this.t.stop();
+  }
+
+  // ------------------------------------------------------------ control
+
+  private async control(r: Request, from: Caller): Promise<Response> {
+    switch (r.type) {
+      case "info":
+        return { type: "record", record: this.record() };
+      case "drop": {
+        const s = this.sessions.get(r.session);
+        // not yours and not here get the same answer: session ids are not disclosed
+        if (!s || s.gateway !== from.peer) throw new LayerswarmError("UNKNOWN_SESSION", "no such session");
+        this.dropSession(s.id);
+        return { type: "ok" };
+      }
+      case "load": {
+        if (!this.gate.allowed(from.peer)) throw new LayerswarmError("FORBIDDEN", "this node serves only the gateways in its --allow list");
+        if (this.loadingNow) throw new LayerswarmError("BUSY", "already loading layers");
+        this.loadingNow = true;
+        try {
+          await this.loadRange({ start: r.start, end: r.end });
+        } finally {
+          this.loadingNow = false;
+        }
+        return { type: "record", record: this.record() };
+      }
+      case "rollback":
+        throw new LayerswarmError("UNSUPPORTED", "this node does not roll sessions back yet (capability rollback: false)");
+      default:
+        throw new LayerswarmError("UNSUPPORTED", `a node does not answer "${r.type}"`);
+    }
+  }
+
+  private dropSession(id: string): void {
+    for (const s of this.slices) s.dropSession(id);
+    this.sessions.delete(id);
+    this.recent.delete(id);
+    const q = this.queues.get(id);
+    if (q) {
+      this.queues.delete(id);
+      for (const x of q) this.release(x);
+    }
+  }
+
+  private sweepIdle(idleMs: number): void {
+    for (const s of this.sessions.idle(Date.now() - idleMs)) {
+      this.dropSession(s.id);
+      this.log("info", "dropped idle session", { idle_ms: Date.now() - s.lastStep });
+    }
+  }
+
+  // A peer broke the protocol: hang up, keep it out for a while.
+  private misbehaved(peer: string, ip: string, why: string): void {
+    this.stats.badFrames++;
+    this.log("warn", "peer banned", { peer, reason: why.slice(0, 200) });
+    this.gate.ban(peer, ip, why);
+    void this.t.hangUp(peer);
+  }
+
+  // Refused but not necessarily malicious (a race with a reroute): ban only when it keeps happening.
+  private strike(peer: string, ip: string, why: string): void {
+    this.stats.refused++;
+    const n = (this.strikes.get(peer) ?? 0) + 1;
+    this.strikes.set(peer, n);
+    if (this.strikes.size > 10_000) this.strikes.clear();
+    if (n >= (this.init.strikesBeforeBan ?? 32)) {
+      this.strikes.delete(peer);
+      this.misbehaved(peer, ip, `${n} refused frames, the last: ${why}`);
+    }
+  }
+
+  // ------------------------------------------------------------ steps
+
+  private async serveSteps(ch: import("../transport.js").Channel): Promise<void> {
+    const from = ch.remotePeer, ip = ch.remoteIp;
+    try {
+      for await (const m of ch.messages()) {
+        const type = frameType(m);
+        if (type === FrameType.ERROR || type === FrameType.RESULT) continue; // not for nodes: ignored
+        if (type !== FrameType.STEP) throw new LayerswarmError("BAD_MESSAGE", `steps stream: unexpected frame type ${m[0]}`);
+        const f = decodeStep(m, this.limits);
+        this.stats.frames++;
+        let q: Queued;
+        try {
+          q = await this.authorize(f, from, ip);
+        } catch (e) {
+          if (codeOf(e) === "BAD_MESSAGE") throw e;
+          this.strike(from, ip, (e as Error).message);
+          this.refuse(f, from, e);
+          continue;
+        }
+        this.enqueue(q);
+        await this.room(from, ip); // stop reading this stream while its sender has too much queued here
+      }
+    } catch (e) {
+      if (this.stopped) return;
+      if (codeOf(e) === "BAD_MESSAGE") this.misbehaved(from, ip, (e as Error).message);
+      ch.abort(e as Error);
+    }
+  }
+
+  // Is this step allowed, and for which session? Throws FORBIDDEN, UNKNOWN_SESSION, BAD_RANGE, BUSY or BAD_MESSAGE.
+  private async authorize(f: StepFrame, from: string, ip: string): Promise<Queued> {
+    const grantBytes = extension(f, Ext.ROUTE_GRANT);
+    let s = this.sessions.get(f.session);
+    if (grantBytes) {
+      const g = await openGrant(grantBytes, this.cfg.nLayers);
+      if (g.grant.session !== f.session) throw new LayerswarmError("BAD_MESSAGE", "route grant is for another session");
+      this.checkHop(g.grant, f, from);
+      if (!this.gate.allowed(g.grant.gateway)) throw new LayerswarmError("FORBIDDEN", "this node serves only the gateways in its --allow list");
+      if (s) {
+        if (s.gateway !== g.grant.gateway) throw new LayerswarmError("FORBIDDEN", "session id already in use");
+        if (g.grant.issuedAt >= s.grant.grant.issuedAt) s.grant = g;
+      } else {
+        s = { id: f.session, gateway: g.grant.gateway, grant: g, ip, createdAt: Date.now(), lastStep: Date.now() };
+        const evicted = this.sessions.admit(s);
+        if (evicted) this.evict(evicted);
+      }
+    } else {
+      if (!s) throw new LayerswarmError("UNKNOWN_SESSION", "no such session (it was dropped, evicted or never opened here)");
+      this.checkHop(s.grant.grant, f, from);
+    }
+    const hop = s.grant.grant.hops[f.hop];
+    if (!this.slices.some((x) => x.range.start <= hop.start && hop.end <= x.range.end))
+      throw new LayerswarmError("BAD_RANGE", `this node does not hold layers [${hop.start}, ${hop.end})`);
+    s.lastStep = Date.now();
+    return { f, s, from, ip };
+  }
+
+  private checkHop(g: import("../protocol/index.js").RouteGrant, f: StepFrame, from: string): void {
+    if (f.hop >= g.hops.length || g.hops[f.hop].peer !== this.t.peerId) throw new LayerswarmError("FORBIDDEN", `hop ${f.hop} of this route is not this node`);
+    if (expectedSender(g, f.hop) !== from) throw new LayerswarmError("FORBIDDEN", `hop ${f.hop} of this route is sent by ${expectedSender(g, f.hop).slice(-8)}, not by ${from.slice(-8)}`);
+  }
+
+  private evict(s: NodeSession): void {
+    this.dropSession(s.id);
+    this.log("info", "evicted a session to admit another", { gateway: s.gateway.slice(-8) });
+    const g = s.grant.grant;
+    this.sendTo(g.gateway, g.gatewayAddrs, encodeError({ req: 0, session: s.id, code: "BUSY", message: "session evicted: the node is full and its owner held more than its share" }));
+  }
+
+  // A refused step: the error goes to the session's gateway when we know it, else back to the sender.
+  private refuse(f: StepFrame, from: string, e: unknown): void {
+    const s = this.sessions.get(f.session);
+    const to = s && codeOf(e) !== "FORBIDDEN" ? { peer: s.gateway, addrs: s.grant.grant.gatewayAddrs } : { peer: from, addrs: [] };
+    this.sendTo(to.peer, to.addrs, encodeError({ req: f.req, session: f.session, code: codeOf(e), message: (e as Error).message }));
+  }
+
+  private enqueue(q: Queued): void {
+    this.recent.set(q.s.id, Date.now());
+    const list = this.queues.get(q.s.id);
+    if (list) list.push(q);
+    else this.queues.set(q.s.id, [q]);
+    const rows = q.f.T;
+    this.queuedRows.total += rows;
+    if (q.from) {
+      this.queuedRows.peer.set(q.from, (this.queuedRows.peer.get(q.from) ?? 0) + rows);
+      this.queuedRows.ip.set(q.ip, (this.queuedRows.ip.get(q.ip) ?? 0) + rows);
+    }
+    this.pump();
+  }
+
+  private release(q: Queued): void {
+    this.queuedRows.total -= q.f.T;
+    if (q.from) {
+      const p = (this.queuedRows.peer.get(q.from) ?? 0) - q.f.T, i = (this.queuedRows.ip.get(q.ip) ?? 0) - q.f.T;
+      if (p > 0) this.queuedRows.peer.set(q.from, p);
+      else this.queuedRows.peer.delete(q.from);
+      if (i > 0) this.queuedRows.ip.set(q.ip, i);
+      else this.queuedRows.ip.delete(q.ip);
+    }
+    for (const w of this.roomWaiters.splice(0)) w();
+  }
+
+  // Resolves when this sender, its address and the node as a whole are under their queued-row limits.
+  private async room(from: string, ip: string): Promise<void> {
+    const B = this.maxBatchRows;
+    const full = () => (this.queuedRows.peer.get(from) ?? 0) >= 4 * B || (this.queuedRows.ip.get(ip) ?? 0) >= 8 * B || this.queuedRows.total >= 32 * B;
+    while (full() && !this.stopped) await new Promise<void>((r) => this.roomWaiters.push(r));
+  }
+
+  private recentSessions(): number {
+    const now = Date.now();
+    let n = 0;
+    for (const [k, t] of this.recent) {
+      if (now - t < 250) n++;
+      else this.recent.delete(k);
+    }
+    return n;
+  }
+
+  // Run queued steps in batches until the queues are empty, yielding to the
+  // event loop between batches so frames that arrive meanwhile join the next one.
+  private pump(): void {
+    if (this.busy || this.stopped) return;
+    this.busy = true;
+    // With several sessions in flight, wait a moment for their steps to arrive
+    // so they share one pass over the weights; alone, run at once.
+    const waitMs = this.recentSessions() > 1 ? (this.init.batchWindowMs ?? Number(process.env.LAYERSWARM_BATCH_WINDOW_MS ?? 2)) : 0;
+    const run = waitMs > 0 ? (f: () => void) => setTimeout(f, waitMs) : setImmediate;
+    run(() => {
+      const t0 = performance.now();
+      try {
+        this.runBatch();
+      } catch (e) {
+        this.log("error", "batch failed", { error: (e as Error).message });
+      } finally {
+        this.stats.busyMs += performance.now() - t0;
+        this.busy = false;
+        if (this.queues.size > 0) this.pump();
+      }
+    });
+  }
+
+  private runBatch(): void {
+    // the head of each session's queue; steps that share a layer range share a call
+    const groups = new Map<string, Queued[]>();
+    let rows = 0;
+    for (const [id, q] of this.queues) {
+      const x = q[0];
+      if (rows > 0 && rows + x.f.T > this.maxBatchRows) continue;
+      q.shift();
+      if (q.length === 0) this.queues.delete(id);
+      this.release(x);
+      const hop = x.s.grant.grant.hops[x.f.hop];
+      const key = `${hop.start}:${hop.end}`;
+      (groups.get(key) ?? groups.set(key, []).get(key)!).push(x);
+      rows += x.f.T;
+    }
+    for (const [key, xs] of groups) {
+      const [start, end] = key.split(":").map(Number);
+      const slice = this.slices.find((s) => s.range.start <= start && end <= s.range.end);
+      if (!slice) {
+        for (const x of xs) this.fail(x, new LayerswarmError("BAD_RANGE", `this node does not hold layers [${start}, ${end})`));
+        continue;
+      }
+      const tb = performance.now();
+      let outs: Float32Array[];
+      try {
+        outs = slice.forward(xs.map((x) => ({ session: x.s.id, pos: x.f.pos, T: x.f.T, hidden: x.f.hidden })), undefined, { start, end });
+      } catch (e) {
+        // one bad step must not sink the others: run them one by one
+        // (forward validates every step before it changes any state)
+        for (const x of xs) {
+          try {
+            this.emit(x, slice.forward([{ session: x.s.id, pos: x.f.pos, T: x.f.T, hidden: x.f.hidden }], undefined, { start, end })[0]);
+          } catch (e1) {
+            this.fail(x, e1);
+          }
+        }
+        void e;
+        continue;
+      }
+      this.stats.batches++;
+      this.stats.rows += xs.reduce((a, x) => a + x.f.T, 0);
+      xs.forEach((x, i) => this.emit(x, outs[i]));
+      this.report(xs, performance.now() - tb);
+    }
+  }
+
+  private emit(x: Queued, out: Float32Array): void {
+    const { f, s } = x, g = s.grant.grant, C = this.cfg.dim;
+    if (f.hop + 1 < g.hops.length) {
+      const next = g.hops[f.hop + 1];
+      const ext = f.ext.filter((e) => e.kind === Ext.ROUTE_GRANT); // the grant travels on with the session's first frame
+      const nf: StepFrame = { ...f, hop: f.hop + 1, hidden: out, ext };
+      if (next.peer === this.t.peerId) this.enqueue({ f: nf, s, from: "", ip: "" }); // our own next slice
+      else this.sendTo(next.peer, next.addrs, encodeStep(nf));
+    } else {
+      const hidden = f.flags & FLAG_LAST_ROW_ONLY ? out.subarray((f.T - 1) * C) : out;
+      this.sendTo(g.gateway, g.gatewayAddrs, encodeResult({ req: f.req, session: f.session, pos: f.pos, T: hidden.length / C, dim: C, dtype: f.dtype, flags: f.flags, ext: [], hidden }));
+    }
+  }
+
+  private fail(x: Queued, e: unknown): void {
+    const g = x.s.grant.grant;
+    this.log("warn", "step failed", { code: codeOf(e), message: (e as Error).message });
+    this.sendTo(g.gateway, g.gatewayAddrs, encodeError({ req: x.f.req, session: x.f.session, code: codeOf(e), message: (e as Error).message }));
+  }
+
+  private sendTo(peer: string, addrs: string[], msg: Uint8Array): void {
+    this.outbox.send(peer, addrs, msg).catch(() => { /* logged by the outbox; the gateway notices the missing result */ });
+  }
+
+  // Tell each gateway which of its steps passed here and how long batches
+  // took (its dashboard's pipeline view), at most every 100 ms per gateway.
+  private pendingReports = new Map<string, { addrs: string[]; reqs: number[]; ms: number[] }>();
+  private report(xs: Queued[], ms: number): void {
+    for (const x of xs) {
+      const g = x.s.grant.grant;
+      let r = this.pendingReports.get(g.gateway);
+      if (!r) {
+        r = { addrs: g.gatewayAddrs, reqs: [], ms: [] };
+        this.pendingReports.set(g.gateway, r);
+        const gw = g.gateway;
+        setTimeout(() => {
+          const rep = this.pendingReports.get(gw)!;
+          this.pendingReports.delete(gw);
+          void request(this.t, gw, rep.addrs, { type: "progress", reqs: rep.reqs.slice(0, 4096), ms: rep.ms.slice(0, 4096) }, 2000).catch(() => {});
+        }, 100).unref();
+      }
+      r.reqs.push(x.f.req);
+      if (r.ms.length === 0 || r.ms[r.ms.length - 1] !== Math.round(ms * 100) / 100) r.ms.push(Math.round(ms * 100) / 100);
+    }
+  }
+
+  // Ping the peers sent to in the last 30 s (the dashboard's link latencies).
+  private async pingLinks(): Promise<void> {
+    const now = Date.now();
+    for (const [peer, u] of this.outbox.lastUsed) {
+      if (now - u.at > 30_000) {
+        this.outbox.lastUsed.delete(peer);
+        this.links.delete(peer);
+        continue;
+      }
+      if (peer === this.t.peerId) continue;
+      try {
+        this.links.set(peer, Math.round((await this.t.ping(peer, u.addrs, AbortSignal.timeout(2000))) * 100) / 100);
+      } catch {
+        this.links.delete(peer);
+      }
+    }
+  }
+}

@@ -1,0 +1,106 @@
+// Who may take part, decided on each side: an allow-list file names the peers
+// (a gateway's: the nodes it routes through; a node's: the gateways it
+// serves), a pre-shared swarm key closes the links to everyone without it, or
+// the swarm is open. Peers that misbehave are banned for a while, by peer id
+// and (after repeated bans) by address, since identities cost nothing.
+
+import * as fs from "node:fs";
+import { LayerswarmError } from "../errors.js";
+import { isPeerId } from "./identity.js";
+import { ConnectionGate } from "./transport.js";
+
+export type PolicyKind = "open" | "allow-list" | "swarm-key";
+
+export function readAllowList(file: string): Set<string> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    throw new LayerswarmError("BAD_ARGUMENT", `--allow ${file}: ${(e as Error).message}`);
+  }
+  const peers = new Set<string>();
+  text.split("\n").forEach((line, i) => {
+    const s = line.replace(/#.*/, "").trim();
+    if (!s) return;
+    if (!isPeerId(s)) throw new LayerswarmError("BAD_ARGUMENT", `--allow ${file}:${i + 1}: "${s.slice(0, 60)}" is not a peer id`);
+    peers.add(s);
+  });
+  return peers;
+}
+
+export interface GateOptions {
+  allow?: Set<string>; // undefined: open
+  maxConnectionsPerIp?: number; // default 32
+  banMs?: number; // default 10 minutes
+}
+
+export class PeerGate implements ConnectionGate {
+  private bans = new Map<string, { until: number; reason: string }>();
+  private ipStrikes = new Map<string, { n: number; until: number }>();
+  readonly connectionsPerIp = new Map<string, number>();
+  constructor(private o: GateOptions = {}) {}
+
+  get kind(): "open" | "allow-list" {
+    return this.o.allow ? "allow-list" : "open";
+  }
+
+  allowed(peer: string): boolean {
+    return !this.o.allow || this.o.allow.has(peer);
+  }
+
+  banned(peer: string): string | undefined {
+    const b = this.bans.get(peer);
+    if (!b) return undefined;
+    if (Date.now() > b.until) {
+      this.bans.delete(peer);
+      return undefined;
+    }
+    return b.reason;
+  }
+
+  // A peer broke the protocol or a limit on purpose: keep it out for a while.
+  // An address whose peers are banned again and again is kept out too.
+  ban(peer: string, ip: string | undefined, reason: string): void {
+    const until = Date.now() + (this.o.banMs ?? 10 * 60_000);
+    this.bans.set(peer, { until, reason });
+    if (this.bans.size > 100_000) this.bans.delete(this.bans.keys().next().value!);
+    if (ip) {
+      const s = this.ipStrikes.get(ip) ?? { n: 0, until: 0 };
+      s.n++;
+      if (s.n >= 8) s.until = until;
+      this.ipStrikes.set(ip, s);
+    }
+  }
+
+  allowPeer(peer: string): boolean {
+    return this.allowed(peer) && this.banned(peer) === undefined;
+  }
+
+  allowIp(ip: string): boolean {
+    const s = this.ipStrikes.get(ip);
+    if (s && s.until > Date.now()) return false;
+    return (this.connectionsPerIp.get(ip) ?? 0) < (this.o.maxConnectionsPerIp ?? 32);
+  }
+
+  opened(ip: string): void {
+    this.connectionsPerIp.set(ip, (this.connectionsPerIp.get(ip) ?? 0) + 1);
+  }
+  closed(ip: string): void {
+    const n = (this.connectionsPerIp.get(ip) ?? 1) - 1;
+    if (n <= 0) this.connectionsPerIp.delete(ip);
+    else this.connectionsPerIp.set(ip, n);
+  }
+}
+
+// What each process says at start about the swarm it takes part in.
+export function policyNotice(role: "node" | "gateway", kind: PolicyKind): string {
+  if (kind === "allow-list")
+    return role === "gateway"
+      ? "layerswarm: routing only through the nodes in --allow; they still see the hidden states they compute"
+      : "layerswarm: serving only the gateways in --allow";
+  if (kind === "swarm-key") return "layerswarm: private swarm: only peers with the swarm key can connect; they can read the hidden states they compute";
+  return role === "gateway"
+    ? "layerswarm: OPEN swarm: any node may join and serve your layers. Nodes see the hidden states they compute, which can be inverted back to text " +
+        "(--local-layers/--local-tail keep the first and last layers here); a node may return wrong results. Use --allow FILE or --swarm-key to choose who serves you."
+    : "layerswarm: OPEN swarm: any gateway may use this node, within its limits (--allow FILE serves only chosen gateways)";
+}

@@ -1,0 +1,233 @@
+// Hidden states on long-lived streams: binary frames (a new stream per step
+// would cost a round trip on a WAN). Values are raw little-endian f32, f16 or
+// bf16 behind a fixed header; extensions (the signed route, later per-row
+// hashes and receipts) are type-length-value entries that a receiver skips
+// when it does not know them. Everything read is validated before use; a
+// malformed frame is a BAD_MESSAGE error and nothing of it is used.
+//
+//   STEP    [0x10][ver u8][dtype u8][flags u8][req u32][pos u32][T u32][dim u32]
+//           [hop u8][session 16 bytes][ext bytes u32][ext TLVs][T*dim values]
+//   RESULT  [0x11][ver u8][dtype u8][flags u8][req u32][pos u32][T u32][dim u32]
+//           [session 16 bytes][ext bytes u32][ext TLVs][T*dim values]
+//   ERROR   [0x12][ver u8][req u32][session 16 bytes][code u8-len + ascii][message u16-len + utf8]
+//   TLV     [kind u8][len u32][bytes]
+
+import { f32ToBf16, f32ToF16, F16_TO_F32, bf16ToF32 } from "../../tensor/f16.js";
+import { ErrorCode, LayerswarmError, errorCode } from "../../errors.js";
+import { PROTOCOL_VERSION, SUPPORTED_VERSIONS } from "./version.js";
+
+export enum FrameType { STEP = 0x10, RESULT = 0x11, ERROR = 0x12 }
+export enum DType { F32 = 0, F16 = 1, BF16 = 2 }
+export enum Ext { ROUTE_GRANT = 1, ROW_HASHES = 2, RECEIPT = 3 } // 2, 3: reserved for the trust work
+export const FLAG_LAST_ROW_ONLY = 1; // the last stage returns only the final row (prefill chunks)
+export const FLAG_VERIFY = 2; // reserved: a multi-row verification step (speculation)
+
+export const MAX_HOPS = 64;
+export const MAX_EXT_BYTES = 64 * 1024;
+export const SESSION_BYTES = 16;
+
+export interface FrameLimits {
+  dim: number; // the model's width: frames carry exactly this
+  maxRows: number; // rows per frame
+}
+
+// The largest frame a peer may send: the rows, the header and the extensions.
+export function maxFrameBytes(l: FrameLimits): number {
+  return 64 + SESSION_BYTES + MAX_EXT_BYTES + l.maxRows * l.dim * 4;
+}
+
+export interface Extension {
+  kind: number;
+  data: Uint8Array;
+}
+
+export interface ResultFrame {
+  req: number;
+  session: string; // 32 hex characters
+  pos: number;
+  T: number;
+  dim: number;
+  dtype: DType;
+  flags: number;
+  ext: Extension[];
+  hidden: Float32Array; // (T, dim)
+}
+
+export interface StepFrame extends ResultFrame {
+  hop: number; // index of the receiving stage in the route
+}
+
+export interface ErrorFrame {
+  req: number;
+  session: string;
+  code: ErrorCode;
+  message: string;
+}
+
+export function dtypeBytes(d: DType): number {
+  return d === DType.F32 ? 4 : 2;
+}
+
+export function parseDType(s: string): DType {
+  const m: Record<string, DType> = { f32: DType.F32, f16: DType.F16, bf16: DType.BF16 };
+  const d = m[s.toLowerCase()];
+  if (d === undefined) throw new LayerswarmError("BAD_ARGUMENT", `unknown hidden-state dtype "${s}" (f32, f16 or bf16)`);
+  return d;
+}
+
+function writeValues(x: Float32Array, d: DType, out: Buffer, off: number): void {
+  if (d === DType.F32) return void Buffer.from(x.buffer, x.byteOffset, x.byteLength).copy(out, off);
+  for (let i = 0; i < x.length; i++) out.writeUInt16LE(d === DType.F16 ? f32ToF16(x[i]) : f32ToBf16(x[i]), off + 2 * i);
+}
+
+function readValues(b: Uint8Array, off: number, n: number, d: DType): Float32Array {
+  const out = new Float32Array(n);
+  if (d === DType.F32) new Uint8Array(out.buffer).set(b.subarray(off, off + 4 * n));
+  else {
+    const dv = new DataView(b.buffer, b.byteOffset + off, 2 * n);
+    for (let i = 0; i < n; i++) {
+      const h = dv.getUint16(2 * i, true);
+      out[i] = d === DType.F16 ? F16_TO_F32[h] : bf16ToF32(h);
+    }
+  }
+  return out;
+}
+
+const sessionBytes = (s: string): Buffer => {
+  if (!/^[0-9a-f]{32}$/.test(s)) throw new LayerswarmError("BAD_ARGUMENT", `session id "${s.slice(0, 40)}" is not 32 hex characters`);
+  return Buffer.from(s, "hex");
+};
+
+const extBytes = (ext: Extension[]) => ext.reduce((a, e) => a + 5 + e.data.length, 0);
+
+function writeExt(b: Buffer, o: number, ext: Extension[]): number {
+  b.writeUInt32LE(extBytes(ext), o);
+  o += 4;
+  for (const e of ext) {
+    b[o] = e.kind;
+    b.writeUInt32LE(e.data.length, o + 1);
+    b.set(e.data, o + 5);
+    o += 5 + e.data.length;
+  }
+  return o;
+}
+
+function encodeHidden(type: FrameType, f: ResultFrame, hop: number | undefined): Uint8Array {
+  const n = f.T * f.dim;
+  if (f.hidden.length !== n) throw new LayerswarmError("BAD_ARGUMENT", `frame: hidden has ${f.hidden.length} values, T*dim is ${n}`);
+  if (extBytes(f.ext) > MAX_EXT_BYTES) throw new LayerswarmError("BAD_ARGUMENT", `frame extensions exceed ${MAX_EXT_BYTES} bytes`);
+  const b = Buffer.alloc(20 + (hop === undefined ? 0 : 1) + SESSION_BYTES + 4 + extBytes(f.ext) + n * dtypeBytes(f.dtype));
+  b[0] = type;
+  b[1] = PROTOCOL_VERSION;
+  b[2] = f.dtype;
+  b[3] = f.flags;
+  b.writeUInt32LE(f.req >>> 0, 4);
+  b.writeUInt32LE(f.pos, 8);
+  b.writeUInt32LE(f.T, 12);
+  b.writeUInt32LE(f.dim, 16);
+  let o = 20;
+  if (hop !== undefined) b[o++] = hop;
+  sessionBytes(f.session).copy(b, o);
+  o = writeExt(b, o + SESSION_BYTES, f.ext);
+  writeValues(f.hidden, f.dtype, b, o);
+  return b;
+}
+
+export const encodeStep = (f: StepFrame): Uint8Array => encodeHidden(FrameType.STEP, f, f.hop);
+export const encodeResult = (f: ResultFrame): Uint8Array => encodeHidden(FrameType.RESULT, f, undefined);
+
+export function encodeError(e: ErrorFrame): Uint8Array {
+  const code = Buffer.from(e.code, "ascii"), msg = Buffer.from(e.message.slice(0, 1000), "utf8");
+  const b = Buffer.alloc(2 + 4 + SESSION_BYTES + 1 + code.length + 2 + msg.length);
+  b[0] = FrameType.ERROR;
+  b[1] = PROTOCOL_VERSION;
+  b.writeUInt32LE(e.req >>> 0, 2);
+  sessionBytes(e.session).copy(b, 6);
+  let o = 6 + SESSION_BYTES;
+  b[o++] = code.length;
+  code.copy(b, o);
+  o += code.length;
+  b.writeUInt16LE(msg.length, o);
+  msg.copy(b, o + 2);
+  return b;
+}
+
+class Reader {
+  o = 0;
+  constructor(readonly b: Uint8Array, readonly what: string) {}
+  fail(msg: string): never {
+    throw new LayerswarmError("BAD_MESSAGE", `${this.what}: ${msg}`);
+  }
+  need(n: number, field: string) {
+    if (this.o + n > this.b.length) this.fail(`truncated at ${field} (offset ${this.o}, frame is ${this.b.length} bytes)`);
+  }
+  u8(f: string) { this.need(1, f); return this.b[this.o++]; }
+  u16(f: string) { this.need(2, f); const v = this.b[this.o] | (this.b[this.o + 1] << 8); this.o += 2; return v; }
+  u32(f: string) { this.need(4, f); const v = new DataView(this.b.buffer, this.b.byteOffset + this.o, 4).getUint32(0, true); this.o += 4; return v; }
+  bytes(n: number, f: string) { this.need(n, f); const v = this.b.subarray(this.o, this.o + n); this.o += n; return v; }
+  session() { return Buffer.from(this.bytes(SESSION_BYTES, "session id")).toString("hex"); }
+}
+
+export function frameType(b: Uint8Array): FrameType | undefined {
+  const t = b[0];
+  return t === FrameType.STEP || t === FrameType.RESULT || t === FrameType.ERROR ? t : undefined;
+}
+
+function version(r: Reader): void {
+  const v = r.u8("version");
+  if (!SUPPORTED_VERSIONS.includes(v)) r.fail(`protocol version ${v}; this peer speaks ${SUPPORTED_VERSIONS.join(", ")}`);
+}
+
+function decodeHidden(b: Uint8Array, type: FrameType, lim: FrameLimits, what: string) {
+  const r = new Reader(b, what);
+  if (r.u8("type") !== type) r.fail(`not a ${what}`);
+  version(r);
+  const dtype = r.u8("dtype");
+  if (dtype > DType.BF16) r.fail(`unknown dtype ${dtype}`);
+  const flags = r.u8("flags");
+  const req = r.u32("request id"), pos = r.u32("pos"), T = r.u32("T"), dim = r.u32("dim");
+  if (dim !== lim.dim) r.fail(`hidden width ${dim}, the model's is ${lim.dim}`);
+  if (T < 1 || T > lim.maxRows) r.fail(`${T} rows (1..${lim.maxRows} allowed)`);
+  const hop = type === FrameType.STEP ? r.u8("hop") : 0;
+  if (hop >= MAX_HOPS) r.fail(`hop ${hop} (routes have at most ${MAX_HOPS} hops)`);
+  const session = r.session();
+  const extLen = r.u32("extensions length");
+  if (extLen > MAX_EXT_BYTES) r.fail(`${extLen} bytes of extensions (at most ${MAX_EXT_BYTES})`);
+  const extEnd = r.o + extLen;
+  r.need(extLen, "extensions");
+  const ext: Extension[] = [];
+  while (r.o < extEnd) {
+    const kind = r.u8("extension kind"), len = r.u32("extension length");
+    if (r.o + len > extEnd) r.fail(`extension ${kind} of ${len} bytes overruns the extensions`);
+    ext.push({ kind, data: r.bytes(len, "extension") });
+  }
+  const n = T * dim, bytes = n * dtypeBytes(dtype);
+  if (b.length - r.o !== bytes) r.fail(`payload of ${b.length - r.o} bytes, ${n} ${DType[dtype]} values need ${bytes}`);
+  const hidden = readValues(b, r.o, n, dtype);
+  for (let i = 0; i < n; i++) if (!Number.isFinite(hidden[i])) r.fail(`hidden value ${i} is not finite`);
+  return { req, pos, T, dim, dtype: dtype as DType, flags, hop, session, ext, hidden };
+}
+
+export const decodeStep = (b: Uint8Array, lim: FrameLimits): StepFrame => decodeHidden(b, FrameType.STEP, lim, "step frame");
+export function decodeResult(b: Uint8Array, lim: FrameLimits): ResultFrame {
+  const { hop: _, ...f } = decodeHidden(b, FrameType.RESULT, lim, "result frame");
+  return f;
+}
+
+export function decodeError(b: Uint8Array): ErrorFrame {
+  const r = new Reader(b, "error frame");
+  if (r.u8("type") !== FrameType.ERROR) r.fail("not an error frame");
+  version(r);
+  const req = r.u32("request id");
+  const session = r.session();
+  const code = Buffer.from(r.bytes(r.u8("code length"), "code")).toString("latin1");
+  const msgLen = r.u16("message length");
+  if (msgLen > 4000) r.fail(`message of ${msgLen} bytes`);
+  const message = Buffer.from(r.bytes(msgLen, "message")).toString("utf8");
+  if (r.o !== b.length) r.fail(`${b.length - r.o} trailing bytes`);
+  return { req, session, code: errorCode(code), message };
+}
+
+export function extension(f: { ext: Extension[] }, kind: Ext): Uint8Array | undefined {
+  return f.ext.find((e) => e.kind === kind)?.data;
+}

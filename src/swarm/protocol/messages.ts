@@ -1,0 +1,116 @@
+// Control messages: JSON request/response pairs, one stream per request (the
+// pattern of libp2p's ping protocol). Every field is validated on decoding
+// (integers where integers belong, finite numbers, bounded strings and arrays);
+// what fails is a BAD_MESSAGE error naming the field, and nothing partially
+// decoded is ever used.
+
+import { z } from "zod";
+import { LayerswarmError, errorCode } from "../../errors.js";
+
+export const MAX_CONTROL_BYTES = 256 * 1024;
+export const MAX_NAME = 64;
+export const MAX_ADDRS = 16;
+export const MAX_ADDR = 256;
+export const MAX_RANGES = 64;
+
+const uint = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+const finiteNonNeg = z.number().nonnegative().finite();
+export const PeerIdText = z.string().min(1).max(128).regex(/^[1-9A-HJ-NP-Za-km-z]+$/, "not a base58 peer id");
+export const AddrText = z.string().min(1).max(MAX_ADDR);
+export const SessionIdText = z.string().regex(/^[0-9a-f]{32}$/, "not a 128-bit hex session id");
+export const LayerRangeSchema = z.object({ start: uint, end: uint }).refine((r) => r.start < r.end, "a layer range needs start < end");
+
+// What a node can do, so gateways need not guess. New abilities add flags
+// here; a gateway uses one only where the node's record says so.
+export const Capabilities = z.object({
+  numerics: uint, // kernel numerics version: identical outputs need identical numbers
+  backend: z.string().max(32), // "native-avx512", "native-generic", "ref"
+  archs: z.array(z.string().max(32)).max(32),
+  dtypes: z.array(z.enum(["f32", "f16", "bf16"])).min(1).max(3),
+  receipts: z.boolean(), // signs per-row hashes of what it computed (trust issue)
+  rollback: z.boolean(), // truncates a session's cache to a position (speculation)
+  verifySteps: z.boolean(), // runs multi-row verification steps (speculation)
+});
+export type Capabilities = z.infer<typeof Capabilities>;
+
+// A node's record: who it is, what it serves, what it can do, how busy it is.
+export const NodeRecord = z.object({
+  peer: PeerIdText,
+  addrs: z.array(AddrText).max(MAX_ADDRS),
+  name: z.string().max(MAX_NAME),
+  versions: z.array(uint).min(1).max(8),
+  model: z.object({ name: z.string().max(128), layers: z.number().int().min(1).max(100_000), dim: z.number().int().min(1).max(1 << 20), fingerprint: z.string().max(256) }),
+  ranges: z.array(LayerRangeSchema).max(MAX_RANGES),
+  capabilities: Capabilities,
+  policy: z.enum(["open", "allow-list", "swarm-key"]),
+  capacity: z.object({ layersPerSec: finiteNonNeg, freeBytes: finiteNonNeg, kvBudgetBytes: finiteNonNeg, kvUsedBytes: finiteNonNeg, sessions: uint }),
+  stats: z.object({ frames: uint, batches: uint, rows: uint, badFrames: uint, busyMs: finiteNonNeg, refused: uint }),
+  loading: z.object({ start: uint, end: uint, layers: uint, bytes: finiteNonNeg, totalBytes: finiteNonNeg }).optional(),
+  links: z.array(z.object({ peer: PeerIdText, rttMs: finiteNonNeg })).max(64),
+});
+export type NodeRecord = z.infer<typeof NodeRecord>;
+
+export const Holder = z.object({ peer: PeerIdText, ranges: z.array(LayerRangeSchema).max(MAX_RANGES) });
+
+export const Request = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("announce"), record: NodeRecord }), // node -> gateway: I serve these layers
+  z.object({ type: z.literal("info") }), // gateway -> node: your record now
+  z.object({ type: z.literal("holders") }), // node -> gateway: who holds what (for --layers auto)
+  z.object({ type: z.literal("load"), start: uint, end: uint }), // gateway -> node: please also serve these layers
+  z.object({ type: z.literal("drop"), session: SessionIdText }), // owner gateway -> node: free this session
+  z.object({ type: z.literal("progress"), reqs: z.array(uint).max(4096), ms: z.array(finiteNonNeg).max(4096) }), // node -> gateway
+  z.object({ type: z.literal("rollback"), session: SessionIdText, pos: uint }), // reserved: speculation (capability `rollback`)
+]);
+export type Request = z.infer<typeof Request>;
+
+export const Response = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("ok") }),
+  z.object({ type: z.literal("record"), record: NodeRecord }),
+  z.object({ type: z.literal("holders"), holders: z.array(Holder).max(4096) }),
+  z.object({ type: z.literal("error"), code: z.string().max(32), message: z.string().max(2000) }),
+]);
+export type Response = z.infer<typeof Response>;
+
+export function encodeMessage(m: Request | Response): Uint8Array {
+  const b = Buffer.from(JSON.stringify(m), "utf8");
+  if (b.length > MAX_CONTROL_BYTES) throw new LayerswarmError("BAD_ARGUMENT", `control message of ${b.length} bytes exceeds ${MAX_CONTROL_BYTES}`);
+  return b;
+}
+
+function decodeWith<T>(schema: z.ZodType<T>, b: Uint8Array, what: string): T {
+  if (b.length > MAX_CONTROL_BYTES) throw new LayerswarmError("BAD_MESSAGE", `${what}: ${b.length} bytes exceeds ${MAX_CONTROL_BYTES}`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(Buffer.from(b.buffer, b.byteOffset, b.length).toString("utf8"));
+  } catch {
+    throw new LayerswarmError("BAD_MESSAGE", `${what}: not valid JSON`);
+  }
+  const r = schema.safeParse(raw);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new LayerswarmError("BAD_MESSAGE", `${what}: ${i.path.join(".") || "(message)"}: ${i.message}`.slice(0, 300));
+  }
+  return r.data;
+}
+
+export const decodeRequest = (b: Uint8Array): Request => decodeWith(Request, b, "control request");
+export const decodeResponse = (b: Uint8Array): Response => decodeWith(Response, b, "control response");
+
+export function errorResponse(e: unknown): Response {
+  const code = e instanceof LayerswarmError ? e.code : "INTERNAL";
+  return { type: "error", code, message: ((e as Error)?.message ?? String(e)).slice(0, 2000) };
+}
+
+// The error a response carries, as a typed error (its code validated).
+export function responseError(r: Extract<Response, { type: "error" }>, from: string): LayerswarmError {
+  return new LayerswarmError(errorCode(r.code), `${from}: ${r.message}`);
+}
+
+// A record's claims checked against the model this process serves.
+export function checkRecord(rec: NodeRecord, model: { layers: number; dim: number; fingerprint: string }, remotePeer: string): void {
+  if (rec.peer !== remotePeer) throw new LayerswarmError("BAD_MESSAGE", `node record names peer ${rec.peer.slice(0, 16)}… but was sent by ${remotePeer.slice(0, 16)}…`);
+  if (rec.model.layers !== model.layers || rec.model.dim !== model.dim || rec.model.fingerprint !== model.fingerprint)
+    throw new LayerswarmError("BAD_MESSAGE", `node serves a different model (${rec.model.layers} layers of ${rec.model.dim}, fingerprint ${rec.model.fingerprint.slice(0, 64)})`);
+  for (const r of [...rec.ranges, ...(rec.loading ? [rec.loading] : [])])
+    if (r.end > model.layers) throw new LayerswarmError("BAD_MESSAGE", `node record: layer range [${r.start}, ${r.end}) is outside the model's ${model.layers} layers`);
+}

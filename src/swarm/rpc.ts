@@ -1,0 +1,77 @@
+// Control requests: one stream per request and its response (the pattern of
+// libp2p's ping protocol), so there is no id to match and nothing to mix up.
+
+import { LayerswarmError, codeOf } from "../errors.js";
+import { MAX_CONTROL_BYTES, PROTOCOLS, Request, Response, decodeRequest, decodeResponse, encodeMessage, errorResponse, responseError } from "./protocol/index.js";
+import { Channel, Transport } from "./transport.js";
+
+export interface Caller {
+  peer: string;
+  ip: string;
+}
+
+// Send one request and wait for its response (an error response becomes a typed error).
+export async function request(t: Transport, peer: string, addrs: string[], req: Request, timeoutMs: number, signal?: AbortSignal): Promise<Response> {
+  const sig = signal ? AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]) : AbortSignal.timeout(timeoutMs);
+  let ch: Channel | undefined;
+  const timedOut = () => new LayerswarmError(signal?.aborted ? "ABORTED" : "UNREACHABLE", `${peer.slice(-8)} did not answer "${req.type}" within ${timeoutMs} ms`);
+  try {
+    ch = await t.dial(peer, addrs, PROTOCOLS.control[PROTOCOLS.control.length - 1], { maxMessageBytes: MAX_CONTROL_BYTES, signal: sig });
+    await ch.send(encodeMessage(req), sig);
+    const it = ch.messages()[Symbol.asyncIterator]();
+    const onAbort = () => ch?.abort(timedOut());
+    sig.addEventListener("abort", onAbort, { once: true });
+    try {
+      const m = await it.next();
+      if (m.done) throw new LayerswarmError("UNREACHABLE", `${peer.slice(-8)} closed the stream without answering "${req.type}"`);
+      const r = decodeResponse(m.value);
+      if (r.type === "error") throw responseError(r, `node ${peer.slice(-8)}`);
+      return r;
+    } finally {
+      sig.removeEventListener("abort", onAbort);
+    }
+  } catch (e) {
+    if (sig.aborted && !(e instanceof LayerswarmError && e.code !== "UNREACHABLE" && e.code !== "ABORTED")) throw timedOut();
+    if (e instanceof LayerswarmError) throw e;
+    throw new LayerswarmError("UNREACHABLE", `${peer.slice(-8)}: ${(e as Error).message}`);
+  } finally {
+    void ch?.close().catch(() => {});
+  }
+}
+
+// Serve control requests: decode, answer, close. A malformed request gets an
+// error response and `onBad` (which may ban the peer); a handler's exception
+// becomes an error response. Nothing a peer sends can throw out of here.
+export function serveRequests(handler: (req: Request, from: Caller) => Promise<Response>, onBad: (from: Caller, e: LayerswarmError) => void) {
+  return (ch: Channel): void => {
+    const from = { peer: ch.remotePeer, ip: ch.remoteIp };
+    void (async () => {
+      try {
+        const it = ch.messages()[Symbol.asyncIterator]();
+        const m = await it.next();
+        if (m.done) return;
+        let req: Request;
+        try {
+          req = decodeRequest(m.value);
+        } catch (e) {
+          onBad(from, e as LayerswarmError);
+          await ch.send(encodeMessage(errorResponse(e)));
+          return;
+        }
+        let res: Response;
+        try {
+          res = await handler(req, from);
+        } catch (e) {
+          res = errorResponse(e);
+          if (codeOf(e) === "BAD_MESSAGE") onBad(from, e as LayerswarmError);
+        }
+        await ch.send(encodeMessage(res));
+      } catch (e) {
+        if (e instanceof LayerswarmError && e.code === "BAD_MESSAGE") onBad(from, e);
+        ch.abort(e as Error);
+        return;
+      }
+      await ch.close().catch(() => {});
+    })().catch(() => {});
+  };
+}
