@@ -110,26 +110,31 @@ class Cursor {
   u64(w: string): bigint { const o = this.at(8, w); return this.buf.readBigUInt64LE(o); }
   i64(w: string): bigint { const o = this.at(8, w); return this.buf.readBigInt64LE(o); }
   // A u64 count of items of at least `minBytes` each, at most `max`: refused
-  // when the items cannot fit in the rest of the file.
-  count(w: string, minBytes: number, max = Number.MAX_SAFE_INTEGER): number {
+  // when the items cannot fit in the rest of the file. (Read as two u32s: no
+  // BigInt on this path, which runs once per string of the vocabulary.)
+  count(w: string, minBytes: number, max = Number.MAX_SAFE_INTEGER, index?: number): number {
     const at = this.pos;
-    const v = this.u64(w);
+    const what = () => (index === undefined ? w : `${w}[${index}]`); // built only for an error
+    if (this.pos + 8 > this.have) throw this.truncated(8, what());
+    const o = this.at(8, w);
+    const hi = this.buf.readUInt32LE(o + 4), n = hi * 2 ** 32 + this.buf.readUInt32LE(o);
     const left = this.size - this.pos;
-    if (v > BigInt(max)) throw this.bad(`implausible ${w} ${v} at offset ${at} (at most ${max}; truncated or corrupt file?)`);
-    if (v * BigInt(minBytes) > BigInt(left))
-      throw this.bad(`implausible ${w} ${v} at offset ${at}: ${v} × ${minBytes} bytes cannot fit in the ${left} bytes left in the file (truncated or corrupt file?)`);
-    const n = Number(v);
-    if (n * minBytes > this.have - this.pos) throw this.truncated(n * minBytes, w);
+    if (hi >= 2 ** 21 || n > max)
+      throw this.bad(`implausible ${what()} ${this.buf.readBigUInt64LE(o)} at offset ${at} (at most ${max}; truncated or corrupt file?)`);
+    if (n * minBytes > left)
+      throw this.bad(`implausible ${what()} ${n} at offset ${at}: ${n} × ${minBytes} bytes cannot fit in the ${left} bytes left in the file (truncated or corrupt file?)`);
+    if (n * minBytes > this.have - this.pos) throw this.truncated(n * minBytes, what());
     return n;
   }
-  str(w: string, max = MAX_STRING): string {
-    const n = this.count(`length of ${w}`, 1, max);
+  str(w: string, max = MAX_STRING, index?: number): string {
+    const n = this.count(`length of ${w}`, 1, max, index);
     const o = this.at(n, w);
     return this.buf.toString("utf8", o, o + n);
   }
 }
 
-function readValue(c: Cursor, type: number, key: string): MetaScalar {
+// One value; `index` when it is an element of an array (for error messages).
+function readValue(c: Cursor, type: number, key: string, index?: number): MetaScalar {
   switch (type) {
     case GGUFValueType.UINT8: return c.u8(key);
     case GGUFValueType.INT8: return c.i8(key);
@@ -141,10 +146,10 @@ function readValue(c: Cursor, type: number, key: string): MetaScalar {
     case GGUFValueType.FLOAT64: return c.f64(key);
     case GGUFValueType.BOOL: {
       const b = c.u8(key);
-      if (b > 1) throw c.bad(`metadata ${quoted(key)} holds the bool byte ${b} at offset ${c.pos - 1}, not 0 or 1`);
+      if (b > 1) throw c.bad(`metadata ${quoted(key)}${index === undefined ? "" : `[${index}]`} holds the bool byte ${b} at offset ${c.pos - 1}, not 0 or 1`);
       return b === 1;
     }
-    case GGUFValueType.STRING: return c.str(key);
+    case GGUFValueType.STRING: return c.str(key, MAX_STRING, index);
     // beyond 2^53 kept exact as a bigint; refused where a number is read (metaNumber)
     case GGUFValueType.UINT64: { const v = c.u64(key); return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v; }
     case GGUFValueType.INT64: { const v = c.i64(key); return v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= -BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v; }
@@ -178,7 +183,7 @@ export function readGGUF(path: string, opts: ReadOptions = {}): GGUFFile {
     const have = fs.fstatSync(fd).size;
     const size = opts.fileBytes ?? have;
     const c = new Cursor(fd, have, size, path);
-    if (have < 8 || c.u32("magic") !== MAGIC) throw c.bad("not a GGUF file (bad magic)");
+    if (c.u32("magic") !== MAGIC) throw c.bad("not a GGUF file (bad magic)");
     const version = c.u32("version");
     if (version !== 2 && version !== 3) throw c.bad(`GGUF version ${version} is not supported (only 2 and 3)`);
     const nTensors = c.count("tensor count", MIN_TENSOR_INFO_BYTES);
@@ -212,7 +217,7 @@ function readMetadata(c: Cursor, nKV: number) {
       if (each === undefined) throw c.bad(`metadata ${quoted(key)} is an array of unknown value type ${et} at offset ${c.pos - 4}`);
       const n = c.count(`length of ${key}`, each);
       const arr: MetaScalar[] = new Array(n);
-      for (let j = 0; j < n; j++) arr[j] = readValue(c, et, key);
+      for (let j = 0; j < n; j++) arr[j] = readValue(c, et, key, j);
       metadata.set(key, arr);
       metaTypes.set(key, et);
     } else {
@@ -258,7 +263,8 @@ function readTensorInfos(c: Cursor, nTensors: number): RawTensorInfo[] {
     // may round when huge, but never below the file's size, which is all we compare it with
     const bytes = dims.slice(1).reduce((a, b) => a * b, rowBytes(type, dims[0]));
     const rel = c.u64(`offset of ${name}`);
-    if (rel > BigInt(c.size)) throw c.bad(`tensor ${quoted(name)} has offset ${rel}, beyond the file's ${c.size} bytes`);
+    if (rel > BigInt(c.size))
+      throw c.bad(`tensor ${quoted(name)} has offset ${rel} in the data section, beyond the end of the file (${c.size} bytes; truncated or corrupt file?)`);
     infos.push({ name, dims, type, rel: Number(rel), bytes });
   }
   return infos;
@@ -274,7 +280,7 @@ function placeTensors(c: Cursor, infos: RawTensorInfo[], dataOffset: number, ali
       throw c.bad(`tensor ${quoted(t.name)} has offset ${t.rel} in the data section, not a multiple of general.alignment ${alignment}`);
     const offset = dataOffset + t.rel;
     if (offset >= size)
-      throw c.bad(`tensor ${quoted(t.name)} (${shape}) starts at byte ${offset}, beyond the end of the file (${size} bytes; data section from ${dataOffset})`);
+      throw c.bad(`tensor ${quoted(t.name)} (${shape}) starts at byte ${offset}, beyond the end of the file (${size} bytes, data from byte ${dataOffset}; truncated or corrupt file?)`);
     if (offset + t.bytes > size)
       throw c.bad(`truncated: tensor ${quoted(t.name)} (${shape}) needs bytes up to ${offset + t.bytes}, file has ${size}`);
     tensors.set(t.name, { name: t.name, dims: t.dims, type: t.type, offset, bytes: t.bytes });
