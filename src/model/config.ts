@@ -29,7 +29,7 @@ export interface ModelConfig {
 }
 
 // Bounds far beyond any real model, small enough that nothing derived from them
-// overflows or allocates absurdly (a KV cache of MAX_CONTEXT positions, say).
+// overflows or loops for long.
 const MAX_CONTEXT = 1 << 24;
 const MAX_WIDTH = 1 << 20; // embedding, feed-forward and head widths
 const MAX_LAYERS = 1 << 16;
@@ -37,9 +37,10 @@ const MAX_LAYERS = 1 << 16;
 const MIN_VOCAB = 4;
 const TOKEN_TYPES = 6; // llama.cpp's token types: 0 (undefined) to 6 (byte)
 
-// The config of a GGUF file, once every hyper-parameter is in range and the
-// tensors are exactly those the config implies (`checkTensors`). Every path that
-// reads a model (generate, inspect, node, gateway) comes through here.
+// The config of a GGUF file, once every hyper-parameter is in range, every tensor
+// the config implies is there with its shape, no layer lies beyond block_count,
+// and the tokenizer's arrays and ids fit the vocabulary. Every path that reads a
+// model (generate, inspect, node, gateway) comes through here.
 export function configFromGGUF(f: GGUFFile): ModelConfig {
   const arch = metaString(f, "general.architecture");
   if (!arch) throw new LayerswarmError("BAD_FILE", `${f.path}: no general.architecture in metadata`);
@@ -48,11 +49,12 @@ export function configFromGGUF(f: GGUFFile): ModelConfig {
   const bad = (m: string): never => {
     throw new LayerswarmError("BAD_FILE", `${f.path}: ${m}`);
   };
-  // An integer in [min, max]; `dflt` when absent (required when there is none).
-  const int = (k: string, min: number, max: number, dflt?: number): number => {
+  // An integer in [min, max] (`maxIs` says where max comes from); `dflt` when
+  // absent (required when there is none).
+  const int = (k: string, min: number, max: number, dflt?: number, maxIs = ""): number => {
     const v = metaInteger(f, `${arch}.${k}`) ?? dflt;
     if (v === undefined) return bad(`missing metadata ${arch}.${k}`);
-    if (v < min || v > max) bad(`${arch}.${k} is ${v}, expected an integer from ${min} to ${max}`);
+    if (v < min || v > max) bad(`${arch}.${k} is ${v}, expected an integer from ${min} to ${max}${maxIs && ` (${maxIs})`}`);
     return v;
   };
   // A finite number in the open interval (lo, hi); `dflt` when absent.
@@ -67,16 +69,18 @@ export function configFromGGUF(f: GGUFFile): ModelConfig {
   };
   const dim = int("embedding_length", 1, MAX_WIDTH);
   const nHeads = int("attention.head_count", 1, MAX_WIDTH);
-  const nKVHeads = int("attention.head_count_kv", 1, nHeads, nHeads);
-  if (nHeads % nKVHeads !== 0) bad(`${arch}.attention.head_count ${nHeads} is not a multiple of head_count_kv ${nKVHeads}`);
-  if (!f.metadata.has(`${arch}.attention.key_length`) && dim % nHeads !== 0)
-    bad(`${arch}.embedding_length ${dim} is not a multiple of attention.head_count ${nHeads} (and there is no attention.key_length)`);
-  const headDim = int("attention.key_length", 2, MAX_WIDTH, dim / nHeads);
-  if (headDim % 2 !== 0) bad(`the head size ${headDim} must be even (RoPE rotates pairs)`);
+  const nKVHeads = int("attention.head_count_kv", 1, nHeads, nHeads, `${arch}.attention.head_count`);
+  if (nHeads % nKVHeads !== 0) bad(`${arch}.attention.head_count ${nHeads} is not a multiple of ${arch}.attention.head_count_kv ${nKVHeads}`);
+  const hasKeyLength = f.metadata.has(`${arch}.attention.key_length`);
+  if (!hasKeyLength && dim % nHeads !== 0)
+    bad(`${arch}.embedding_length ${dim} is not a multiple of ${arch}.attention.head_count ${nHeads} (and there is no ${arch}.attention.key_length)`);
+  const headDim = hasKeyLength ? int("attention.key_length", 2, MAX_WIDTH) : dim / nHeads;
+  const headIs = `the head size ${headDim}: ${hasKeyLength ? `${arch}.attention.key_length` : `${arch}.embedding_length ${dim} / ${arch}.attention.head_count ${nHeads}`}`;
+  if (headDim % 2 !== 0) bad(`${headIs}, must be even (RoPE rotates pairs)`);
   const valueLength = int("attention.value_length", 1, MAX_WIDTH, headDim);
   if (valueLength !== headDim)
     throw new LayerswarmError("UNSUPPORTED", `${f.path}: ${arch}.attention.value_length ${valueLength} differs from the key length ${headDim}, which is not supported`);
-  const ropeDim = int("rope.dimension_count", 2, headDim, headDim);
+  const ropeDim = int("rope.dimension_count", 2, headDim, headDim, headIs);
   if (ropeDim % 2 !== 0) bad(`${arch}.rope.dimension_count ${ropeDim} must be even`);
   const emb = f.tensors.get("token_embd.weight");
   if (!emb) return bad(`missing tensor "token_embd.weight"`);
@@ -110,7 +114,8 @@ export function configFromGGUF(f: GGUFFile): ModelConfig {
     hasRopeFreqs: f.tensors.has("rope_freqs.weight"),
   };
   checkLayers(f, cfg, bad);
-  checkTensors(f, cfg, bad);
+  checkTensors(f, cfg, bad, `${arch}.embedding_length ${dim}, ${arch}.feed_forward_length ${cfg.ffnDim}, ` +
+    `${arch}.attention.head_count ${nHeads}, ${arch}.attention.head_count_kv ${nKVHeads}, ${headIs}, ${arch}.rope.dimension_count ${ropeDim}, vocabulary ${vocabSize}`);
   checkVocabulary(f, vocabSize, bad);
   return cfg;
 }
@@ -153,12 +158,12 @@ export function expectedTensors(cfg: ModelConfig): [name: string, dims: number[]
   return out;
 }
 
-function checkTensors(f: GGUFFile, cfg: ModelConfig, bad: (m: string) => never): void {
+function checkTensors(f: GGUFFile, cfg: ModelConfig, bad: (m: string) => never, from: string): void {
   for (const [name, dims] of expectedTensors(cfg)) {
     const t = f.tensors.get(name);
     if (!t) bad(`missing tensor ${quoted(name)}`);
     else if (t.dims.length !== dims.length || t.dims.some((d, i) => d !== dims[i]))
-      bad(`tensor ${quoted(name)} has shape [${t.dims}], expected [${dims}] from the metadata`);
+      bad(`tensor ${quoted(name)} has shape [${t.dims}], expected [${dims}] from ${from}`);
   }
 }
 
@@ -183,6 +188,10 @@ function checkVocabulary(f: GGUFFile, V: number, bad: (m: string) => never): voi
     const id = metaInteger(f, k)!;
     if (id < 0 || id >= V) bad(`${k} is ${id}, outside the vocabulary [0, ${V})`);
   }
+  // a tokenizer that starts every text with BOS needs one (the default as in tokenizer/index.ts)
+  const addBos = f.metadata.get("tokenizer.ggml.add_bos_token") ?? metaString(f, "tokenizer.ggml.model") === "llama";
+  if (addBos === true && !f.metadata.has("tokenizer.ggml.bos_token_id"))
+    bad(`tokenizer.ggml.add_bos_token is ${f.metadata.has("tokenizer.ggml.add_bos_token") ? "true" : "true by default for the llama tokenizer"}, but there is no tokenizer.ggml.bos_token_id`);
 }
 
 export interface LayerRange {
