@@ -18,12 +18,25 @@ export class Outbox {
     if (this.lastUsed.size > 4096) this.lastUsed.delete(this.lastUsed.keys().next().value!);
     let ch = this.out.get(peer);
     if (!ch) {
-      ch = this.dial(peer, addrs);
+      const p = this.dial(peer, addrs);
+      ch = p.then((c) => {
+        // nothing is expected back on this stream; reading it notices when it closes
+        void (async () => {
+          try {
+            for await (const _ of c.messages()) void _;
+          } catch { /* closed */ }
+          if (this.out.get(peer) === ch) this.out.delete(peer);
+        })();
+        return c;
+      });
       this.out.set(peer, ch);
-      ch.catch(() => this.out.delete(peer));
+      ch.catch(() => {
+        if (this.out.get(peer) === ch) this.out.delete(peer);
+      });
     }
-    return ch.then((c) => c.send(msg)).catch((e) => {
-      this.out.delete(peer);
+    const used = ch;
+    return used.then((c) => c.send(msg)).catch((e) => {
+      if (this.out.get(peer) === used) this.out.delete(peer);
       this.log("debug", "send failed", { peer, error: (e as Error).message });
       throw e instanceof LayerswarmError ? e : new LayerswarmError("UNREACHABLE", `cannot send to ${peer.slice(-8)}: ${(e as Error).message}`);
     });
@@ -35,15 +48,7 @@ export class Outbox {
     ch?.then((c) => c.abort(new Error("peer forgotten"))).catch(() => {});
   }
 
-  private async dial(peer: string, addrs: string[]): Promise<Channel> {
-    const c = await this.t.dial(peer, addrs, PROTOCOLS.steps[PROTOCOLS.steps.length - 1], { maxMessageBytes: 64 * 1024, signal: AbortSignal.timeout(this.dialTimeoutMs) });
-    void (async () => {
-      // nothing is expected back on this stream; reading it notices when it closes
-      try {
-        for await (const _ of c.messages()) void _;
-      } catch { /* closed */ }
-      if (this.out.get(peer) && (await this.out.get(peer)) === c) this.out.delete(peer);
-    })();
-    return c;
+  private dial(peer: string, addrs: string[]): Promise<Channel> {
+    return this.t.dial(peer, addrs, PROTOCOLS.steps[PROTOCOLS.steps.length - 1], { maxMessageBytes: 64 * 1024, signal: AbortSignal.timeout(this.dialTimeoutMs) });
   }
 }
