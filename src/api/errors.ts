@@ -19,6 +19,8 @@ export function toHttpError(e: unknown): HttpError {
       case "BAD_ARGUMENT": return new HttpError(400, e.message, "invalid_request_error", null, e.code.toLowerCase());
       case "NO_ROUTE": return new HttpError(503, e.message, "server_error", null, "no_route");
       case "OUT_OF_MEMORY": return new HttpError(503, e.message, "server_error", null, "out_of_memory");
+      case "BUSY": return new HttpError(503, e.message, "server_error", null, "busy");
+      case "UNREACHABLE": return new HttpError(503, e.message, "server_error", null, "unreachable");
       case "ABORTED": return new HttpError(499, e.message, "server_error", null, "aborted");
       default: return new HttpError(500, e.message, "server_error", null, e.code.toLowerCase());
     }

@@ -142,7 +142,7 @@ export class SwarmMonitor {
 
   // GET /v1/swarm/events
   events$ = (req: http.IncomingMessage, res: http.ServerResponse): void => {
-    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive", "access-control-allow-origin": "*" });
+    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
     res.write(`event: snapshot\ndata: ${JSON.stringify(this.snapshot())}\n\n`);
     this.clients.add(res);
     const drop = () => this.clients.delete(res);

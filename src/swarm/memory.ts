@@ -31,6 +31,7 @@ class Pipe {
 class MemoryChannel implements Channel {
   closed = false;
   peer!: MemoryChannel;
+  tap?: (msg: Uint8Array) => void; // tests: see what this end receives
   readonly inbox = new Pipe();
   constructor(readonly remotePeer: string, readonly remoteIp: string, private maxMessageBytes: number, private onClose: () => void) {}
 
@@ -43,6 +44,7 @@ class MemoryChannel implements Channel {
       p.abort(e);
       throw e;
     }
+    p.tap?.(msg);
     p.inbox.push(msg.slice()); // a copy: the sender may reuse its buffer
     while (p.inbox.queue.length > HIGH_WATER_MESSAGES && p.inbox.ended === undefined && !this.closed) {
       signal?.throwIfAborted();
@@ -107,6 +109,8 @@ export class MemoryTransport implements Transport {
   private handlers = new Map<string, { fn: (ch: Channel) => void; o: HandleOptions; open: Map<string, number> }>();
   private disconnectCbs: ((peer: string) => void)[] = [];
   private stopped = false;
+  // tests: every message this peer receives, with its sender and protocol
+  tap?: (from: string, protocol: string, msg: Uint8Array) => void;
   constructor(readonly net: MemoryNetwork, readonly identity: Identity, readonly ip: string, readonly gate?: ConnectionGate) {
     net.peers.set(identity.peerId, this);
   }
@@ -153,6 +157,7 @@ export class MemoryTransport implements Transport {
     const theirs = new MemoryChannel(this.peerId, this.ip, h.o.maxMessageBytes, release);
     mine.peer = theirs;
     theirs.peer = mine;
+    if (target.tap) theirs.tap = (m) => target.tap?.(this.peerId, protocol, m);
     link.add(mine);
     link.add(theirs);
     queueMicrotask(() => h.fn(theirs));

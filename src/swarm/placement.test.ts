@@ -29,6 +29,10 @@ describe("planRoute", () => {
   ] as const)("%s", (_n, L, holders, want) => {
     expect(planRoute(L, holders.map(([id, ranges]) => ({ id, ranges: [...ranges] })))).toEqual(want.map(([id, start, end]) => ({ id, start, end })));
   });
+  it("a route over part of the model (layers kept on the gateway) stops where its span does", () => {
+    expect(planRoute(4, [{ id: "A", ranges: [r(0, 5)] }], 1)).toEqual([{ id: "A", start: 1, end: 4 }]);
+    expect(missingLayers(4, [{ id: "A", ranges: [r(2, 5)] }], 1)).toEqual([r(1, 2)]);
+  });
   it("prefers the less loaded of equal nodes; no route when a layer is missing", () => {
     expect(planRoute(2, [{ id: "A", ranges: [r(0, 2)], load: 3 }, { id: "B", ranges: [r(0, 2)], load: 1 }])).toEqual([{ id: "B", start: 0, end: 2 }]);
     expect(planRoute(5, [{ id: "A", ranges: [r(0, 2)] }, { id: "C", ranges: [r(3, 5)] }])).toBeUndefined();

@@ -73,8 +73,9 @@ export function planRoute(nLayers: number, holders: Holder[], from = 0): Stage[]
           if (!best || r.end > best.end || (r.end === best.end && load < best.load)) best = { id: h.id, end: r.end, load };
         }
     if (!best) return undefined;
-    stages.push({ id: best.id, start: cur, end: best.end });
-    cur = best.end;
+    const end = Math.min(best.end, nLayers); // a holder may reach past the span the route covers
+    stages.push({ id: best.id, start: cur, end });
+    cur = end;
   }
   return stages;
 }

@@ -9,6 +9,8 @@ import { LayerswarmError } from "../errors.js";
 import { isPeerId } from "./identity.js";
 import { ConnectionGate } from "./transport.js";
 
+const isLoopback = (ip: string) => ip.startsWith("127.") || ip === "::1";
+
 export type PolicyKind = "open" | "allow-list" | "swarm-key";
 
 export function readAllowList(file: string): Set<string> {
@@ -72,13 +74,17 @@ export class PeerGate implements ConnectionGate {
     }
   }
 
+  // Connections: everyone not banned. (Allow-lists are applied per use, by the
+  // node and the gateway: a node must still accept frames from the previous
+  // stages of the routes its gateways sign.)
   allowPeer(peer: string): boolean {
-    return this.allowed(peer) && this.banned(peer) === undefined;
+    return this.banned(peer) === undefined;
   }
 
   allowIp(ip: string): boolean {
     const s = this.ipStrikes.get(ip);
     if (s && s.until > Date.now()) return false;
+    if (isLoopback(ip)) return true; // a local swarm (layerswarm run) is one address; whoever is on this machine has it anyway
     return (this.connectionsPerIp.get(ip) ?? 0) < (this.o.maxConnectionsPerIp ?? 32);
   }
 

@@ -45,33 +45,27 @@ export async function request(t: Transport, peer: string, addrs: string[], req: 
 export function serveRequests(handler: (req: Request, from: Caller) => Promise<Response>, onBad: (from: Caller, e: LayerswarmError) => void) {
   return (ch: Channel): void => {
     const from = { peer: ch.remotePeer, ip: ch.remoteIp };
+    let bad: LayerswarmError | undefined; // reported after the answer is sent: the peer learns what was wrong
     void (async () => {
       try {
         const it = ch.messages()[Symbol.asyncIterator]();
         const m = await it.next();
         if (m.done) return;
-        let req: Request;
-        try {
-          req = decodeRequest(m.value);
-        } catch (e) {
-          onBad(from, e as LayerswarmError);
-          await ch.send(encodeMessage(errorResponse(e)));
-          return;
-        }
         let res: Response;
         try {
-          res = await handler(req, from);
+          res = await handler(decodeRequest(m.value), from);
         } catch (e) {
           res = errorResponse(e);
-          if (codeOf(e) === "BAD_MESSAGE") onBad(from, e as LayerswarmError);
+          if (codeOf(e) === "BAD_MESSAGE") bad = e as LayerswarmError;
         }
         await ch.send(encodeMessage(res));
+        await ch.close().catch(() => {});
       } catch (e) {
-        if (e instanceof LayerswarmError && e.code === "BAD_MESSAGE") onBad(from, e);
+        if (e instanceof LayerswarmError && e.code === "BAD_MESSAGE") bad = e;
         ch.abort(e as Error);
-        return;
+      } finally {
+        if (bad) onBad(from, bad);
       }
-      await ch.close().catch(() => {});
     })().catch(() => {});
   };
 }

@@ -55,6 +55,6 @@ export async function memSwarm(modelPath: string, ranges: LayerRange[], opts: Ga
     },
   };
   for (const r of ranges) await sw.addNode([r]);
-  await gw.waitForCoverage(5000);
+  if (ranges.length) await gw.waitForCoverage(5000);
   return sw;
 }

@@ -10,7 +10,7 @@ import { Step } from "../../model/runtime.js";
 import { Logger } from "../log.js";
 import { Outbox } from "../outbox.js";
 import {
-  DType, Ext, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, PROTOCOLS, ResultFrame, SignedGrant, decodeError, decodeResult, encodeStep, frameType, maxFrameBytes,
+  DType, ErrorFrame, Ext, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, PROTOCOLS, ResultFrame, SignedGrant, decodeError, decodeResult, encodeStep, frameType, maxFrameBytes,
 } from "../protocol/index.js";
 import { request } from "../rpc.js";
 import { Channel, Transport } from "../transport.js";
@@ -160,7 +160,7 @@ export class StepPipeline {
     this.settle(r.req, r.hidden);
   }
 
-  private onError(e: { req: number; session: string; code: string; message: string }, from: string): void {
+  private onError(e: ErrorFrame, from: string): void {
     if (e.req === 0) return this.onEvicted(e.session, from); // a node evicted a session of ours
     const p = this.pending.get(e.req);
     if (!p || p.sid !== e.session || !p.peers.includes(from)) {
@@ -168,8 +168,12 @@ export class StepPipeline {
       return;
     }
     const msg = `node ${from.slice(-8)}: ${e.message}`;
-    if (RETRYABLE.has(e.code)) this.settle(e.req, undefined, new RouteLost(e.code === "FORBIDDEN" || e.code === "BAD_RANGE" ? [from] : [], msg, e.code));
-    else this.settle(e.req, undefined, new LayerswarmError(e.code as never, msg));
+    // The last stage's word is taken for the step (context overflow, memory);
+    // a stage before it that cannot serve is routed around instead, so an
+    // insider's injected errors only ever cost it its own place on the route.
+    if (from !== p.last) this.settle(e.req, undefined, new RouteLost([from], msg, e.code));
+    else if (RETRYABLE.has(e.code)) this.settle(e.req, undefined, new RouteLost(e.code === "FORBIDDEN" || e.code === "BAD_RANGE" ? [from] : [], msg, e.code));
+    else this.settle(e.req, undefined, new LayerswarmError(e.code, msg));
   }
 
   // Where every step in flight is (the dashboard's pipeline view).

@@ -1,0 +1,296 @@
+// The hostile-peer suite: every attack found against the first swarm protocol,
+// scripted against an in-memory swarm with the real node and gateway code.
+// Each asserts that it achieves nothing: the victim's tokens are exactly the
+// golden ones, nothing it should not read is readable, the processes keep
+// serving, and memory stays bounded. Attackers use many identities.
+
+import { afterEach, describe, expect, it } from "vitest";
+import { LayerswarmError } from "../errors.js";
+import { SwarmMonitor } from "../api/monitor.js";
+import { STORIES_GGUF, goldenIds } from "../testing/shared.js";
+import { MemSwarm, memSwarm } from "../testing/memswarm.js";
+import { MemoryNetwork, MemoryTransport } from "./memory.js";
+import { PeerGate } from "./policy.js";
+import {
+  DType, Ext, FrameType, MAX_CONTROL_BYTES, PROTOCOLS, PROTOCOL_VERSION, Request, StepFrame, decodeStep, encodeError, encodeResult, encodeStep,
+  frameType, maxFrameBytes, signGrant,
+} from "./protocol/index.js";
+import { request } from "./rpc.js";
+import { Channel } from "./transport.js";
+
+const r = (start: number, end: number) => ({ start, end });
+const WANT = goldenIds("4").slice(0, 61); // BOS + 60 tokens
+const DIM = 64;
+
+let sw: MemSwarm | undefined;
+afterEach(async () => {
+  await sw?.stop();
+  sw = undefined;
+});
+
+// An attacker: one identity on the in-memory network, speaking our protocol by hand.
+class Attacker {
+  private chans = new Map<string, Channel>();
+  constructor(readonly t: MemoryTransport) {}
+  static async create(net: MemoryNetwork, ip = "10.66.0.1"): Promise<Attacker> {
+    return new Attacker(await MemoryTransport.create(net, ip));
+  }
+  get peer() {
+    return this.t.peerId;
+  }
+  async send(to: string, msg: Uint8Array): Promise<void> {
+    let ch = this.chans.get(to);
+    if (!ch || ch.closed) {
+      ch = await this.t.dial(to, [], PROTOCOLS.steps[0], { maxMessageBytes: 1 << 20 });
+      this.chans.set(to, ch);
+      void (async () => {
+        try {
+          for await (const _ of ch!.messages()) void _;
+        } catch { /* reset */ }
+      })();
+    }
+    await ch.send(msg);
+  }
+  ask(to: string, req: Request) {
+    return request(this.t, to, [], req, 2000);
+  }
+  grant(session: string, hops: { peer: string; start: number; end: number }[]) {
+    return signGrant({ v: PROTOCOL_VERSION, gateway: this.peer, gatewayAddrs: this.t.addrs(), session, issuedAt: Date.now(), hops: hops.map((h) => ({ ...h, addrs: [] })) }, this.t.identity);
+  }
+}
+
+const sid = () => Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString("hex");
+const step = (session: string, o: Partial<StepFrame> = {}): StepFrame => ({
+  req: 1, session, pos: 0, T: 1, dim: DIM, dtype: DType.F32, flags: 0, hop: 0, ext: [], hidden: new Float32Array(DIM).fill(0.5), ...o,
+});
+const settle = () => new Promise((res) => setTimeout(res, 20));
+
+// Frames that node 0 receives from the gateway: what an insider on the route learns.
+function watchFirstStage(s: MemSwarm): StepFrame[] {
+  const seen: StepFrame[] = [];
+  s.transports[0].tap = (from, protocol, m) => {
+    if (protocol === PROTOCOLS.steps[0] && frameType(m) === FrameType.STEP && from === s.gw.peerId) seen.push(decodeStep(m, { dim: DIM, maxRows: 4096 }));
+  };
+  return seen;
+}
+
+describe("hostile peers (in-memory swarm, real node and gateway code)", () => {
+  it("joining as a node: an allow-listed gateway refuses it; an open one never hands it raw embedding rows with --local-layers", async () => {
+    // allow-list: only the honest nodes may serve
+    sw = await memSwarm(STORIES_GGUF, [], { gate: new PeerGate({ allow: new Set() }) });
+    const honest = [await sw.addNode([r(0, 5)]).catch((e) => e)];
+    expect(String(honest[0])).toMatch(/FORBIDDEN|--allow/);
+    await sw.stop();
+
+    // open gateway keeping layer 0 and layer 4 to itself; the only remote stage is a node someone else runs
+    sw = await memSwarm(STORIES_GGUF, [r(0, 5)], { localLayers: 1, localTail: 1 });
+    const rows: Float32Array[] = [];
+    sw.transports[0].tap = (_f, p, m) => {
+      if (p === PROTOCOLS.steps[0] && frameType(m) === FrameType.STEP) {
+        const f = decodeStep(m, { dim: DIM, maxRows: 4096 });
+        for (let t = 0; t < f.T; t++) rows.push(f.hidden.subarray(t * DIM, (t + 1) * DIM));
+      }
+    };
+    expect(await sw.complete([1], 60)).toEqual(WANT); // the same tokens with layers kept local
+    const emb = sw.model.embedder.embed(Array.from({ length: sw.model.cfg.vocabSize }, (_, i) => i));
+    const exact = rows.filter((row) => {
+      for (let v = 0; v < sw!.model.cfg.vocabSize; v++) if (emb.subarray(v * DIM, (v + 1) * DIM).every((x, i) => x === row[i])) return true;
+      return false;
+    });
+    expect(rows.length).toBeGreaterThan(50);
+    expect(exact).toHaveLength(0); // no row the node saw is an embedding row
+  });
+
+  it("injected RESULT and ERROR frames, by a stranger and by a stage that is not the last, change nothing", async () => {
+    sw = await memSwarm(STORIES_GGUF, [r(0, 2), r(2, 4), r(4, 5)]);
+    const seen = watchFirstStage(sw);
+    const strangers = await Promise.all(Array.from({ length: 20 }, (_, i) => Attacker.create(sw!.net, `10.66.0.${i}`)));
+    const insider = new Attacker(sw.transports[0]); // node 0's own identity, on the route
+    const ids = await sw.complete([1], 60, () => {
+      const f = seen[seen.length - 1];
+      if (!f) return;
+      const noise = new Float32Array(DIM).map(() => Math.random());
+      for (const a of [...strangers, insider]) {
+        for (const req of [f.req, f.req + 1, f.req + 2]) {
+          void a.send(sw!.gw.peerId, encodeResult({ req, session: f.session, pos: f.pos, T: 1, dim: DIM, dtype: DType.F32, flags: 0, ext: [], hidden: noise })).catch(() => {});
+          void a.send(sw!.gw.peerId, encodeError({ req, session: f.session, code: "INTERNAL", message: "injected" })).catch(() => {});
+        }
+      }
+    });
+    expect(ids).toEqual(WANT);
+    expect(sw.gw.pipe.stats.strayFrames).toBeGreaterThan(100);
+  });
+
+  it("a stranger cannot step, drop or overwrite another gateway's session, and session ids are 128 random bits", async () => {
+    sw = await memSwarm(STORIES_GGUF, [r(0, 2), r(2, 5)]);
+    const seen = watchFirstStage(sw);
+    const a = await Attacker.create(sw.net);
+    let tried = false;
+    const errors: string[] = [];
+    const ids = await sw.complete([1], 60, (n) => {
+      if (n !== 20 || tried) return;
+      tried = true;
+      const victim = seen[0].session;
+      void (async () => {
+        // drop it
+        await a.ask(sw!.nodes[0].peerId, { type: "drop", session: victim }).catch((e) => errors.push(`${(e as LayerswarmError).code}`));
+        // overwrite its cache at position 0: without a grant, then with a grant of our own for the same id
+        await a.send(sw!.nodes[0].peerId, encodeStep(step(victim, { req: 9 })));
+        await a.send(sw!.nodes[0].peerId, encodeStep(step(victim, { req: 10, ext: [{ kind: Ext.ROUTE_GRANT, data: (await a.grant(victim, [{ peer: sw!.nodes[0].peerId, start: 0, end: 2 }])).bytes }] })));
+        // and as if it were the first stage, straight into the second
+        await a.send(sw!.nodes[1].peerId, encodeStep(step(victim, { req: 11, hop: 1 })));
+      })();
+    });
+    expect(ids).toEqual(WANT);
+    expect(errors).toEqual(["UNKNOWN_SESSION"]);
+    expect(sw.nodes[0].stats.refused + sw.nodes[1].stats.refused).toBeGreaterThanOrEqual(3);
+    const sids = new Set(seen.map((f) => f.session));
+    for (const s of sids) expect(s).toMatch(/^[0-9a-f]{32}$/);
+    expect((await sw.complete([1], 5)).length).toBe(6);
+    expect(new Set(seen.map((f) => f.session)).size).toBe(2); // a new session, a new random id
+  });
+
+  it("free forward passes: a stranger without a grant gets none; with --allow on the node, a foreign gateway's grant gets none", async () => {
+    sw = await memSwarm(STORIES_GGUF, [r(0, 5)]);
+    const a = await Attacker.create(sw.net);
+    const node = sw.nodes[0];
+    const before = node.stats.batches;
+    for (let i = 0; i < 20; i++) await a.send(node.peerId, encodeStep(step(sid(), { req: i + 1 })));
+    await settle();
+    expect(node.stats.batches).toBe(before);
+    // a node serving only our gateway
+    const { node: closed } = await sw.addNode([r(0, 5)], { gate: new PeerGate({ allow: new Set([sw.gw.peerId]) }) });
+    const s = sid();
+    await a.send(closed.peerId, encodeStep(step(s, { ext: [{ kind: Ext.ROUTE_GRANT, data: (await a.grant(s, [{ peer: closed.peerId, start: 0, end: 5 }])).bytes }] })));
+    await settle();
+    expect(closed.stats.batches).toBe(0);
+    expect(closed.stats.refused).toBe(1);
+    expect(await sw.complete([1], 60)).toEqual(WANT);
+  });
+
+  it("a hundred identities on one address opening sessions until the node is full: other users are still served", async () => {
+    sw = await memSwarm(STORIES_GGUF, [], {}, { maxSessions: 16 });
+    await sw.addNode([r(0, 5)]);
+    await sw.gw.waitForCoverage(2000);
+    const node = sw.nodes[0];
+    const attackers = await Promise.all(Array.from({ length: 100 }, () => Attacker.create(sw!.net, "10.66.6.6")));
+    const opened: Promise<void>[] = [];
+    for (const a of attackers)
+      for (let k = 0; k < 3; k++) {
+        const s = sid();
+        opened.push(a.grant(s, [{ peer: node.peerId, start: 0, end: 5 }]).then((g) => a.send(node.peerId, encodeStep(step(s, { ext: [{ kind: Ext.ROUTE_GRANT, data: g.bytes }] })))));
+      }
+    await Promise.all(opened);
+    await settle();
+    expect(node.sessions.size).toBe(16);
+    expect(await sw.complete([1], 60)).toEqual(WANT);
+    // two users at once, while the attackers keep opening
+    const again = attackers.slice(0, 50).map(async (a) => {
+      const s = sid();
+      await a.send(node.peerId, encodeStep(step(s, { ext: [{ kind: Ext.ROUTE_GRANT, data: (await a.grant(s, [{ peer: node.peerId, start: 0, end: 5 }])).bytes }] })));
+    });
+    const users = await Promise.all([sw.complete([1], 60), sw.complete([1], 60), ...again]);
+    expect(users[0]).toEqual(WANT);
+    expect(users[1]).toEqual(WANT);
+    expect(node.sessions.size).toBeLessThanOrEqual(16);
+  });
+
+  it("a record that breaks the rules cannot crash the gateway; a node that lies in its info is banned", async () => {
+    sw = await memSwarm(STORIES_GGUF, [r(0, 2), r(2, 5)]);
+    const mon = new SwarmMonitor(sw.gw.view);
+    const good = sw.nodes[0].record();
+    const attackers = await Promise.all(Array.from({ length: 6 }, (_, i) => Attacker.create(sw!.net, `10.66.2.${i}`)));
+    const bad = (me: string): unknown[] => [
+      { ...good, peer: me, capacity: undefined }, // no capacity (crashed the monitor's timer before)
+      { ...good, peer: me, ranges: [{ start: 0, end: 1e10 }] }, // grew the coverage array until V8 aborted
+      { ...good, peer: me, ranges: [{ start: 3, end: 2 }] },
+      { ...good }, // someone else's record
+      { ...good, peer: me, name: "x".repeat(10_000) },
+      { ...good, peer: me, model: { ...good.model, layers: 7 } },
+    ];
+    const codes: string[] = [];
+    for (const [i, a] of attackers.entries()) {
+      const rec = bad(a.peer)[i];
+      const ch = await a.t.dial(sw.gw.peerId, [], PROTOCOLS.control[0], { maxMessageBytes: MAX_CONTROL_BYTES });
+      await ch.send(Buffer.from(JSON.stringify({ type: "announce", record: rec })));
+      for await (const m of ch.messages()) codes.push(JSON.parse(Buffer.from(m).toString()).code);
+      // and the sender is banned: it cannot connect again
+      await expect(a.t.dial(sw.gw.peerId, [], PROTOCOLS.control[0], { maxMessageBytes: MAX_CONTROL_BYTES })).rejects.toThrow(/refused/);
+      expect(sw.gw.dir.gate.banned(a.peer)).toBeDefined();
+    }
+    expect(codes).toEqual(Array(6).fill("BAD_MESSAGE"));
+    expect(sw.gw.dir.nodes.size).toBe(2);
+    expect(() => mon.snapshot()).not.toThrow();
+    // a node that answers info polls with another node's identity
+    const { node: liar } = await sw.addNode([r(0, 5)]);
+    liar.record = () => ({ ...good });
+    await sw.gw.refresh(liar.peerId);
+    expect(sw.gw.dir.get(liar.peerId)?.state).toBe("lost");
+    expect(sw.gw.dir.gate.banned(liar.peerId)).toBeDefined();
+    expect(await sw.complete([1], 60)).toEqual(WANT);
+    expect(() => mon.snapshot()).not.toThrow();
+    mon.close();
+  });
+
+  it("routes that loop, are too long or name someone else are refused; nothing keeps bouncing after the attacker leaves", async () => {
+    sw = await memSwarm(STORIES_GGUF, [r(0, 5), r(0, 5)]);
+    const [n0, n1] = sw.nodes;
+    const a = await Attacker.create(sw.net);
+    const s1 = sid(), s2 = sid(), s3 = sid();
+    const long = Array.from({ length: 65 }, (_, i) => ({ peer: i % 2 ? n1.peerId : n0.peerId, start: 0, end: 1 }));
+    // 65 hops: over the limit (and not contiguous); the old one-byte hop index wrapped at 257
+    const gLong = (await a.grant(s1, long)).bytes; // signing checks nothing: nodes decide
+    await a.send(n0.peerId, encodeStep(step(s1, { ext: [{ kind: Ext.ROUTE_GRANT, data: gLong }] }))).catch(() => {});
+    await settle();
+    expect(sw.nodes[0].gate.banned(a.peer)).toBeDefined(); // a malformed grant is a protocol violation
+    const b = await Attacker.create(sw.net, "10.66.0.9");
+    // a grant whose hop 0 is the other node, sent to this one
+    const g2 = await b.grant(s2, [{ peer: n1.peerId, start: 0, end: 5 }]);
+    await b.send(n0.peerId, encodeStep(step(s2, { ext: [{ kind: Ext.ROUTE_GRANT, data: g2.bytes }] })));
+    // a valid two-hop grant, but hop 1 sent by us instead of by hop 0
+    const g3 = await b.grant(s3, [{ peer: n0.peerId, start: 0, end: 2 }, { peer: n1.peerId, start: 2, end: 5 }]);
+    await b.send(n1.peerId, encodeStep(step(s3, { hop: 1, ext: [{ kind: Ext.ROUTE_GRANT, data: g3.bytes }] })));
+    await settle();
+    expect(n0.stats.batches + n1.stats.batches).toBe(0);
+    await b.t.stop();
+    const frames = n0.stats.frames + n1.stats.frames;
+    await new Promise((res) => setTimeout(res, 200));
+    expect(n0.stats.frames + n1.stats.frames).toBe(frames);
+    expect(await sw.complete([1], 60)).toEqual(WANT);
+  });
+
+  it("oversize frames, too many streams, floods of rows and old protocol versions: bounded, and everyone else is served", async () => {
+    sw = await memSwarm(STORIES_GGUF, [r(0, 5)], {}, { maxBatchRows: 32 });
+    const node = sw.nodes[0];
+    // a frame over the size derived from the model is refused before it is buffered
+    const big = await Attacker.create(sw.net, "10.66.1.1");
+    await expect(big.send(node.peerId, new Uint8Array(maxFrameBytes(node.limits) + 1))).rejects.toThrow(/exceeds the limit/);
+    // streams per connection are capped
+    const many = await Attacker.create(sw.net, "10.66.1.2");
+    const opened = await Promise.allSettled(Array.from({ length: 10 }, () => many.t.dial(node.peerId, [], PROTOCOLS.steps[0], { maxMessageBytes: 1024 })));
+    expect(opened.filter((o) => o.status === "fulfilled").length).toBe(4);
+    // a flood of valid rows from ten identities: the node reads no faster than it computes
+    const flooders = await Promise.all(Array.from({ length: 10 }, () => Attacker.create(sw!.net, "10.66.1.3")));
+    let peakQueued = 0;
+    const watch = setInterval(() => (peakQueued = Math.max(peakQueued, (node as unknown as { queuedRows: { total: number } }).queuedRows.total)), 1);
+    const flood = flooders.map(async (a) => {
+      const s = sid();
+      const g = await a.grant(s, [{ peer: node.peerId, start: 0, end: 5 }]);
+      for (let p = 0; p < 8; p++) await a.send(node.peerId, encodeStep(step(s, { pos: p * 32, T: 32, hidden: new Float32Array(32 * DIM).fill(0.1), ext: p === 0 ? [{ kind: Ext.ROUTE_GRANT, data: g.bytes }] : [] })));
+    });
+    const user = sw.complete([1], 60);
+    await Promise.all(flood);
+    expect(await user).toEqual(WANT);
+    clearInterval(watch);
+    expect(peakQueued).toBeLessThanOrEqual(32 * 32 + 32);
+    // version 1 frames are refused with a clear error, and the sender is banned
+    const old = await Attacker.create(sw.net, "10.66.1.4");
+    const v1 = Buffer.from(encodeStep(step(sid())));
+    v1[1] = 1;
+    await old.send(node.peerId, v1);
+    await settle();
+    expect(node.gate.banned(old.peer)).toMatch(/protocol version 1/);
+    await expect(old.send(node.peerId, encodeStep(step(sid())))).rejects.toThrow();
+    expect(await sw.complete([1], 60)).toEqual(WANT);
+  });
+});
