@@ -17,6 +17,12 @@ function num(v: string): number {
   return n;
 }
 
+// A long-running node or gateway must not die of one stray rejection that a
+// peer provoked: log it (no payloads) and keep serving everyone else.
+process.on("unhandledRejection", (e) => {
+  process.stderr.write(JSON.stringify({ t: new Date().toISOString(), level: "error", scope: "process", event: "unhandled rejection", code: (e as LayerswarmError)?.code, error: String((e as Error)?.message ?? e).slice(0, 300) }) + "\n");
+});
+
 const program = new Command("layerswarm")
   .description("Run one large language model across many machines, each holding a slice of its layers")
   .version("0.1.0");
@@ -59,6 +65,7 @@ program
   .option("--swarm-key <key>", "pre-shared key (64 hex or a swarm.key file): a private swarm")
   .option("--local-layers <k>", "run the first K layers on the gateway: no node sees embedding rows", int, 0)
   .option("--local-tail <k>", "run the last K layers on the gateway: no node returns rows the head reads directly", int, 0)
+  .option("--cors-origin <origin>", "also let web pages from this origin call the API (repeatable; * for any)", collect)
   .action((o) => runCommand({ ...o, listen: undefined, key: undefined }));
 
 program
@@ -90,6 +97,7 @@ program
   .option("--allow <file>", "route only through the nodes whose peer ids this file lists (one per line)")
   .option("--local-layers <k>", "run the first K layers here: no node sees embedding rows", int, 0)
   .option("--local-tail <k>", "run the last K layers here: no node returns rows the head reads directly", int, 0)
+  .option("--cors-origin <origin>", "also let web pages from this origin call the API (repeatable; * for any)", collect)
   .option("--threads <k>", "threads for the head", int, 1)
   .option("--step-timeout <ms>", "a step slower than this fails over", int, 30_000)
   .option("--dtype <t>", "hidden states on the wire: f32 | f16 | bf16", "f32")

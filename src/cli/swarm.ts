@@ -125,6 +125,7 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
   const stop = () => void node.stop().finally(() => process.exit(0));
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
+  if (process.send) process.once("disconnect", stop); // started by `run`: die with it
 }
 
 export interface GatewayFlags {
@@ -141,6 +142,7 @@ export interface GatewayFlags {
   dtype: string;
   localLayers?: number;
   localTail?: number;
+  corsOrigin?: string[];
 }
 
 export async function startGateway(o: GatewayFlags) {
@@ -164,7 +166,7 @@ export const WEB_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url))
 
 export async function serveApi(gw: Gateway, mon: SwarmMonitor, model: Model, o: GatewayFlags, id = modelId(o.model)): Promise<ApiServer> {
   const api = new ApiServer(model, gw, {
-    modelId: id, apiKey: o.apiKey, staticDir: WEB_DIR,
+    modelId: id, apiKey: o.apiKey, staticDir: WEB_DIR, corsOrigins: o.corsOrigin,
     onRequest: mon.onRequest, onTokens: mon.onTokens, onFirstToken: mon.onFirstToken, onError: mon.onError, onActive: (n) => (mon.activeRequests = n),
     routes: {
       "/v1/swarm": (_req, res) => json(res, 200, mon.snapshot()),
@@ -207,7 +209,8 @@ export async function spawnLocalNodes(model: string, n: number, gw: Gateway, o: 
   const children = ranges.map((r, i) => {
     const args = [CLI, "node", "--model", model, "--join", joinAddr, "--layers", `${r.start}:${r.end}`, "--threads", String(o.threads),
       "--key", path.join(keys, `local-node-${i}.key`), "--name", `local-${i}`, ...(o.swarmKey ? ["--swarm-key", o.swarmKey] : []), ...(o.extra ?? [])];
-    const c = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
+    // an IPC channel: a node started by `run` exits when its parent does, however the parent dies
+    const c = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit", "ipc"] });
     c.stdout!.on("data", (d: Buffer) => {
       for (const line of d.toString().split("\n").filter(Boolean)) {
         try {

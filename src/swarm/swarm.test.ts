@@ -83,6 +83,27 @@ describe("stories260K over a swarm of node processes", () => {
     expect(sw.gw.stats.replayedPositions).toBeGreaterThanOrEqual(159);
   });
 
+  it("two nodes of four killed at the same moment (kill -9), five times: every answer exact", async () => {
+    const want = goldenIds("1").slice(0, 101);
+    for (let trial = 0; trial < 5; trial++) {
+      const sw = await startSwarm(STORIES_GGUF, rangesOf([2, 1, 1, 1]), { stepTimeoutMs: 5000 });
+      try {
+        const victims = [[0, 1], [1, 2], [2, 3], [0, 3], [1, 3]][trial];
+        let killed = false;
+        const ids = await complete(sw, "Once upon a time", 100, (n) => {
+          if (n === 15 + 10 * trial && !killed) {
+            killed = true;
+            for (const v of victims) sw.nodes[v].kill("SIGKILL");
+          }
+        });
+        expect(killed).toBe(true);
+        expect(ids, `trial ${trial}: nodes ${victims} killed`).toEqual(want);
+      } finally {
+        await sw.stop();
+      }
+    }
+  });
+
   it("a node that stalls (SIGSTOP) is detected by the step timeout and routed around", async () => {
     const sw = await startSwarm(STORIES_GGUF, rangesOf([2, 3]), { stepTimeoutMs: 1500 });
     swarms.push(sw);
