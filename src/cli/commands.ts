@@ -3,7 +3,8 @@
 
 import { GGUFFile, readGGUF, metaString } from "../format/gguf.js";
 import { convertLlama2c } from "../format/llama2c.js";
-import { DEFAULT_MODEL, fetchModel } from "../format/remote.js";
+import { fetchModel } from "../format/remote.js";
+import { modelOrDemo } from "./paths.js";
 import { progress } from "./swarm.js";
 import { typeName } from "../format/quant.js";
 import { SHAPES, SynthSpec, describeSpec, synthesize } from "../format/synth.js";
@@ -14,7 +15,7 @@ import { TextDecoderStream } from "../tokenizer/index.js";
 import { ChatTemplate } from "../tokenizer/chat.js";
 
 export interface GenerateFlags {
-  model: string;
+  model?: string;
   maxTokens: number;
   temperature: number;
   topP: number;
@@ -34,7 +35,7 @@ export interface GenerateFlags {
 export async function generateCommand(prompt: string, o: GenerateFlags): Promise<void> {
   const t0 = performance.now();
   const slices = o.slices?.split(",").map(parseRange);
-  const file = await fetchModel(o.model ?? DEFAULT_MODEL, progress("model"));
+  const file = await fetchModel(modelOrDemo(o.model), progress("model"));
   const { model, stack } = Model.local(file, { backend: o.kernels, threads: o.threads, slices });
   const ids = o.chat
     ? ChatTemplate.fromGGUF(model.file, model.tokenizer).encode([{ role: "user", content: prompt }])

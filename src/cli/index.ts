@@ -31,7 +31,7 @@ program
   .command("generate")
   .description("stream a completion of PROMPT to stdout")
   .argument("<prompt>", "the prompt text")
-  .option("-m, --model <file|url|hf:owner/repo/file>", "GGUF model: a file, an http(s) URL or hf:<owner>/<repo>/<file.gguf> (default: the TinyStories 15M Q8_0 model, downloaded once)")
+  .option("-m, --model <file|url|hf:owner/repo/file>", "GGUF model: a file, an http(s) URL or hf:<owner>/<repo>/<file.gguf> (default: the built-in stories260K demo)")
   .option("-n, --max-tokens <n>", "most tokens to generate", int, 256)
   .option("-t, --temperature <t>", "sampling temperature (0 = greedy)", num, 0)
   .option("--top-p <p>", "nucleus sampling mass", num, 1)
@@ -54,7 +54,7 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 program
   .command("run")
   .description("the main job: a gateway and N node processes on this machine, serving the OpenAI API")
-  .option("-m, --model <file|url|hf:owner/repo/file>", "GGUF model (default: hf:ggml-org/tiny-llamas/stories15M-q8_0.gguf, downloaded once)")
+  .option("-m, --model <file|url|hf:owner/repo/file>", "GGUF model: a file, an http(s) URL or hf:<owner>/<repo>/<file.gguf> (default: the built-in stories260K demo, a toy)")
   .option("--nodes <n>", "node processes", int, 3)
   .option("--port <port>", "HTTP port (0: any free port)", int, 8080)
   .option("--host <host>", "HTTP address", "127.0.0.1")

@@ -2,12 +2,13 @@
 // generate --nodes N.
 
 import { ChildProcess, spawn } from "node:child_process";
+import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { LayerswarmError } from "../errors.js";
 import { readGGUF } from "../format/gguf.js";
-import { DEFAULT_MODEL, Progress, fetchModel, isRemote, openRemoteSlice, resolveUrl, tensorsFor } from "../format/remote.js";
+import { Progress, fetchModel, isRemote, openRemoteSlice, resolveUrl, tensorsFor } from "../format/remote.js";
 import { createKernels } from "../kernels/index.js";
 import { LayerRange, configFromGGUF, parseRange } from "../model/config.js";
 import { Model, generate } from "../model/model.js";
@@ -26,7 +27,7 @@ import { logger } from "../swarm/log.js";
 import { multiaddr } from "@multiformats/multiaddr";
 import { TextDecoderStream } from "../tokenizer/index.js";
 import { ChatTemplate } from "../tokenizer/chat.js";
-import { stateDir } from "./paths.js";
+import { WEB_DIR, modelOrDemo, stateDir } from "./paths.js";
 import type { GenerateFlags } from "./commands.js";
 
 const log = logger("cli");
@@ -162,8 +163,6 @@ export function modelId(spec: string): string {
   return path.basename(isRemote(spec) ? new URL(resolveUrl(spec)).pathname : spec).replace(/\.gguf$/i, "");
 }
 
-export const WEB_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../web");
-
 export async function serveApi(gw: Gateway, mon: SwarmMonitor, model: Model, o: GatewayFlags, id = modelId(o.model)): Promise<ApiServer> {
   const api = new ApiServer(model, gw, {
     modelId: id, apiKey: o.apiKey, staticDir: WEB_DIR, corsOrigins: o.corsOrigin,
@@ -185,6 +184,7 @@ export async function serveApi(gw: Gateway, mon: SwarmMonitor, model: Model, o: 
 }
 
 export async function gatewayCommand(o: GatewayFlags): Promise<void> {
+  await checkPort(o.port, o.host);
   const { gw, model, t, mon } = await startGateway(o);
   process.stderr.write(`layerswarm: gateway ${t.peerId}\n  nodes join with: --join ${gw.addrs().find((a) => a.includes("/p2p/")) ?? gw.addrs()[0]}\n`);
   const api = await serveApi(gw, mon, model, o);
@@ -230,8 +230,26 @@ export interface RunFlags extends GatewayFlags {
   nodes: number;
 }
 
+// Bind the HTTP port and let it go, so that a port in use is reported at once,
+// before a model is fetched or loaded and nodes are started.
+export async function checkPort(port: number, host: string): Promise<void> {
+  if (port === 0) return;
+  const srv = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    srv.once("error", (e: NodeJS.ErrnoException) => {
+      const where = `port ${port} on ${host}`;
+      if (e.code === "EADDRINUSE") reject(new LayerswarmError("BAD_ARGUMENT", `${where} is already in use (another layerswarm or server listens there): stop it, or choose another with --port N (--port 0 takes any free port)`));
+      else if (e.code === "EACCES") reject(new LayerswarmError("BAD_ARGUMENT", `${where}: permission denied (ports below 1024 need privileges): choose another with --port N`));
+      else if (e.code === "EADDRNOTAVAIL" || e.code === "ENOTFOUND") reject(new LayerswarmError("BAD_ARGUMENT", `--host ${host} is not an address of this machine (${e.code})`));
+      else reject(new LayerswarmError("BAD_ARGUMENT", `cannot listen on ${where}: ${e.message}`));
+    });
+    srv.listen({ port, host, exclusive: true }, () => srv.close(() => resolve()));
+  });
+}
+
 export async function runCommand(o: RunFlags): Promise<void> {
-  const spec = o.model ?? DEFAULT_MODEL;
+  await checkPort(o.port, o.host);
+  const spec = modelOrDemo(o.model);
   o = { ...o, model: await fetchModel(spec, progress("model")), key: o.key ?? path.join(stateDir(), "keys", "local-gateway.key") };
   const { gw, model, mon } = await startGateway(o);
   const children = await spawnLocalNodes(o.model, o.nodes, gw, { threads: o.threads, swarmKey: o.swarmKey, announce: true });
@@ -247,11 +265,11 @@ export async function runCommand(o: RunFlags): Promise<void> {
 
 // generate --nodes N: one completion through a local swarm of N node processes.
 export async function generateOverSwarm(prompt: string, o: GenerateFlags & { nodes: number; stepTimeout?: number }): Promise<void> {
-  o = { ...o, model: await fetchModel(o.model ?? DEFAULT_MODEL, progress("model")) };
-  const flags: GatewayFlags = { model: o.model, port: 0, host: "127.0.0.1", threads: o.threads, stepTimeout: o.stepTimeout ?? 30_000, dtype: "f32", key: path.join(stateDir(), "keys", "local-gateway.key") };
+  const file = await fetchModel(modelOrDemo(o.model), progress("model"));
+  const flags: GatewayFlags = { model: file, port: 0, host: "127.0.0.1", threads: o.threads, stepTimeout: o.stepTimeout ?? 30_000, dtype: "f32", key: path.join(stateDir(), "keys", "local-gateway.key") };
   const { gw, model, mon } = await startGateway(flags);
   mon.close();
-  const children = await spawnLocalNodes(o.model, o.nodes, gw, { threads: o.threads });
+  const children = await spawnLocalNodes(file, o.nodes, gw, { threads: o.threads });
   try {
     await gw.waitForCoverage(300_000);
     const ids = o.chat ? ChatTemplate.fromGGUF(model.file, model.tokenizer).encode([{ role: "user", content: prompt }]) : model.tokenizer.encode(prompt, { addBos: o.bos ? undefined : false });
