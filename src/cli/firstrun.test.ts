@@ -82,7 +82,7 @@ describe("first run on a fresh machine", () => {
     const r = spawnSync("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], { cwd: REPO, encoding: "utf8", timeout: 60_000 });
     expect(r.status).toBe(0);
     const files = (JSON.parse(r.stdout) as { files: { path: string }[] }[])[0].files.map((f) => f.path);
-    expect(files).toEqual(expect.arrayContaining(["models/stories260K.gguf", "models/LICENSE", "models/README.md", "dist/src/cli/index.js", "web/index.html"]));
+    expect(files).toEqual(expect.arrayContaining(["models/stories260K.gguf", "models/LICENSE", "models/README.md", "dist/src/cli/index.js", "web/index.html", "scripts/build-native.js", "binding.gyp"]));
     // the file is the converted llama2.c stories260K, byte for byte
     const sha = crypto.createHash("sha256").update(fs.readFileSync(path.join(REPO, "models/stories260K.gguf"))).digest("hex");
     expect(sha).toBe("1d9847737c52a3ec33b9757eb67d2a92b8f0282d0775f6cfd9c70db30e098c94");
