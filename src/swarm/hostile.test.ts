@@ -181,7 +181,8 @@ describe("hostile peers (in-memory swarm, real node and gateway code)", () => {
         opened.push(a.grant(s, [{ peer: node.peerId, start: 0, end: 5 }]).then((g) => a.send(node.peerId, encodeStep(step(s, { ext: [{ kind: Ext.ROUTE_GRANT, data: g.bytes }] })))));
       }
     await Promise.all(opened);
-    await settle();
+    for (let i = 0; i < 500 && node.stats.opened + node.stats.refused < 300; i++) await settle(); // every frame decided
+    expect(node.stats.opened + node.stats.refused, JSON.stringify(node.stats)).toBe(300);
     expect(node.sessions.size).toBe(16);
     expect(await sw.complete([1], 60)).toEqual(WANT);
     // two users at once, while the attackers keep opening
@@ -292,5 +293,94 @@ describe("hostile peers (in-memory swarm, real node and gateway code)", () => {
     expect(node.gate.banned(old.peer)).toMatch(/protocol version 1/);
     await expect(old.send(node.peerId, encodeStep(step(sid())))).rejects.toThrow();
     expect(await sw.complete([1], 60)).toEqual(WANT);
+  });
+});
+
+describe("hostile peers, second round (found by review)", () => {
+  it("a stranger keeping a node busy with full-size steps gets its share of batches, not everyone's", async () => {
+    sw = await memSwarm(STORIES_GGUF, [r(0, 5)], {}, { maxBatchRows: 32 });
+    const node = sw.nodes[0];
+    const a = await Attacker.create(sw.net);
+    let stop = false;
+    const s = sid();
+    const g = await a.grant(s, [{ peer: node.peerId, start: 0, end: 5 }]);
+    const hog = (async () => {
+      // always 32 rows at position 0 (rewriting its own history), as fast as the node reads them
+      for (let i = 0; !stop && i < 2000; i++)
+        await a.send(node.peerId, encodeStep(step(s, { req: i + 1, T: 32, hidden: new Float32Array(32 * DIM).fill(0.1), ext: i === 0 ? [{ kind: Ext.ROUTE_GRANT, data: g.bytes }] : [] })));
+    })();
+    try {
+      expect(await sw.complete([1], 60)).toEqual(WANT);
+    } finally {
+      stop = true;
+      await hog.catch(() => {});
+    }
+    expect(node.stats.batches).toBeGreaterThan(60);
+  });
+
+  it("KV memory filled by strangers' long sessions: a user's session takes room from the biggest holder", async () => {
+    // 1280 bytes of cache per position on stories260K: 2 MiB hold about three 512-position sessions
+    sw = await memSwarm(STORIES_GGUF, [], {}, { kvBudgetBytes: 2 * 2 ** 20 });
+    await sw.addNode([r(0, 5)], { kvBudgetBytes: 2 * 2 ** 20 });
+    await sw.gw.waitForCoverage(2000);
+    const node = sw.nodes[0];
+    const attackers = await Promise.all(Array.from({ length: 6 }, (_, i) => Attacker.create(sw!.net, `10.66.3.${i}`)));
+    for (const a of attackers) {
+      const s = sid();
+      const g = await a.grant(s, [{ peer: node.peerId, start: 0, end: 5 }]);
+      await a.send(node.peerId, encodeStep(step(s, { T: 500, hidden: new Float32Array(500 * DIM).fill(0.1), ext: [{ kind: Ext.ROUTE_GRANT, data: g.bytes }] })));
+    }
+    for (let i = 0; i < 200 && node.stats.opened + node.stats.refused < 6; i++) await settle();
+    await settle();
+    expect(node.stats.opened).toBeGreaterThan(0);
+    expect(await sw.complete([1], 60)).toEqual(WANT);
+    expect(node.stats.evicted).toBeGreaterThan(0);
+  });
+
+  it("a node that takes steps and never answers is routed around, and stays avoided", async () => {
+    sw = await memSwarm(STORIES_GGUF, [r(0, 2), r(2, 5)], { stepTimeoutMs: 400 });
+    // a stranger's node claims every layer (routes prefer it) and sits on what it gets
+    const { node: hole } = await sw.addNode([r(0, 5)]);
+    (hole as unknown as { emit: () => void }).emit = () => {};
+    expect(sw.gw.router.plan()!.map((st) => st.id)).toEqual([hole.peerId]);
+    expect(await sw.complete([1], 60)).toEqual(WANT);
+    expect(await sw.complete([1], 60)).toEqual(WANT);
+    expect(sw.gw.router.plan()!.map((st) => st.id)).not.toContain(hole.peerId);
+  });
+
+  it("a stage that fails one chunk of a long prompt while others are in flight: every chunk is recovered, none hangs", async () => {
+    const prompt = goldenIds("1").slice(0, 200);
+    const local = await memSwarm(STORIES_GGUF, [r(0, 5)]);
+    const want = await local.complete(prompt, 20);
+    await local.stop();
+    // a first stage whose KV memory holds about 100 positions (1280 bytes each here: 256 per layer pair)
+    sw = await memSwarm(STORIES_GGUF, [], {}, {});
+    await sw.addNode([r(0, 2)], { kvBudgetBytes: 40_000 });
+    await sw.addNode([r(2, 5)]);
+    await sw.gw.waitForCoverage(2000);
+    await sw.addNode([r(0, 2)]);
+    expect(await sw.complete(prompt, 20)).toEqual(want);
+  });
+
+  it("a gateway that never reads its results: the node stops computing for it, at a bounded backlog, and serves the others", async () => {
+    sw = await memSwarm(STORIES_GGUF, [r(0, 5)], {}, { maxUnsentBytes: 64 * 1024 });
+    const node = sw.nodes[0];
+    const a = await Attacker.create(sw.net);
+    await a.t.handle(PROTOCOLS.steps, () => {}, { maxMessageBytes: 1 << 20, maxStreamsPerConnection: 4 }); // accepts, never reads
+    const s = sid();
+    const g = await a.grant(s, [{ peer: node.peerId, start: 0, end: 5 }]);
+    let sent = 0;
+    const flood = (async () => {
+      for (let i = 0; i < 400; i++) {
+        await a.send(node.peerId, encodeStep(step(s, { req: i + 1, T: 8, hidden: new Float32Array(8 * DIM).fill(0.1), ext: i === 0 ? [{ kind: Ext.ROUTE_GRANT, data: g.bytes }] : [] })));
+        sent++;
+      }
+    })();
+    expect(await sw.complete([1], 60)).toEqual(WANT);
+    await settle();
+    const outbox = (node as unknown as { outbox: { unsentBytes(p: string): number } }).outbox;
+    expect(outbox.unsentBytes(a.peer)).toBeLessThanOrEqual(64 * 1024 + 8 * DIM * 4 + 1024);
+    expect(sent).toBeLessThan(400); // held back: the node stopped reading its steps
+    void flood.catch(() => {});
   });
 });

@@ -10,7 +10,17 @@ import { Channel, Transport } from "./transport.js";
 export class Outbox {
   private out = new Map<string, Promise<Channel>>();
   readonly lastUsed = new Map<string, { addrs: string[]; at: number }>(); // peers sent to, and when
-  constructor(private t: Transport, private log: Logger, private dialTimeoutMs = 10_000) {}
+  private unsent = new Map<string, number>(); // bytes handed to a peer's stream that it has not taken yet
+  constructor(private t: Transport, private log: Logger, private dialTimeoutMs = 10_000, private maxUnsentBytes = 16 * 2 ** 20) {}
+
+  unsentBytes(peer: string): number {
+    return this.unsent.get(peer) ?? 0;
+  }
+
+  // Too much is waiting for this peer: produce nothing more for it until it reads.
+  congested(peer: string): boolean {
+    return (this.unsent.get(peer) ?? 0) >= this.maxUnsentBytes;
+  }
 
   // Resolves once the message is handed to the stream; rejects if the peer cannot be reached.
   send(peer: string, addrs: string[], msg: Uint8Array): Promise<void> {
@@ -35,7 +45,16 @@ export class Outbox {
       });
     }
     const used = ch;
-    return used.then((c) => c.send(msg)).catch((e) => {
+    this.unsent.set(peer, (this.unsent.get(peer) ?? 0) + msg.length);
+    const sent = () => {
+      const n = (this.unsent.get(peer) ?? msg.length) - msg.length;
+      if (n > 0) this.unsent.set(peer, n);
+      else this.unsent.delete(peer);
+    };
+    return used.then((c) => c.send(msg)).then(sent, (e) => {
+      sent();
+      throw e;
+    }).catch((e) => {
       if (this.out.get(peer) === used) this.out.delete(peer);
       this.log("debug", "send failed", { peer, error: (e as Error).message });
       throw e instanceof LayerswarmError ? e : new LayerswarmError("UNREACHABLE", `cannot send to ${peer.slice(-8)}: ${(e as Error).message}`);

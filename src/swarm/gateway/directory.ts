@@ -20,6 +20,8 @@ export interface NodeEntry {
   stepMs?: number; // recent step latency seen from the gateway (route-level)
   rttMs?: number; // control round trip from the gateway
   batchMs: number[]; // recent batch compute times reported by the node
+  failed: { n: number; at: number }; // steps it failed while still answering (routes avoid it)
+  routed: boolean; // ever part of a route
 }
 
 export type SwarmEvent =
@@ -74,12 +76,16 @@ export class NodeDirectory {
     const perIp = [...this.nodes.values()].filter((n) => n.ip === ip).length;
     if (perIp >= (this.limits.maxNodesPerIp ?? 64)) throw new LayerswarmError("BUSY", `this gateway already knows ${perIp} nodes at ${ip}`);
     if (this.nodes.size >= (this.limits.maxNodes ?? 1024)) {
-      // forget the node lost longest ago, if any
+      // forget the node lost longest ago; else a never-used node from the address with the most
       const lost = [...this.nodes.entries()].filter(([, n]) => n.state === "lost").sort((a, b) => a[1].since - b[1].since)[0];
-      if (!lost) throw new LayerswarmError("BUSY", "this gateway's node directory is full");
-      this.nodes.delete(lost[0]);
+      const count = new Map<string, number>();
+      for (const n of this.nodes.values()) count.set(n.ip, (count.get(n.ip) ?? 0) + 1);
+      const unused = [...this.nodes.entries()].filter(([, n]) => !n.routed && n.sessions === 0).sort((a, b) => (count.get(b[1].ip) ?? 0) - (count.get(a[1].ip) ?? 0))[0];
+      const victim = lost ?? (unused && (count.get(unused[1].ip) ?? 0) > perIp + 1 ? unused : undefined);
+      if (!victim) throw new LayerswarmError("BUSY", "this gateway's node directory is full");
+      this.nodes.delete(victim[0]);
     }
-    this.nodes.set(from, { record, ip, state: "serving", since: Date.now(), sessions: 0, batchMs: [] });
+    this.nodes.set(from, { record, ip, state: "serving", since: Date.now(), sessions: 0, batchMs: [], failed: { n: 0, at: 0 }, routed: false });
     this.log("info", "node joined", { peer: from, ranges: record.ranges });
     this.emit({ type: "node-joined", peer: from, ranges: record.ranges });
   }
@@ -103,6 +109,18 @@ export class NodeDirectory {
     return true;
   }
 
+  // A node failed a step while still answering: routes prefer others for a while.
+  penalize(peer: string): void {
+    const e = this.nodes.get(peer);
+    if (!e) return;
+    e.failed = { n: this.failures(e) + 1, at: Date.now() };
+  }
+
+  // Recent failures (forgotten ten minutes after the last one).
+  failures(e: NodeEntry): number {
+    return Date.now() - e.failed.at > 10 * 60_000 ? 0 : e.failed.n;
+  }
+
   ban(peer: string, reason: string): void {
     const e = this.nodes.get(peer);
     this.gate.ban(peer, e?.ip, reason);
@@ -117,7 +135,8 @@ export class NodeDirectory {
     return [...this.nodes.values()].filter((n) => n.state === "serving");
   }
 
+  // Routing input: a node's load counts its sessions and, heavily, its recent failures.
   holders(): { id: string; ranges: LayerRange[]; load: number }[] {
-    return this.serving().map((n) => ({ id: n.record.peer, ranges: n.record.ranges, load: n.sessions }));
+    return this.serving().map((n) => ({ id: n.record.peer, ranges: n.record.ranges, load: n.sessions + 1000 * this.failures(n) }));
   }
 }

@@ -10,15 +10,17 @@ import { Step } from "../../model/runtime.js";
 import { Logger } from "../log.js";
 import { Outbox } from "../outbox.js";
 import {
-  DType, ErrorFrame, Ext, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, PROTOCOLS, ResultFrame, SignedGrant, decodeError, decodeResult, encodeStep, frameType, maxFrameBytes,
+  DType, ErrorFrame, Ext, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, PROTOCOLS, ResultFrame, SignedGrant, decodeError, decodeResult, encodeStep, firstNonFinite, frameType, maxFrameBytes,
 } from "../protocol/index.js";
 import { request } from "../rpc.js";
 import { Channel, Transport } from "../transport.js";
 import { NodeDirectory } from "./directory.js";
 
-// The route failed: `peers` are the stages to blame (none when every stage still answers).
+// The route failed. `peers` are stages that are gone (unreachable: lost for
+// every session); `suspects` are stages this session should route around
+// (they refused, erred or sat on a step while still answering).
 export class RouteLost extends Error {
-  constructor(readonly peers: string[], message: string, readonly code = "UNREACHABLE") {
+  constructor(readonly peers: string[], message: string, readonly code = "UNREACHABLE", readonly suspects: string[] = []) {
     super(message);
   }
 }
@@ -50,6 +52,9 @@ export interface PipelineOptions {
   lastRowOnlyAllowed: boolean; // false when the gateway runs tail layers: they need every row
 }
 
+// The most rows one step may carry (a node accepts 512 by default; longer prompts go in chunks).
+export const MAX_STEP_ROWS = 512;
+
 // Codes after which the session moves to a new route (and the step is sent again).
 const RETRYABLE = new Set(["UNKNOWN_SESSION", "BUSY", "UNREACHABLE", "BAD_RANGE", "FORBIDDEN"]);
 
@@ -62,7 +67,7 @@ export class StepPipeline {
   stats = { steps: 0, strayFrames: 0 };
 
   constructor(private t: Transport, private dir: NodeDirectory, private log: Logger, private o: PipelineOptions, dim: number) {
-    this.limits = { dim, maxRows: 1 << 12 };
+    this.limits = { dim, maxRows: MAX_STEP_ROWS };
     this.outbox = new Outbox(t, log);
   }
 
@@ -72,6 +77,7 @@ export class StepPipeline {
 
   send(ws: WireSession, route: { peer: string; addrs: string[] }[], st: Step, signal?: AbortSignal): Promise<Float32Array> {
     throwIfAborted(signal);
+    if (st.T > this.limits.maxRows) return Promise.reject(new LayerswarmError("BAD_ARGUMENT", `a step of ${st.T} rows: at most ${this.limits.maxRows} per step (use smaller prefill chunks)`));
     this.stats.steps++;
     const req = this.nextReq++ >>> 0 || this.nextReq++;
     const peers = route.map((h) => h.peer);
@@ -106,6 +112,13 @@ export class StepPipeline {
     for (const [req, p] of this.pending) if (p.peers.includes(peer)) this.settle(req, undefined, new RouteLost([peer], `node ${peer.slice(-8)} ${reason}`));
   }
 
+  // A session moved to a new route: its steps still in flight on the old one
+  // will never be answered there (the old stages drop it); fail them now so
+  // they are sent again, instead of waiting out their timeout.
+  abandon(sid: string, reason: string): void {
+    for (const [req, p] of this.pending) if (p.sid === sid) this.settle(req, undefined, new RouteLost([], reason, "UNKNOWN_SESSION"));
+  }
+
   progress(from: string, reqs: number[]): void {
     for (const r of reqs) {
       const p = this.pending.get(r);
@@ -114,16 +127,22 @@ export class StepPipeline {
   }
 
   // A step took too long: find which stage of its route stopped answering.
+  // Stages that answer no more are gone; if all still answer, the stage the
+  // step was last reported at (or the first) is the session's suspect: a
+  // node that takes steps and never returns them is routed around.
   private async timeout(req: number): Promise<void> {
     const p = this.pending.get(req);
     if (!p) return;
     this.pending.delete(req);
     const dead = (await Promise.all([...new Set(p.peers)].map((peer) => {
       const n = this.dir.get(peer);
-      return request(this.t, peer, n?.record.addrs ?? [], { type: "info" }, Math.min(2000, this.o.stepTimeoutMs)).then(() => undefined, () => peer);
+      return request(this.t, peer, n?.record.addrs ?? [], { type: "info" }, Math.min(2000, this.o.stepTimeoutMs)).then(
+        () => undefined,
+        (e) => ((e as LayerswarmError).code === "UNREACHABLE" || (e as LayerswarmError).code === "ABORTED" ? peer : undefined), // BUSY and the like: alive
+      );
     }))).filter((x): x is string => !!x);
-    // Nobody silent: the route is only slow (or lost a frame). Blame no one.
-    p.reject(new RouteLost(dead, `step timed out after ${this.o.stepTimeoutMs} ms${dead.length ? "" : " (every node still answers)"}`));
+    const stuck = p.peers[Math.min(p.stage, p.peers.length - 1)];
+    p.reject(new RouteLost(dead, `step timed out after ${this.o.stepTimeoutMs} ms${dead.length ? "" : ` (every node still answers; suspected: ${stuck.slice(-8)})`}`, "UNREACHABLE", dead.length ? [] : [stuck]));
   }
 
   private async serveResults(ch: Channel): Promise<void> {
@@ -153,6 +172,8 @@ export class StepPipeline {
       this.stats.strayFrames++;
       return;
     }
+    const bad = firstNonFinite(r.hidden);
+    if (bad >= 0) return void this.settle(r.req, undefined, new RouteLost([], `node ${from.slice(-8)} returned a value that is not finite (${bad})`, "BAD_ARGUMENT", [from]));
     for (const peer of p.peers) {
       const n = this.dir.get(peer);
       if (n) n.stepMs = Date.now() - p.sentAt;
@@ -171,8 +192,8 @@ export class StepPipeline {
     // The last stage's word is taken for the step (context overflow, memory);
     // a stage before it that cannot serve is routed around instead, so an
     // insider's injected errors only ever cost it its own place on the route.
-    if (from !== p.last) this.settle(e.req, undefined, new RouteLost([from], msg, e.code));
-    else if (RETRYABLE.has(e.code)) this.settle(e.req, undefined, new RouteLost(e.code === "FORBIDDEN" || e.code === "BAD_RANGE" ? [from] : [], msg, e.code));
+    if (from !== p.last) this.settle(e.req, undefined, new RouteLost([], msg, e.code, [from]));
+    else if (RETRYABLE.has(e.code)) this.settle(e.req, undefined, new RouteLost([], msg, e.code, e.code === "FORBIDDEN" || e.code === "BAD_RANGE" ? [from] : []));
     else this.settle(e.req, undefined, new LayerswarmError(e.code, msg));
   }
 

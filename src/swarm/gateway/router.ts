@@ -1,14 +1,16 @@
-// Routes: a chain of serving nodes covering the remote layers. When some
-// layers are held by nobody, nodes with free memory are asked to load them
-// (each node decides by its own policy). The loop goes on after every loss it
-// finds, including nodes lost while loading, until there is a route or no
-// node left can load what is missing. One coverage repair runs at a time for
-// the whole gateway, so concurrent sessions do not ask for the same layers twice.
+// Routes: a chain of serving nodes covering the remote layers. Nodes that
+// failed steps recently (while still answering), and the nodes a session
+// avoids, are left out whenever a route exists without them. When some
+// layers are held by nobody usable, nodes are asked to load them (each node
+// decides by its own policy). The loop goes on after every loss it finds,
+// including nodes lost while loading, until there is a route or no node left
+// can load what is missing. One coverage repair runs at a time for the whole
+// gateway, so concurrent sessions do not ask for the same layers twice.
 
 import { LayerswarmError, throwIfAborted } from "../../errors.js";
 import { LayerRange } from "../../model/config.js";
 import { Logger } from "../log.js";
-import { Stage, missingLayers, planRoute } from "../placement.js";
+import { Holder, Stage, missingLayers, planRoute } from "../placement.js";
 import { request } from "../rpc.js";
 import { Transport } from "../transport.js";
 import { NodeDirectory } from "./directory.js";
@@ -23,48 +25,60 @@ export class Router {
     private loadTimeoutMs: number,
   ) {}
 
-  plan(): Stage[] | undefined {
-    return planRoute(this.span.end, this.dir.holders(), this.span.start);
+  private usable(avoid?: ReadonlySet<string>): Holder[] {
+    return this.dir.holders().filter((h) => !avoid?.has(h.id) && this.dir.failures(this.dir.get(h.id)!) === 0);
   }
 
+  // The best route: without suspects if possible, else with them.
+  plan(avoid?: ReadonlySet<string>): Stage[] | undefined {
+    return planRoute(this.span.end, this.usable(avoid), this.span.start) ?? planRoute(this.span.end, this.dir.holders(), this.span.start);
+  }
+
+  // Layers no serving node holds.
   missing(): LayerRange[] {
     return missingLayers(this.span.end, this.dir.holders(), this.span.start);
   }
 
-  async route(signal?: AbortSignal): Promise<Stage[]> {
-    for (;;) {
+  async route(signal?: AbortSignal, avoid?: ReadonlySet<string>): Promise<Stage[]> {
+    for (let repaired = false; ; repaired = true) {
       throwIfAborted(signal);
-      const r = this.plan();
-      if (r) return r;
+      const clean = planRoute(this.span.end, this.usable(avoid), this.span.start);
+      if (clean) return clean;
       if (this.repairing) {
         await this.repairing.catch(() => {});
         continue;
       }
-      this.repairing = this.repair(signal);
-      try {
-        await this.repairing;
-      } finally {
-        this.repairing = undefined;
+      if (!repaired) {
+        // have nodes in good standing load what only suspects (or nobody) hold
+        this.repairing = this.repair(signal, avoid);
+        try {
+          await this.repairing;
+        } finally {
+          this.repairing = undefined;
+        }
+        continue;
       }
-      const again = this.plan();
-      if (again) return again;
+      const any = planRoute(this.span.end, this.dir.holders(), this.span.start);
+      if (any) return any; // only through nodes that failed before: better than nothing
       const gaps = this.missing().map((g) => `[${g.start}, ${g.end})`).join(" ");
       throw new LayerswarmError("NO_ROUTE", `no route through the swarm: layers ${gaps} are held by no serving node and none could load them`);
     }
   }
 
-  // Ask nodes to load each missing range; recompute the gaps after every
-  // attempt (a node may die while loading) until none is left or nobody can.
-  private async repair(signal?: AbortSignal): Promise<void> {
+  // Ask nodes to load each range the usable nodes lack; recompute the gaps
+  // after every attempt (a node may die while loading) until none is left,
+  // nobody can, or 8 nodes were asked (each may take loadTimeoutMs).
+  private async repair(signal?: AbortSignal, avoid?: ReadonlySet<string>): Promise<void> {
     const refused = new Set<string>(); // "peer gap" pairs that failed: not asked again in this repair
-    for (;;) {
+    for (let asked = 0; asked < 8; asked++) {
       throwIfAborted(signal);
-      const gap = this.missing()[0];
+      const gap = missingLayers(this.span.end, this.usable(avoid), this.span.start)[0];
       if (!gap) return;
       const key = (p: string) => `${p} ${gap.start}:${gap.end}`;
-      const candidates = this.dir.serving().filter((n) => !refused.has(key(n.record.peer))).sort((a, b) => b.record.capacity.freeBytes - a.record.capacity.freeBytes);
-      if (candidates.length === 0) return;
+      const candidates = this.dir.serving().filter((n) => !refused.has(key(n.record.peer)) && !avoid?.has(n.record.peer) && this.dir.failures(n) === 0)
+        .sort((a, b) => b.record.capacity.freeBytes - a.record.capacity.freeBytes);
       const c = candidates[0];
+      if (!c) return;
       try {
         const m = await request(this.t, c.record.peer, c.record.addrs, { type: "load", start: gap.start, end: gap.end }, this.loadTimeoutMs, signal);
         if (m.type !== "record") throw new LayerswarmError("BAD_MESSAGE", `answered "load" with "${m.type}"`);

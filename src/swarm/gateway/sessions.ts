@@ -37,6 +37,9 @@ export interface SessionState {
   history: { pos: number; tokens: number[] }[];
   retry: Waiting[];
   recovering?: Promise<void>;
+  avoid: Set<string>; // nodes this session routes around (they failed it while still answering)
+  stale?: boolean; // a node evicted it: reroute before the next step
+  nextCause?: RouteLost; // why the recovery after the running one is needed
 }
 
 export interface SessionOptions {
@@ -63,7 +66,7 @@ export class Sessions {
     private o: SessionOptions,
   ) {
     pipe.onEvicted = (sid, by) => {
-      for (const s of this.all.values()) if (s.wire.sid === sid && s.route.some((r) => r.id === by)) s.wire.grantSent = true; // its next step fails over (UNKNOWN_SESSION)
+      for (const s of this.all.values()) if (s.wire.sid === sid && s.route.some((r) => r.id === by)) s.stale = true;
     };
   }
 
@@ -88,7 +91,7 @@ export class Sessions {
     if (!p) {
       p = (async () => {
         const route = await this.router.route(signal);
-        const st: SessionState = { id, epoch: 0, route, wire: await this.wireFor(id, route), history: [], retry: [], createdAt: Date.now(), decoded: 0, positions: 0 };
+        const st: SessionState = { id, epoch: 0, route, wire: await this.wireFor(id, route), history: [], retry: [], avoid: new Set(), createdAt: Date.now(), decoded: 0, positions: 0 };
         this.take(route, +1);
         this.all.set(id, st);
         return st;
@@ -101,7 +104,10 @@ export class Sessions {
   private take(route: Stage[], d: number) {
     for (const r of route) {
       const n = this.dir.get(r.id);
-      if (n) n.sessions = Math.max(0, n.sessions + d);
+      if (n) {
+        n.sessions = Math.max(0, n.sessions + d);
+        n.routed = true;
+      }
     }
   }
 
@@ -120,6 +126,10 @@ export class Sessions {
     }
     const remote: Step = { ...st, hidden: remoteInput };
     if (s.recovering) await s.recovering.catch(() => {});
+    if (s.stale && !s.recovering) {
+      s.stale = false;
+      return this.retryAfterRecovery(s, remote, new RouteLost([], "a node evicted the session", "BUSY"), signal);
+    }
     try {
       return await this.pipe.send(s.wire, this.hops(s), remote, signal);
     } catch (e) {
@@ -131,18 +141,32 @@ export class Sessions {
   private retryAfterRecovery(s: SessionState, st: Step, cause: RouteLost, signal?: AbortSignal): Promise<Float32Array> {
     return new Promise((resolve, reject) => {
       s.retry.push({ step: st, resolve, reject });
-      if (!s.recovering) {
-        s.recovering = new Promise<void>((r) => setImmediate(r)) // let every failed step of this session arrive
-          .then(() => this.recover(s, cause, signal))
-          .finally(() => (s.recovering = undefined));
-        s.recovering.catch(() => {});
-      }
+      this.kick(s, cause, signal);
     });
+  }
+
+  // One recovery at a time per session; steps that fail while it runs are
+  // picked up by the next one, started as soon as this one settles.
+  private kick(s: SessionState, cause: RouteLost, signal?: AbortSignal): void {
+    if (s.recovering) {
+      s.nextCause = cause;
+      return;
+    }
+    s.recovering = new Promise<void>((r) => setImmediate(r)) // let every failed step of this session arrive
+      .then(() => this.recover(s, cause, signal))
+      .finally(() => {
+        s.recovering = undefined;
+        const next = s.nextCause ?? cause;
+        s.nextCause = undefined;
+        if (s.retry.length > 0 && this.all.has(s.id)) this.kick(s, next, signal);
+      });
+    s.recovering.catch(() => {});
   }
 
   private async recover(s: SessionState, cause: RouteLost, signal: AbortSignal | undefined): Promise<void> {
     const waiting = s.retry.sort((a, b) => a.step.pos - b.step.pos);
     s.retry = [];
+    if (waiting.length === 0) return;
     let fruitless = 0;
     for (;;) {
       try {
@@ -150,7 +174,11 @@ export class Sessions {
         for (const p of cause.peers) {
           if (this.dir.lose(p, "failed a step")) this.pipe.lose(p, "failed a step");
         }
-        if (cause.peers.length === 0 || this.dir.serving().length === lostBefore) fruitless++;
+        for (const p of cause.suspects) {
+          s.avoid.add(p);
+          this.dir.penalize(p);
+        }
+        if (this.dir.serving().length === lostBefore) fruitless++;
         if (fruitless > this.o.maxRecoveries)
           throw new LayerswarmError(cause.code === "BUSY" ? "BUSY" : "NO_ROUTE", `gave up after ${fruitless - 1} reroutes that lost no node: ${cause.message}`);
         await this.reroute(s, cause, waiting[0].step.pos, signal);
@@ -174,10 +202,12 @@ export class Sessions {
     const old = s.route.map((x) => x.id), oldSid = s.wire.sid;
     this.take(s.route, -1);
     s.route = [];
-    // free the old epoch's caches on the nodes still serving (best effort)
+    // free the old epoch's caches on the nodes still serving (best effort);
+    // its steps still in flight there are sent again after this recovery
+    this.pipe.abandon(oldSid, "the session moved to a new route");
     for (const peer of new Set(old)) this.dropOn(peer, oldSid);
     s.epoch++;
-    const route = await this.router.route(signal);
+    const route = await this.router.route(signal, s.avoid);
     s.route = route;
     s.wire = await this.wireFor(s.id, route);
     this.take(route, +1);

@@ -25,7 +25,7 @@ import { chooseRange } from "../placement.js";
 import { PeerGate, PolicyKind } from "../policy.js";
 import {
   Ext, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, MAX_CONTROL_BYTES, NUMERICS_VERSION, NodeRecord, PROTOCOLS, Request, Response, SUPPORTED_VERSIONS,
-  StepFrame, decodeStep, encodeError, encodeResult, encodeStep, expectedSender, extension, frameType, maxFrameBytes, openGrant,
+  StepFrame, decodeStep, encodeError, encodeResult, encodeStep, expectedSender, extension, firstNonFinite, frameType, maxFrameBytes, openGrant,
 } from "../protocol/index.js";
 import { Caller, request, serveRequests } from "../rpc.js";
 import { Transport } from "../transport.js";
@@ -49,7 +49,17 @@ export interface NodeInit {
   batchWindowMs?: number; // how long to gather steps when several sessions are active (default 2)
   sessionIdleMs?: number; // drop sessions not stepped for this long (default 15 minutes)
   announceMs?: number; // how often to announce to --join gateways (default 10 s)
+  maxUnsentBytes?: number; // bytes waiting for one destination before its sessions pause (default 16 MiB)
   strikesBeforeBan?: number; // refused frames from one peer before it is banned (default 32)
+}
+
+// The IP address in the first of these multiaddrs, if any (IPv6 grouped by /64).
+export function ipOfAddrs(addrs: string[]): string | undefined {
+  for (const a of addrs) {
+    const m = /^\/(ip4|ip6)\/([^/]+)/.exec(a);
+    if (m) return m[1] === "ip6" ? m[2].split(":").slice(0, 4).join(":") : m[2];
+  }
+  return undefined;
 }
 
 export function modelFingerprint(f: GGUFFile, cfg: ModelConfig): string {
@@ -81,16 +91,18 @@ export class SwarmNode {
   loading?: { start: number; end: number; layers: number; bytes: number; totalBytes: number };
   private stopped = false;
   private timers: NodeJS.Timeout[] = [];
-  private strikes = new Map<string, number>();
+  private strikes = new Map<string, { n: number; since: number }>();
+  private dropped = new Set<string>(); // recently dropped or evicted session ids: their grants may not open them again
+  private pinging = false;
   private links = new Map<string, number>();
   private recent = new Map<string, number>(); // session -> time of its last step (batch window)
-  stats = { frames: 0, batches: 0, rows: 0, badFrames: 0, busyMs: 0, refused: 0 };
+  stats = { frames: 0, batches: 0, rows: 0, badFrames: 0, busyMs: 0, refused: 0, opened: 0, evicted: 0 };
 
   constructor(private init: NodeInit, private t: Transport) {
     this.file = readGGUF(init.modelPath);
     this.cfg = configFromGGUF(this.file);
     this.log = logger(`node:${t.peerId.slice(-6)}`);
-    this.outbox = new Outbox(t, this.log);
+    this.outbox = new Outbox(t, this.log, 10_000, init.maxUnsentBytes);
     this.limits = { dim: this.cfg.dim, maxRows: init.maxRowsPerFrame ?? 512 };
     this.sessions = new SessionTable(init.maxSessions ?? 256);
     this.gate = init.gate ?? new PeerGate();
@@ -165,6 +177,7 @@ export class SwarmNode {
         receipts: false, rollback: false, verifySteps: false,
       },
       policy: this.init.policy ?? this.gate.kind,
+      maxRows: this.limits.maxRows,
       capacity: { layersPerSec: Math.round(this.layersPerSec), freeBytes: os.freemem(), kvBudgetBytes: kvBudget, kvUsedBytes: kvUsed, sessions: this.sessions.size },
       stats: { ...this.stats, busyMs: Math.round(this.stats.busyMs) },
       loading: this.loading,
@@ -190,7 +203,7 @@ export class SwarmNode {
     this.every(2000, () => void this.pingLinks());
     await this.t.handle(PROTOCOLS.steps, (ch) => void this.serveSteps(ch), { maxMessageBytes: maxFrameBytes(this.limits), maxStreamsPerConnection: 4 });
     await this.t.handle(PROTOCOLS.control, serveRequests((r, from) => this.control(r, from), (from, e) => this.misbehaved(from.peer, from.ip, e.message)),
-      { maxMessageBytes: MAX_CONTROL_BYTES, maxStreamsPerConnection: 16 });
+      { maxMessageBytes: MAX_CONTROL_BYTES, maxStreamsPerConnection: 32 });
     for (const g of join) await this.announce(g);
     if (join.length) this.every(this.init.announceMs ?? 10_000, () => join.forEach((g) => void this.announce(g).catch(() => {})));
   }
@@ -251,7 +264,10 @@ export class SwarmNode {
 
   private dropSession(id: string): void {
     for (const s of this.slices) s.dropSession(id);
-    this.sessions.delete(id);
+    if (this.sessions.delete(id)) {
+      this.dropped.add(id);
+      if (this.dropped.size > 65_536) this.dropped.delete(this.dropped.values().next().value!);
+    }
     this.recent.delete(id);
     const q = this.queues.get(id);
     if (q) {
@@ -275,15 +291,21 @@ export class SwarmNode {
     void this.t.hangUp(peer);
   }
 
-  // Refused but not necessarily malicious (a race with a reroute): ban only when it keeps happening.
+  // Frames refused for what their sender chose (FORBIDDEN: not its hop, not
+  // its session, not allowed): ban a peer that keeps doing it. Strikes fade
+  // after ten minutes. Refusals an honest forwarder cannot help (the next
+  // stage is full, a session was evicted) are never strikes.
   private strike(peer: string, ip: string, why: string): void {
-    this.stats.refused++;
-    const n = (this.strikes.get(peer) ?? 0) + 1;
-    this.strikes.set(peer, n);
-    if (this.strikes.size > 10_000) this.strikes.clear();
-    if (n >= (this.init.strikesBeforeBan ?? 32)) {
+    const now = Date.now();
+    let st = this.strikes.get(peer);
+    if (!st || now - st.since > 10 * 60_000) st = { n: 0, since: now };
+    st.n++;
+    this.strikes.delete(peer);
+    this.strikes.set(peer, st);
+    if (this.strikes.size > 10_000) this.strikes.delete(this.strikes.keys().next().value!); // the oldest, not everyone's
+    if (st.n >= (this.init.strikesBeforeBan ?? 32)) {
       this.strikes.delete(peer);
-      this.misbehaved(peer, ip, `${n} refused frames, the last: ${why}`);
+      this.misbehaved(peer, ip, `${st.n} forbidden frames, the last: ${why}`);
     }
   }
 
@@ -299,12 +321,14 @@ export class SwarmNode {
         const f = decodeStep(m, this.limits);
         this.stats.frames++;
         let q: Queued;
+        const ctx: { gateway?: { peer: string; addrs: string[] } } = {};
         try {
-          q = await this.authorize(f, from, ip);
+          q = await this.authorize(f, from, ip, ctx);
         } catch (e) {
           if (codeOf(e) === "BAD_MESSAGE") throw e;
-          this.strike(from, ip, (e as Error).message);
-          this.refuse(f, from, e);
+          this.stats.refused++;
+          if (codeOf(e) === "FORBIDDEN") this.strike(from, ip, (e as Error).message);
+          this.refuse(f, from, e, ctx.gateway);
           continue;
         }
         this.enqueue(q);
@@ -317,32 +341,45 @@ export class SwarmNode {
     }
   }
 
-  // Is this step allowed, and for which session? Throws FORBIDDEN, UNKNOWN_SESSION, BAD_RANGE, BUSY or BAD_MESSAGE.
-  private async authorize(f: StepFrame, from: string, ip: string): Promise<Queued> {
+  // Is this step allowed, and for which session? Throws FORBIDDEN, UNKNOWN_SESSION, BAD_RANGE, BAD_ARGUMENT, BUSY or BAD_MESSAGE.
+  // ctx.gateway: set once the session's gateway is known for sure (a verified grant naming this hop and sender).
+  private async authorize(f: StepFrame, from: string, ip: string, ctx: { gateway?: { peer: string; addrs: string[] } }): Promise<Queued> {
     const grantBytes = extension(f, Ext.ROUTE_GRANT);
     let s = this.sessions.get(f.session);
     if (grantBytes) {
       const g = await openGrant(grantBytes, this.cfg.nLayers);
       if (g.grant.session !== f.session) throw new LayerswarmError("BAD_MESSAGE", "route grant is for another session");
       this.checkHop(g.grant, f, from);
+      ctx.gateway = { peer: g.grant.gateway, addrs: g.grant.gatewayAddrs };
       if (!this.gate.allowed(g.grant.gateway)) throw new LayerswarmError("FORBIDDEN", "this node serves only the gateways in its --allow list");
+      this.checkRange(g.grant.hops[f.hop]);
       if (s) {
         if (s.gateway !== g.grant.gateway) throw new LayerswarmError("FORBIDDEN", "session id already in use");
         if (g.grant.issuedAt >= s.grant.grant.issuedAt) s.grant = g;
       } else {
-        s = { id: f.session, gateway: g.grant.gateway, grant: g, ip, createdAt: Date.now(), lastStep: Date.now() };
+        if (this.dropped.has(f.session)) throw new LayerswarmError("UNKNOWN_SESSION", "this session was dropped here; open a new one");
+        // a session counts against its gateway's address: where hop 0 came from, or what its grant says
+        const owner = f.hop === 0 ? ip : ipOfAddrs(g.grant.gatewayAddrs) ?? `gateway:${g.grant.gateway}`;
+        s = { id: f.session, gateway: g.grant.gateway, grant: g, ip: owner, createdAt: Date.now(), lastStep: Date.now() };
         const evicted = this.sessions.admit(s);
+        this.stats.opened++;
         if (evicted) this.evict(evicted);
       }
     } else {
       if (!s) throw new LayerswarmError("UNKNOWN_SESSION", "no such session (it was dropped, evicted or never opened here)");
       this.checkHop(s.grant.grant, f, from);
+      ctx.gateway = { peer: s.gateway, addrs: s.grant.grant.gatewayAddrs };
+      this.checkRange(s.grant.grant.hops[f.hop]);
     }
-    const hop = s.grant.grant.hops[f.hop];
-    if (!this.slices.some((x) => x.range.start <= hop.start && hop.end <= x.range.end))
-      throw new LayerswarmError("BAD_RANGE", `this node does not hold layers [${hop.start}, ${hop.end})`);
+    const bad = firstNonFinite(f.hidden);
+    if (bad >= 0) throw new LayerswarmError("BAD_ARGUMENT", `hidden value ${bad} of the step is not finite (an f16 overflow?)`);
     s.lastStep = Date.now();
     return { f, s, from, ip };
+  }
+
+  private checkRange(hop: { start: number; end: number }): void {
+    if (!this.slices.some((x) => x.range.start <= hop.start && hop.end <= x.range.end))
+      throw new LayerswarmError("BAD_RANGE", `this node does not hold layers [${hop.start}, ${hop.end})`);
   }
 
   private checkHop(g: import("../protocol/index.js").RouteGrant, f: StepFrame, from: string): void {
@@ -350,17 +387,42 @@ export class SwarmNode {
     if (expectedSender(g, f.hop) !== from) throw new LayerswarmError("FORBIDDEN", `hop ${f.hop} of this route is sent by ${expectedSender(g, f.hop).slice(-8)}, not by ${from.slice(-8)}`);
   }
 
+  // The owner (address, then gateway) holding the most KV memory gives up its
+  // least recently stepped session, unless that is the asker's own owner and
+  // it holds no more than the asker. Returns whether anything was freed.
+  private evictForMemory(asker: NodeSession): boolean {
+    const bytes = (id: string) => this.slices.reduce((a, sl) => a + (sl.sessions.get(id)?.bytes ?? 0), 0);
+    const all = [...this.sessions.values()].map((x) => ({ x, b: bytes(x.id) }));
+    const sum = (pred: (y: NodeSession) => boolean) => all.filter((y) => pred(y.x)).reduce((a, y) => a + y.b, 0);
+    const ips = [...new Set(all.map((y) => y.x.ip))].map((ip) => ({ ip, b: sum((y) => y.ip === ip) })).sort((a, b) => b.b - a.b);
+    const top = ips[0];
+    if (!top) return false;
+    let pool = all.filter((y) => y.x.ip === top.ip && y.x.id !== asker.id && y.b > 0);
+    if (top.ip === asker.ip) {
+      const gws = [...new Set(pool.map((y) => y.x.gateway))].map((g) => ({ g, b: sum((y) => y.gateway === g && y.ip === top.ip) })).sort((a, b) => b.b - a.b);
+      const mine = sum((y) => y.gateway === asker.gateway && y.ip === asker.ip);
+      if (!gws[0] || (gws[0].g === asker.gateway && gws.length === 1) || gws[0].b <= mine) return false;
+      pool = pool.filter((y) => y.x.gateway === gws[0].g);
+    } else if (top.b <= sum((y) => y.ip === asker.ip)) return false;
+    const victim = pool.sort((a, b) => a.x.lastStep - b.x.lastStep)[0];
+    if (!victim) return false;
+    this.evict(victim.x);
+    return true;
+  }
+
   private evict(s: NodeSession): void {
+    this.stats.evicted++;
     this.dropSession(s.id);
     this.log("info", "evicted a session to admit another", { gateway: s.gateway.slice(-8) });
     const g = s.grant.grant;
     this.sendTo(g.gateway, g.gatewayAddrs, encodeError({ req: 0, session: s.id, code: "BUSY", message: "session evicted: the node is full and its owner held more than its share" }));
   }
 
-  // A refused step: the error goes to the session's gateway when we know it, else back to the sender.
-  private refuse(f: StepFrame, from: string, e: unknown): void {
-    const s = this.sessions.get(f.session);
-    const to = s && codeOf(e) !== "FORBIDDEN" ? { peer: s.gateway, addrs: s.grant.grant.gatewayAddrs } : { peer: from, addrs: [] };
+  // A refused step: the error goes to the session's gateway when we know it
+  // for sure (so it reroutes at once instead of waiting out a timeout), else
+  // back to the sender (a gateway, or a stage that then ignores it).
+  private refuse(f: StepFrame, from: string, e: unknown, gateway?: { peer: string; addrs: string[] }): void {
+    const to = gateway ?? { peer: from, addrs: [] };
     this.sendTo(to.peer, to.addrs, encodeError({ req: f.req, session: f.session, code: codeOf(e), message: (e as Error).message }));
   }
 
@@ -418,32 +480,59 @@ export class SwarmNode {
     const run = waitMs > 0 ? (f: () => void) => setTimeout(f, waitMs) : setImmediate;
     run(() => {
       const t0 = performance.now();
+      let rows = 0;
       try {
-        this.runBatch();
+        rows = this.runBatch();
       } catch (e) {
         this.log("error", "batch failed", { error: (e as Error).message });
       } finally {
         this.stats.busyMs += performance.now() - t0;
         this.busy = false;
-        if (this.queues.size > 0) this.pump();
+        // everything left waits on a congested destination: look again shortly
+        if (this.queues.size > 0) {
+          if (rows > 0) this.pump();
+          else setTimeout(() => this.pump(), 5).unref();
+        }
       }
     });
   }
 
-  private runBatch(): void {
-    // the head of each session's queue; steps that share a layer range share a call
-    const groups = new Map<string, Queued[]>();
-    let rows = 0;
+  // One batch: rows taken in rounds, one session's next step per owner (the
+  // gateway) per round, starting each batch with the next owner, so a peer
+  // with big or many steps gets its share and not everyone's. A session whose
+  // next destination has too many bytes unsent waits (its sender is held back
+  // by room()); it never holds up the others.
+  private ownerCursor = 0;
+  private runBatch(): number {
+    const byOwner = new Map<string, string[]>();
     for (const [id, q] of this.queues) {
       const x = q[0];
-      if (rows > 0 && rows + x.f.T > this.maxBatchRows) continue;
-      q.shift();
-      if (q.length === 0) this.queues.delete(id);
-      this.release(x);
-      const hop = x.s.grant.grant.hops[x.f.hop];
-      const key = `${hop.start}:${hop.end}`;
-      (groups.get(key) ?? groups.set(key, []).get(key)!).push(x);
-      rows += x.f.T;
+      if (this.outbox.congested(this.destination(x))) continue;
+      (byOwner.get(x.s.gateway) ?? byOwner.set(x.s.gateway, []).get(x.s.gateway)!).push(id);
+    }
+    const owners = [...byOwner.keys()];
+    const start = owners.length ? this.ownerCursor++ % owners.length : 0;
+    const order = [...owners.slice(start), ...owners.slice(0, start)];
+    const groups = new Map<string, Queued[]>();
+    let rows = 0;
+    for (let round = 0, took = true; took; round++) {
+      took = false;
+      for (const o of order) {
+        const id = byOwner.get(o)![round];
+        if (id === undefined) continue;
+        const q = this.queues.get(id)!;
+        const x = q[0];
+        if (rows > 0 && rows + x.f.T > this.maxBatchRows) continue;
+        q.shift();
+        this.queues.delete(id);
+        if (q.length > 0) this.queues.set(id, q); // to the back: sessions take turns
+        this.release(x);
+        const hop = x.s.grant.grant.hops[x.f.hop];
+        const key = `${hop.start}:${hop.end}`;
+        (groups.get(key) ?? groups.set(key, []).get(key)!).push(x);
+        rows += x.f.T;
+        took = true;
+      }
     }
     for (const [key, xs] of groups) {
       const [start, end] = key.split(":").map(Number);
@@ -459,14 +548,25 @@ export class SwarmNode {
       } catch (e) {
         // one bad step must not sink the others: run them one by one
         // (forward validates every step before it changes any state)
+        void e;
         for (const x of xs) {
+          const one = () => slice.forward([{ session: x.s.id, pos: x.f.pos, T: x.f.T, hidden: x.f.hidden }], undefined, { start, end })[0];
           try {
-            this.emit(x, slice.forward([{ session: x.s.id, pos: x.f.pos, T: x.f.T, hidden: x.f.hidden }], undefined, { start, end })[0]);
+            this.emit(x, one());
           } catch (e1) {
+            // KV memory is shared fairly: make room by evicting from whoever holds the most, then try once more
+            if (codeOf(e1) === "OUT_OF_MEMORY" && this.evictForMemory(x.s)) {
+              try {
+                this.emit(x, one());
+                continue;
+              } catch (e2) {
+                this.fail(x, e2);
+                continue;
+              }
+            }
             this.fail(x, e1);
           }
         }
-        void e;
         continue;
       }
       this.stats.batches++;
@@ -474,6 +574,12 @@ export class SwarmNode {
       xs.forEach((x, i) => this.emit(x, outs[i]));
       this.report(xs, performance.now() - tb);
     }
+    return rows;
+  }
+
+  private destination(x: Queued): string {
+    const g = x.s.grant.grant;
+    return x.f.hop + 1 < g.hops.length ? g.hops[x.f.hop + 1].peer : g.gateway;
   }
 
   private emit(x: Queued, out: Float32Array): void {
@@ -524,8 +630,20 @@ export class SwarmNode {
 
   // Ping the peers sent to in the last 30 s (the dashboard's link latencies).
   private async pingLinks(): Promise<void> {
+    if (this.pinging) return; // one round at a time
+    this.pinging = true;
+    try {
+      await this.pingRound();
+    } finally {
+      this.pinging = false;
+    }
+  }
+  private async pingRound(): Promise<void> {
     const now = Date.now();
-    for (const [peer, u] of this.outbox.lastUsed) {
+    const nextHops = new Set<string>();
+    for (const x of this.sessions.values()) for (const h of x.grant.grant.hops) nextHops.add(h.peer);
+    for (const [peer, u] of [...this.outbox.lastUsed].slice(-64)) {
+      if (!nextHops.has(peer)) continue; // only the stages of our sessions' routes, not whoever we refused
       if (now - u.at > 30_000) {
         this.outbox.lastUsed.delete(peer);
         this.links.delete(peer);

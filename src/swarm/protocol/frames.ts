@@ -203,8 +203,7 @@ function decodeHidden(b: Uint8Array, type: FrameType, lim: FrameLimits, what: st
   }
   const n = T * dim, bytes = n * dtypeBytes(dtype);
   if (b.length - r.o !== bytes) r.fail(`payload of ${b.length - r.o} bytes, ${n} ${DType[dtype]} values need ${bytes}`);
-  const hidden = readValues(b, r.o, n, dtype);
-  for (let i = 0; i < n; i++) if (!Number.isFinite(hidden[i])) r.fail(`hidden value ${i} is not finite`);
+  const hidden = readValues(b, r.o, n, dtype); // finiteness is the receiver's check: an overflow is a step error, not a protocol violation
   return { req, pos, T, dim, dtype: dtype as DType, flags, hop, session, ext, hidden };
 }
 
@@ -226,6 +225,12 @@ export function decodeError(b: Uint8Array): ErrorFrame {
   const message = Buffer.from(r.bytes(msgLen, "message")).toString("utf8");
   if (r.o !== b.length) r.fail(`${b.length - r.o} trailing bytes`);
   return { req, session, code: errorCode(code), message };
+}
+
+// The index of the first value that is not finite, or -1.
+export function firstNonFinite(x: Float32Array): number {
+  for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) return i;
+  return -1;
 }
 
 export function extension(f: { ext: Extension[] }, kind: Ext): Uint8Array | undefined {

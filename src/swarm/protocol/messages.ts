@@ -26,7 +26,7 @@ export const Capabilities = z.object({
   numerics: uint, // kernel numerics version: identical outputs need identical numbers
   backend: z.string().max(32), // "native-avx512", "native-generic", "ref"
   archs: z.array(z.string().max(32)).max(32),
-  dtypes: z.array(z.enum(["f32", "f16", "bf16"])).min(1).max(3),
+  dtypes: z.array(z.string().max(16)).min(1).max(8), // "f32", "f16", "bf16"; newer peers may add more
   receipts: z.boolean(), // signs per-row hashes of what it computed (trust issue)
   rollback: z.boolean(), // truncates a session's cache to a position (speculation)
   verifySteps: z.boolean(), // runs multi-row verification steps (speculation)
@@ -42,9 +42,10 @@ export const NodeRecord = z.object({
   model: z.object({ name: z.string().max(128), layers: z.number().int().min(1).max(100_000), dim: z.number().int().min(1).max(1 << 20), fingerprint: z.string().max(256) }),
   ranges: z.array(LayerRangeSchema).max(MAX_RANGES),
   capabilities: Capabilities,
-  policy: z.enum(["open", "allow-list", "swarm-key"]),
+  policy: z.string().max(32), // "open", "allow-list", "swarm-key"; newer peers may add more
+  maxRows: z.number().int().min(1).max(1 << 16).optional(), // rows per frame this node accepts
   capacity: z.object({ layersPerSec: finiteNonNeg, freeBytes: finiteNonNeg, kvBudgetBytes: finiteNonNeg, kvUsedBytes: finiteNonNeg, sessions: uint }),
-  stats: z.object({ frames: uint, batches: uint, rows: uint, badFrames: uint, busyMs: finiteNonNeg, refused: uint }),
+  stats: z.object({ frames: uint, batches: uint, rows: uint, badFrames: uint, busyMs: finiteNonNeg, refused: uint, opened: uint.optional(), evicted: uint.optional() }),
   loading: z.object({ start: uint, end: uint, layers: uint, bytes: finiteNonNeg, totalBytes: finiteNonNeg }).optional(),
   links: z.array(z.object({ peer: PeerIdText, rttMs: finiteNonNeg })).max(64),
 });
