@@ -3,8 +3,7 @@
 
 import { GGUFFile, readGGUF, metaString } from "../format/gguf.js";
 import { convertLlama2c } from "../format/llama2c.js";
-import { fetchModel } from "../format/remote.js";
-import { modelOrDemo } from "./paths.js";
+import { resolveModel } from "./model.js";
 import { progress } from "./swarm.js";
 import { typeName } from "../format/quant.js";
 import { SHAPES, SynthSpec, describeSpec, synthesize } from "../format/synth.js";
@@ -35,7 +34,7 @@ export interface GenerateFlags {
 export async function generateCommand(prompt: string, o: GenerateFlags): Promise<void> {
   const t0 = performance.now();
   const slices = o.slices?.split(",").map(parseRange);
-  const file = await fetchModel(modelOrDemo(o.model), progress("model"));
+  const { file } = await resolveModel(o.model, progress);
   const { model, stack } = Model.local(file, { backend: o.kernels, threads: o.threads, slices });
   const ids = o.chat
     ? ChatTemplate.fromGGUF(model.file, model.tokenizer).encode([{ role: "user", content: prompt }])

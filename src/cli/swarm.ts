@@ -8,7 +8,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { LayerswarmError } from "../errors.js";
 import { readGGUF } from "../format/gguf.js";
-import { Progress, fetchModel, isRemote, openRemoteSlice, resolveUrl, tensorsFor } from "../format/remote.js";
+import { Progress, isRemote, openRemoteSlice, resolveUrl, tensorsFor } from "../format/remote.js";
 import { createKernels } from "../kernels/index.js";
 import { LayerRange, configFromGGUF, parseRange } from "../model/config.js";
 import { Model, generate } from "../model/model.js";
@@ -27,7 +27,8 @@ import { logger } from "../swarm/log.js";
 import { multiaddr } from "@multiformats/multiaddr";
 import { TextDecoderStream } from "../tokenizer/index.js";
 import { ChatTemplate } from "../tokenizer/chat.js";
-import { WEB_DIR, modelOrDemo, stateDir } from "./paths.js";
+import { WEB_DIR, stateDir } from "./paths.js";
+import { checkWeightTypes, modelHeader, resolveModel } from "./model.js";
 import type { GenerateFlags } from "./commands.js";
 
 const log = logger("cli");
@@ -185,6 +186,7 @@ export async function serveApi(gw: Gateway, mon: SwarmMonitor, model: Model, o: 
 
 export async function gatewayCommand(o: GatewayFlags): Promise<void> {
   await checkPort(o.port, o.host);
+  checkWeightTypes(await modelHeader(o.model, progress("header")), o.model);
   const { gw, model, t, mon } = await startGateway(o);
   process.stderr.write(`layerswarm: gateway ${t.peerId}\n  nodes join with: --join ${gw.addrs().find((a) => a.includes("/p2p/")) ?? gw.addrs()[0]}\n`);
   const api = await serveApi(gw, mon, model, o);
@@ -247,13 +249,35 @@ export async function checkPort(port: number, host: string): Promise<void> {
   });
 }
 
+// Every layer held, or the first local node that exited before (its error is above, on stderr).
+export async function waitForLocalNodes(gw: Pick<Gateway, "waitForCoverage">, children: ChildProcess[]): Promise<void> {
+  const ac = new AbortController();
+  let died: string | undefined;
+  const handlers = children.map((c, i) => {
+    const h = (code: number | null, signal: string | null) => {
+      died ??= `local node ${i} exited (${code ?? signal}) before every layer was served; its error is above`;
+      ac.abort();
+    };
+    c.once("exit", h);
+    return h;
+  });
+  try {
+    await gw.waitForCoverage(300_000, ac.signal);
+  } catch (e) {
+    if (died) throw new LayerswarmError("NO_ROUTE", died, { cause: e });
+    throw e;
+  } finally {
+    children.forEach((c, i) => c.off("exit", handlers[i]));
+  }
+}
+
 export async function runCommand(o: RunFlags): Promise<void> {
   await checkPort(o.port, o.host);
-  const spec = modelOrDemo(o.model);
-  o = { ...o, model: await fetchModel(spec, progress("model")), key: o.key ?? path.join(stateDir(), "keys", "local-gateway.key") };
+  const { spec, file } = await resolveModel(o.model, progress);
+  o = { ...o, model: file, key: o.key ?? path.join(stateDir(), "keys", "local-gateway.key") };
   const { gw, model, mon } = await startGateway(o);
   const children = await spawnLocalNodes(o.model, o.nodes, gw, { threads: o.threads, swarmKey: o.swarmKey, announce: true });
-  await gw.waitForCoverage(300_000);
+  await waitForLocalNodes(gw, children);
   const api = await serveApi(gw, mon, model, o, modelId(spec));
   const stop = () => {
     children.forEach((c) => c.kill("SIGTERM"));
@@ -265,13 +289,13 @@ export async function runCommand(o: RunFlags): Promise<void> {
 
 // generate --nodes N: one completion through a local swarm of N node processes.
 export async function generateOverSwarm(prompt: string, o: GenerateFlags & { nodes: number; stepTimeout?: number }): Promise<void> {
-  const file = await fetchModel(modelOrDemo(o.model), progress("model"));
+  const { file } = await resolveModel(o.model, progress);
   const flags: GatewayFlags = { model: file, port: 0, host: "127.0.0.1", threads: o.threads, stepTimeout: o.stepTimeout ?? 30_000, dtype: "f32", key: path.join(stateDir(), "keys", "local-gateway.key") };
   const { gw, model, mon } = await startGateway(flags);
   mon.close();
   const children = await spawnLocalNodes(file, o.nodes, gw, { threads: o.threads });
   try {
-    await gw.waitForCoverage(300_000);
+    await waitForLocalNodes(gw, children);
     const ids = o.chat ? ChatTemplate.fromGGUF(model.file, model.tokenizer).encode([{ role: "user", content: prompt }]) : model.tokenizer.encode(prompt, { addBos: o.bos ? undefined : false });
     const dec = new TextDecoderStream(model.tokenizer, ids.at(-1));
     for await (const t of generate(model, gw, ids, { maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, topK: o.topK, minP: o.minP, repetitionPenalty: o.repeatPenalty, seed: o.seed, chunkSize: o.chunk }))

@@ -36,6 +36,13 @@ function cachePath(url: string, suffix: string): string {
   return path.join(cacheDir(), "models", `${h}-${base}${suffix}`);
 }
 
+// The cached copy of a whole remote model, if fetchModel has downloaded it (a local file is itself).
+export function cachedModel(spec: string): string | undefined {
+  if (!isRemote(spec)) return spec;
+  const p = cachePath(resolveUrl(spec), "");
+  return fs.existsSync(p) ? p : undefined;
+}
+
 export interface RemoteOptions {
   signal?: AbortSignal;
   // How long to wait for the server's answer, and then for each read of the
