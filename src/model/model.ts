@@ -8,7 +8,7 @@ import { Kernels, KernelOptions, createKernels } from "../kernels/index.js";
 import { Tokenizer, tokenizerFromGGUF } from "../tokenizer/index.js";
 import { LayerRange, ModelConfig, checkRange, configFromGGUF } from "./config.js";
 import { Embedder, Head, SliceOptions, SliceRuntime, Step } from "./runtime.js";
-import { Sampler, SamplingParams } from "./sampler.js";
+import { Sampler, SamplingParams, TokenLogprob, logprobs } from "./sampler.js";
 import { loadEmbedding, loadHead, loadLayers, loadRopeFreqs } from "./weights.js";
 
 // Anything that runs all layers for a batch of steps: a local chain of slices,
@@ -83,11 +83,14 @@ export interface GenerateOptions extends SamplingParams {
   session?: string;
   signal?: AbortSignal;
   onLogits?: (pos: number, logits: Float32Array) => void; // every computed position's logits (tests)
+  logprobs?: number; // when given: each token's logprob and this many most likely alternatives (see Sampler.step)
 }
 
 export interface GeneratedToken {
   id: number;
   pos: number;
+  logprob?: number; // with opts.logprobs: log-probability of `id` in the distribution it was drawn from
+  top?: TokenLogprob[]; // with opts.logprobs: the opts.logprobs most likely tokens there
 }
 
 let sessionCounter = 0;
@@ -127,8 +130,8 @@ export async function* generate(model: Model, stack: LayerStack, prompt: number[
     if (!wantAll) logits = await model.head.logitsBatched(outs[chunks.length - 1][0]);
     for (let n = 0; n < maxTokens; n++) {
       const pos = history.length;
-      const id = sampler.sample(logits!, history);
-      yield { id, pos };
+      const { id, logits: drawnFrom } = sampler.step(logits!, history);
+      yield opts.logprobs === undefined ? { id, pos } : { id, pos, ...logprobs(drawnFrom, id, opts.logprobs) };
       history.push(id);
       if ((opts.stopAtEog ?? true) && model.tokenizer.eog.has(id)) return;
       if (n + 1 >= maxTokens || pos + 1 >= cfg.contextLength) return;

@@ -201,6 +201,12 @@ export class Head {
       });
     });
   }
+  // hidden (T, C) -> the final norm's output (T, C): the model's last hidden state (embeddings)
+  norm(hidden: Float32Array, T: number): Float32Array {
+    const out = new Float32Array(T * this.cfg.dim);
+    this.k.rmsnorm(out, hidden, this.w.output_norm, T, this.cfg.dim, this.cfg.eps);
+    return out;
+  }
   // hidden (T, C) -> logits (T, V)
   logits(hidden: Float32Array, T: number): Float32Array {
     const C = this.cfg.dim;

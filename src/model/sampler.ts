@@ -1,13 +1,19 @@
-// Sampling on the gateway: greedy, temperature, top-k, top-p, min-p and
-// repetition penalty, from a seeded generator so a seed reproduces a run.
+// Sampling on the gateway: logit bias, repetition / frequency / presence
+// penalties, then greedy, temperature, top-k, top-p and min-p, from a seeded
+// generator so a seed reproduces a run. `logprobs()` reports the distribution
+// the choice was made from (after bias and penalties, before temperature and
+// truncation), as the OpenAI API does.
 
 export interface SamplingParams {
   temperature?: number; // 0 = greedy (default 0)
   topK?: number; // 0 = off
   topP?: number; // 1 = off
   minP?: number; // 0 = off
-  repetitionPenalty?: number; // 1 = off
+  repetitionPenalty?: number; // 1 = off (llama.cpp's: divides a seen token's positive logit, multiplies a negative one)
   repetitionWindow?: number; // last N tokens considered (default 64)
+  frequencyPenalty?: number; // OpenAI's: minus c[j] * penalty, c[j] = times token j was sampled so far (0 = off)
+  presencePenalty?: number; // OpenAI's: minus penalty once token j was sampled at all (0 = off)
+  logitBias?: ReadonlyMap<number, number>; // token id -> added to its logit (OpenAI's logit_bias)
   seed?: number;
 }
 
@@ -35,21 +41,69 @@ export function argmax(logits: Float32Array, off = 0, n = logits.length - off): 
   return best;
 }
 
+export interface TokenLogprob {
+  id: number;
+  logprob: number; // natural log
+}
+
+// log_softmax(logits) (V,) at `id`, and the `k` most likely tokens, most likely
+// first (ties: lower id first). Sums in f64.
+export function logprobs(logits: Float32Array, id: number, k: number): { logprob: number; top: TokenLogprob[] } {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
+  const logZ = max + Math.log(sum);
+  // the k best by insertion into a short sorted list: O(V) for small k
+  const best: number[] = [];
+  for (let i = 0; i < logits.length && k > 0; i++) {
+    if (best.length === k && logits[i] <= logits[best[k - 1]]) continue;
+    let j = best.length < k ? best.length : k - 1;
+    while (j > 0 && logits[best[j - 1]] < logits[i]) j--;
+    best.splice(j, 0, i);
+    if (best.length > k) best.pop();
+  }
+  return { logprob: logits[id] - logZ, top: best.map((t) => ({ id: t, logprob: logits[t] - logZ })) };
+}
+
 export class Sampler {
   private rng: Rng;
+  private counts = new Map<number, number>(); // token -> times this sampler picked it (OpenAI's c[j])
   constructor(readonly p: SamplingParams = {}) {
     this.rng = new Rng(p.seed ?? Date.now());
   }
 
-  // logits (V,) -> token id; `history` is the tokens so far (for the penalty)
+  // logits (V,) -> token id; `history` is the tokens so far (for the repetition penalty)
   sample(logits: Float32Array, history: readonly number[] = []): number {
+    return this.step(logits, history).id;
+  }
+
+  // The token, and the logits it was drawn from (after bias and penalties).
+  step(logits: Float32Array, history: readonly number[] = []): { id: number; logits: Float32Array } {
+    const l = this.adjust(logits, history);
+    const id = this.pick(l);
+    this.counts.set(id, (this.counts.get(id) ?? 0) + 1);
+    return { id, logits: l };
+  }
+
+  // logits (V,) -> a copy with logit bias, repetition, frequency and presence penalties applied
+  adjust(logits: Float32Array, history: readonly number[]): Float32Array {
     const p = this.p;
     const l = Float32Array.from(logits);
+    if (p.logitBias) for (const [t, b] of p.logitBias) if (t >= 0 && t < l.length) l[t] += b;
     const pen = p.repetitionPenalty ?? 1;
     if (pen !== 1) {
       const seen = new Set(history.slice(-(p.repetitionWindow ?? 64)));
       for (const t of seen) if (t >= 0 && t < l.length) l[t] = l[t] > 0 ? l[t] / pen : l[t] * pen;
     }
+    const freq = p.frequencyPenalty ?? 0, pres = p.presencePenalty ?? 0;
+    if (freq !== 0 || pres !== 0) for (const [t, c] of this.counts) l[t] -= c * freq + pres;
+    return l;
+  }
+
+  // adjusted logits (V,) -> token id: greedy, or temperature with top-k, min-p and top-p
+  private pick(l: Float32Array): number {
+    const p = this.p;
     const temp = p.temperature ?? 0;
     if (temp <= 0) return argmax(l);
     // candidates sorted by logit, descending (ties: lower id first)
