@@ -123,12 +123,23 @@ describe("OpenAI API over a local swarm (layerswarm run)", () => {
     await expect(client.completions.create({ model: "stories260K", prompt: "x", temperature: 5 })).rejects.toMatchObject({ status: 400, param: "temperature" });
     await expect(client.chat.completions.create({ model: "stories260K", messages: [] })).rejects.toMatchObject({ status: 400, param: "messages" });
     await expect(client.completions.create({ model: "stories260K", prompt: "Once ".repeat(600) })).rejects.toMatchObject({ status: 400, code: "context_length_exceeded" });
-    await expect(client.completions.create({ model: "stories260K", prompt: "x", n: 3 })).rejects.toMatchObject({ status: 400, param: "n" });
+    await expect(client.completions.create({ model: "stories260K", prompt: "x", n: 129 })).rejects.toMatchObject({ status: 400, param: "n" });
     const r = await fetch(`${url}/nope`, { headers: { authorization: "Bearer test-key" } });
     expect(r.status).toBe(404);
     expect((await r.json()).error.code).toBe("not_found");
     const j = await fetch(`${url}/completions`, { method: "POST", headers: { authorization: "Bearer test-key" }, body: "{not json" });
     expect(j.status).toBe(400);
+  });
+
+  it("n > 1, logprobs, several prompts and embeddings across the node processes", async () => {
+    const r = await client.completions.create({ model: "stories260K", prompt: ["Once upon a time", "Lily"], n: 2, max_tokens: 30, temperature: 0, logprobs: 1 });
+    expect(r.choices.map((c) => c.index)).toEqual([0, 1, 2, 3]);
+    expect(r.choices[0].text).toBe(GOLDEN.slice(0, r.choices[0].text.length));
+    expect(r.choices[1].text).toBe(r.choices[0].text);
+    expect(r.choices.every((c) => c.logprobs!.tokens!.join("") === c.text && c.logprobs!.token_logprobs!.every((x) => x <= 0))).toBe(true);
+    const e = await client.embeddings.create({ model: "stories260K", input: ["Once upon a time", "Lily"] });
+    expect(e.data.map((d) => d.embedding.length)).toEqual([64, 64]);
+    expect(Math.hypot(...e.data[0].embedding)).toBeCloseTo(1, 5);
   });
 
   it("when every node dies mid-stream: an error frame inside the stream, then 503 for new requests", async () => {

@@ -20,12 +20,13 @@ beforeAll(async () => {
 });
 afterAll(() => sw?.stop());
 
-// Prometheus text format: comments, or `name{labels} value`
+// Prometheus text format: comments, or `name{labels} value` (prom-client writes NaN
+// as "Nan": Prometheus reads floats with Go's ParseFloat, which ignores case)
 function parseProm(text: string): Map<string, number> {
   const m = new Map<string, number>();
   for (const line of text.split("\n")) {
     if (line === "" || line.startsWith("# HELP ") || line.startsWith("# TYPE ")) continue;
-    const r = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.e+-]+|\+Inf|NaN)$/.exec(line);
+    const r = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.e+-]+|\+Inf|NaN|Nan)$/.exec(line);
     if (!r) throw new Error(`not Prometheus text: ${line}`);
     m.set(r[1] + (r[2] ?? ""), Number(r[3]));
   }

@@ -1,4 +1,5 @@
-// Errors as OpenAI error objects, mapped from our typed errors in one place.
+// Errors as OpenAI error objects, mapped from our typed errors in one place
+// (the API server's one error handler calls toHttpError on whatever was thrown).
 
 import { LayerswarmError } from "../errors.js";
 
@@ -8,6 +9,9 @@ export class HttpError extends Error {
   }
   body() {
     return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+  }
+  response(): Response {
+    return new Response(JSON.stringify(this.body()), { status: this.status, headers: { "content-type": "application/json" } });
   }
 }
 

@@ -1,11 +1,13 @@
 // HTTP details of the API, each with one job: which browser origins may call
 // it (CORS), reading a body under a limit, refusing an oversized one without
-// resetting the connection, and serving the dashboard's files under a strict
-// Content-Security-Policy.
+// resetting the connection, serving the dashboard's files under a strict
+// Content-Security-Policy, and the one server-sent event writer every stream uses.
 
 import * as fs from "node:fs";
 import * as http from "node:http";
 import * as path from "node:path";
+import type { Context } from "hono";
+import { SSEStreamingApi, streamSSE } from "hono/streaming";
 import { HttpError } from "./errors.js";
 
 // --- CORS --------------------------------------------------------------------
@@ -28,28 +30,15 @@ export function originAllowed(origin: string, host: string | undefined, extra: r
 
 // The headers that let an allowed origin read the answer (and, for a
 // preflight, send what it asked to send: the official client adds x-stainless-*).
-export function corsHeaders(origin: string, req: http.IncomingMessage): Record<string, string> {
+export function corsHeaders(origin: string, preflight: boolean, askedHeaders: string | undefined): Record<string, string> {
   const h: Record<string, string> = { "access-control-allow-origin": origin, vary: "Origin", "access-control-expose-headers": "x-request-id" };
-  if (req.method === "OPTIONS") {
-    const asked = req.headers["access-control-request-headers"];
+  if (preflight) {
     h["access-control-allow-methods"] = "GET, POST, OPTIONS";
-    h["access-control-allow-headers"] = typeof asked === "string" && /^[\w\s,-]*$/.test(asked) && asked.trim() ? asked : "authorization, content-type";
+    h["access-control-allow-headers"] = askedHeaders !== undefined && /^[\w\s,-]*$/.test(askedHeaders) && askedHeaders.trim() ? askedHeaders : "authorization, content-type";
     h["access-control-max-age"] = "600";
     h.vary = "Origin, Access-Control-Request-Headers";
   }
   return h;
-}
-
-// Extra routes write their own headers, some with `access-control-allow-origin: *`:
-// the server's CORS decision (already set on `res`) is the one that stands.
-export function keepCorsDecision(res: http.ServerResponse): void {
-  const writeHead = res.writeHead;
-  res.writeHead = function (this: http.ServerResponse, status: number, ...rest: unknown[]) {
-    const last = rest.at(-1);
-    if (last && typeof last === "object" && !Array.isArray(last))
-      rest[rest.length - 1] = Object.fromEntries(Object.entries(last).filter(([k]) => k.toLowerCase() !== "access-control-allow-origin"));
-    return (writeHead as (...a: unknown[]) => http.ServerResponse).call(this, status, ...rest);
-  } as typeof res.writeHead;
 }
 
 // --- bodies --------------------------------------------------------------------
@@ -89,30 +78,34 @@ const DRAIN_MAX_MS = 10_000;
 // socket closed with unread data resets the connection, and the client would
 // lose the answer. A client that keeps sending past DRAIN_MAX_BYTES or
 // DRAIN_MAX_MS is cut off.
-export function answerAndDrain(req: http.IncomingMessage, res: http.ServerResponse, status: number, obj: unknown): void {
-  const b = JSON.stringify(obj);
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(b), connection: "close" });
-  res.write(b);
-  let n = 0, ended = false;
-  const done = () => {
-    if (ended) return;
-    ended = true;
-    clearTimeout(timer);
-    req.off("data", onData);
-    res.end();
-  };
-  const cut = () => {
-    done();
-    req.socket.destroy();
-  };
-  const onData = (c: Buffer) => {
-    n += c.length;
-    if (n > DRAIN_MAX_BYTES) cut();
-  };
-  const timer = setTimeout(cut, DRAIN_MAX_MS).unref();
-  if (req.complete) return done();
-  req.on("data", onData).once("end", done).once("close", done);
-  req.resume();
+export function answerAndDrain(req: http.IncomingMessage, status: number, obj: unknown): Response {
+  const b = Buffer.from(JSON.stringify(obj));
+  const body = new ReadableStream<Uint8Array>({
+    start(out) {
+      out.enqueue(b);
+      let n = 0, ended = false;
+      const done = () => {
+        if (ended) return;
+        ended = true;
+        clearTimeout(timer);
+        req.off("data", onData);
+        out.close();
+      };
+      const cut = () => {
+        done();
+        req.socket.destroy();
+      };
+      const onData = (c: Buffer) => {
+        n += c.length;
+        if (n > DRAIN_MAX_BYTES) cut();
+      };
+      const timer = setTimeout(cut, DRAIN_MAX_MS).unref();
+      if (req.complete) return done();
+      req.on("data", onData).once("end", done).once("close", done);
+      req.resume();
+    },
+  });
+  return new Response(body, { status, headers: { "content-type": "application/json", "content-length": String(b.length), connection: "close" } });
 }
 
 // --- the dashboard's files ---------------------------------------------------
@@ -135,17 +128,75 @@ export function staticFile(dir: string, pathname: string): string | undefined {
   return file;
 }
 
-export function serveFile(file: string, res: http.ServerResponse): void {
+export function serveFile(file: string): Response {
   const b = fs.readFileSync(file);
-  res.writeHead(200, {
-    "content-type": TYPES[path.extname(file)] ?? "application/octet-stream", "content-length": b.length, "cache-control": "no-cache",
-    "content-security-policy": DASHBOARD_CSP, "referrer-policy": "no-referrer",
+  return new Response(b, {
+    status: 200,
+    headers: {
+      "content-type": TYPES[path.extname(file)] ?? "application/octet-stream", "cache-control": "no-cache",
+      "content-security-policy": DASHBOARD_CSP, "referrer-policy": "no-referrer",
+    },
   });
-  res.end(b);
 }
 
-export function json(res: http.ServerResponse, status: number, obj: unknown): void {
-  const b = JSON.stringify(obj);
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(b) });
-  res.end(b);
+export function json(status: number, obj: unknown): Response {
+  return new Response(JSON.stringify(obj), { status, headers: { "content-type": "application/json" } });
+}
+
+// --- server-sent events --------------------------------------------------------
+
+// The one writer behind every event stream (completions, chat, the swarm's
+// events). Each `send` resolves once the connection has taken the event, so a
+// producer that awaits it goes no faster than its client reads; `signal`
+// aborts when the client goes away; `backlogBytes` is what is written but not
+// yet taken, for producers that must not wait on a slow client (a broadcast).
+export class EventStream {
+  private ac = new AbortController();
+  backlogBytes = 0;
+  constructor(private s: SSEStreamingApi) {
+    s.onAbort(() => this.ac.abort());
+  }
+  get signal(): AbortSignal {
+    return this.ac.signal;
+  }
+  // `data: <JSON>` (after `event: <name>` when named)
+  send(data: unknown, event?: string): Promise<void> {
+    return this.write(JSON.stringify(data), event);
+  }
+  // OpenAI's end of stream: `data: [DONE]`
+  done(): Promise<void> {
+    return this.write("[DONE]");
+  }
+  // Ends the stream now (a client too far behind).
+  cut(): void {
+    this.s.abort();
+  }
+  private async write(data: string, event?: string): Promise<void> {
+    if (this.ac.signal.aborted) return;
+    this.backlogBytes += data.length;
+    try {
+      await this.s.writeSSE({ data, event });
+    } finally {
+      this.backlogBytes -= data.length;
+    }
+  }
+}
+
+// A text/event-stream response fed by `run`; the stream ends when `run` settles
+// (it should catch its own errors: one thrown is logged and ends the stream).
+export function eventStream(c: Context, run: (out: EventStream) => Promise<void>): Response {
+  return streamSSE(c, async (s) => {
+    const out = new EventStream(s);
+    const onAbort = () => s.abort();
+    const reqSignal = c.req.raw.signal;
+    if (reqSignal.aborted) return;
+    reqSignal.addEventListener("abort", onAbort, { once: true });
+    try {
+      await run(out);
+    } finally {
+      reqSignal.removeEventListener("abort", onAbort);
+    }
+  }, async (e) => {
+    process.stderr.write(JSON.stringify({ level: "error", scope: "api", event: "stream failed", error: e.message }) + "\n");
+  });
 }

@@ -15,26 +15,31 @@
 //     events: [{t, type, ...}] (the last 100) }
 // GET /v1/swarm/events sends "snapshot" events (the object above, every second)
 // and "swarm" events (node-joined, node-lost, node-loaded, reroute, replay) as they happen.
+// GET /metrics is Prometheus text from prom-client: the metrics below, and the
+// process's own (process_*, nodejs_*).
 
-import * as http from "node:http";
+import type { Context } from "hono";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { GatewayView, SwarmEvent } from "../swarm/gateway/index.js";
+import { EventStream, eventStream, json } from "./http.js";
 
 const BUCKET_MS = 5000;
 const KEEP_BUCKETS = 120;
-const LATENCY_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000];
+const STEP_BUCKETS_S = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5];
+const MAX_PEERS = 1024; // step histograms kept (a peer is a label value: bounded)
+const MAX_BACKLOG_BYTES = 4 * 2 ** 20; // an event listener this far behind is cut off
 
-class Histogram {
-  counts = new Array<number>(LATENCY_BUCKETS.length + 1).fill(0);
-  sum = 0;
-  n = 0;
-  observe(v: number) {
-    let i = LATENCY_BUCKETS.findIndex((b) => v <= b);
-    if (i < 0) i = LATENCY_BUCKETS.length;
-    this.counts[i]++;
-    this.sum += v;
-    this.n++;
+// process_* and nodejs_* metrics: one set per process, however many monitors.
+let processMetrics: Registry | undefined;
+function processRegistry(): Registry {
+  if (!processMetrics) {
+    processMetrics = new Registry();
+    collectDefaultMetrics({ register: processMetrics });
   }
+  return processMetrics;
 }
+
+const finite = (v: number) => (Number.isFinite(v) ? v : 0); // numbers a peer reports may be anything
 
 export class SwarmMonitor {
   tokens = 0;
@@ -43,25 +48,61 @@ export class SwarmMonitor {
   activeRequests = 0;
   private buckets: { t: number; tokens: number; ttftSum: number; ttftN: number }[] = [];
   private events: (SwarmEvent & { t: number })[] = [];
-  private stepLatency = new Map<string, Histogram>();
-  private clients = new Set<http.ServerResponse>();
+  private clients = new Set<EventStream>();
   private timer: NodeJS.Timeout;
   private stopPoll: () => void;
+  private registry = new Registry();
+  private m: ReturnType<SwarmMonitor["defineMetrics"]>;
 
   constructor(private gw: GatewayView) {
+    this.m = this.defineMetrics();
     // listeners and timers are guarded: nothing a peer reports may throw out of them
     gw.events.on("event", (e: SwarmEvent & { t: number }) => {
       this.events.push(e);
       if (this.events.length > 100) this.events.shift();
       this.guard(() => this.broadcast("swarm", e));
     });
-    gw.events.on("batch", (b: { peer: string; ms: number }) => {
-      if (!this.stepLatency.has(b.peer) && this.stepLatency.size >= 1024) return;
-      (this.stepLatency.get(b.peer) ?? this.stepLatency.set(b.peer, new Histogram()).get(b.peer)!).observe(b.ms);
-    });
+    gw.events.on("batch", (b: { peer: string; ms: number }) => this.guard(() => {
+      const peers = this.m.stepPeers;
+      if (!peers.has(b.peer) && peers.size >= MAX_PEERS) return;
+      peers.add(b.peer);
+      this.m.step.observe({ peer: String(b.peer) }, finite(b.ms) / 1000);
+    }));
     this.stopPoll = gw.poll(2000);
     this.timer = setInterval(() => this.guard(() => this.broadcast("snapshot", this.snapshot())), 1000);
     this.timer.unref();
+  }
+
+  private defineMetrics() {
+    const registers = [this.registry];
+    const gw = this.gw, mon = this;
+    const perNode = (name: string, help: string, value: (n: ReturnType<GatewayView["nodes"]>[number]) => number) =>
+      new Gauge({
+        name, help, labelNames: ["peer"], registers,
+        collect() {
+          this.reset();
+          for (const n of gw.nodes()) this.set({ peer: String(n.peer) }, finite(value(n)));
+        },
+      });
+    return {
+      tokens: new Counter({ name: "layerswarm_tokens_generated_total", help: "Tokens generated for API requests.", registers }),
+      requests: new Counter({ name: "layerswarm_requests_total", help: "API completion requests by endpoint.", labelNames: ["endpoint"], registers }),
+      errors: new Counter({ name: "layerswarm_errors_total", help: "API errors by HTTP status.", labelNames: ["status"], registers }),
+      active: new Gauge({ name: "layerswarm_active_requests", help: "Completion requests in progress.", registers, collect() { this.set(mon.activeRequests); } }),
+      nodeUp: perNode("layerswarm_node_up", "1 when the node is serving.", (n) => (n.state === "lost" ? 0 : 1)),
+      kv: perNode("layerswarm_node_kv_bytes", "KV cache memory in use on the node.", (n) => n.memory.kvUsedBytes),
+      kvBudget: perNode("layerswarm_node_kv_budget_bytes", "KV cache memory the node may use.", (n) => n.memory.kvBudgetBytes),
+      step: new Histogram({ name: "layerswarm_node_step_seconds", help: "Time a node spends on one batched step of its layers.", labelNames: ["peer"], buckets: STEP_BUCKETS_S, registers }),
+      stepPeers: new Set<string>(),
+      sessions: new Gauge({ name: "layerswarm_sessions", help: "Sessions with KV caches in the swarm.", registers, collect() { this.set(finite(gw.totals().sessions)); } }),
+      reroutes: new Counter({
+        name: "layerswarm_reroutes_total", help: "Sessions moved to a new route after a failure.", registers,
+        collect() {
+          this.reset();
+          this.inc(Math.max(0, finite(gw.totals().recoveries)));
+        },
+      }),
+    };
   }
 
   private guard(f: () => void): void {
@@ -75,7 +116,7 @@ export class SwarmMonitor {
   close(): void {
     clearInterval(this.timer);
     this.stopPoll();
-    for (const c of this.clients) c.end();
+    for (const c of this.clients) c.cut();
   }
 
   private bucket() {
@@ -92,10 +133,12 @@ export class SwarmMonitor {
   // hooks for the API server
   onRequest = (kind: string) => {
     this.requests.set(kind, (this.requests.get(kind) ?? 0) + 1);
+    this.m.requests.inc({ endpoint: kind });
   };
   onTokens = (n: number) => {
     this.tokens += n;
     this.bucket().tokens += n;
+    this.m.tokens.inc(n);
   };
   onFirstToken = (ms: number) => {
     const b = this.bucket();
@@ -104,6 +147,7 @@ export class SwarmMonitor {
   };
   onError = (status: number) => {
     this.errors.set(status, (this.errors.get(status) ?? 0) + 1);
+    this.m.errors.inc({ status: String(status) });
   };
 
   snapshot() {
@@ -128,63 +172,40 @@ export class SwarmMonitor {
     };
   }
 
+  // Every listener gets the event without waiting on any of them; a listener
+  // that stopped reading is cut off rather than buffered without end.
   private broadcast(event: string, data: unknown): void {
-    if (this.clients.size === 0) return;
-    const msg = `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
     for (const c of this.clients) {
-      // a listener that stopped reading is cut off rather than buffered without end
-      if (c.writableLength > 4 * 2 ** 20) {
+      if (c.backlogBytes > MAX_BACKLOG_BYTES) {
         this.clients.delete(c);
-        c.destroy();
-      } else c.write(msg);
+        c.cut();
+      } else void c.send(data, event);
     }
   }
-
-  // GET /v1/swarm/events
-  events$ = (req: http.IncomingMessage, res: http.ServerResponse): void => {
-    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
-    res.write(`event: snapshot\ndata: ${JSON.stringify(this.snapshot())}\n\n`);
-    this.clients.add(res);
-    const drop = () => this.clients.delete(res);
-    req.on("close", drop);
-    res.on("close", drop);
-    res.on("error", drop);
-  };
 
   get clientCount(): number {
     return this.clients.size;
   }
 
-  // GET /metrics (Prometheus text format 0.0.4)
-  metrics(): string {
-    const out: string[] = [];
-    const metric = (name: string, type: string, help: string, samples: [string, number][]) => {
-      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-      for (const [labels, v] of samples) out.push(`${name}${labels} ${Number.isFinite(v) ? v : 0}`);
+  // Prometheus text format 0.0.4
+  async metrics(): Promise<string> {
+    return (await processRegistry().metrics()) + (await this.registry.metrics());
+  }
+
+  // The routes this monitor serves (the API server asks for the key on them).
+  routes(): Record<string, (c: Context) => Response | Promise<Response>> {
+    return {
+      "/v1/swarm": () => json(200, this.snapshot()),
+      "/v1/swarm/events": (c) => eventStream(c, async (out) => {
+        this.clients.add(out);
+        try {
+          await out.send(this.snapshot(), "snapshot");
+          if (!out.signal.aborted) await new Promise((r) => out.signal.addEventListener("abort", r, { once: true }));
+        } finally {
+          this.clients.delete(out);
+        }
+      }),
+      "/metrics": async () => new Response(await this.metrics(), { status: 200, headers: { "content-type": this.registry.contentType } }),
     };
-    const esc = (s: string) => s.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
-    metric("layerswarm_tokens_generated_total", "counter", "Tokens generated for API requests.", [["", this.tokens]]);
-    metric("layerswarm_requests_total", "counter", "API completion requests by endpoint.", [...this.requests].map(([k, v]) => [`{endpoint="${esc(k)}"}`, v]));
-    metric("layerswarm_errors_total", "counter", "API errors by HTTP status.", [...this.errors].map(([k, v]) => [`{status="${k}"}`, v]));
-    metric("layerswarm_active_requests", "gauge", "Completion requests in progress.", [["", this.activeRequests]]);
-    const nodes = this.gw.nodes();
-    metric("layerswarm_node_up", "gauge", "1 when the node is serving.", nodes.map((n) => [`{peer="${esc(n.peer)}"}`, n.state === "lost" ? 0 : 1]));
-    metric("layerswarm_node_kv_bytes", "gauge", "KV cache memory in use on the node.", nodes.map((n) => [`{peer="${esc(n.peer)}"}`, n.memory.kvUsedBytes]));
-    metric("layerswarm_node_kv_budget_bytes", "gauge", "KV cache memory the node may use.", nodes.map((n) => [`{peer="${esc(n.peer)}"}`, n.memory.kvBudgetBytes]));
-    out.push("# HELP layerswarm_node_step_seconds Time a node spends on one batched step of its layers.", "# TYPE layerswarm_node_step_seconds histogram");
-    for (const [peer, h] of this.stepLatency) {
-      let cum = 0;
-      LATENCY_BUCKETS.forEach((b, i) => {
-        cum += h.counts[i];
-        out.push(`layerswarm_node_step_seconds_bucket{peer="${peer}",le="${b / 1000}"} ${cum}`);
-      });
-      out.push(`layerswarm_node_step_seconds_bucket{peer="${peer}",le="+Inf"} ${h.n}`);
-      out.push(`layerswarm_node_step_seconds_sum{peer="${peer}"} ${h.sum / 1000}`);
-      out.push(`layerswarm_node_step_seconds_count{peer="${peer}"} ${h.n}`);
-    }
-    const totals = this.gw.totals();
-    metric("layerswarm_sessions", "gauge", "Sessions with KV caches in the swarm.", [["", totals.sessions]]);
-    metric("layerswarm_reroutes_total", "counter", "Sessions moved to a new route after a failure.", [["", totals.recoveries]]);
-    return out.join("\n") + "\n";
   }
 }

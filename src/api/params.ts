@@ -6,8 +6,11 @@
 import { ChatMessage } from "../tokenizer/chat.js";
 import { HttpError } from "./errors.js";
 
+export type Prompt = { text: string } | { ids: number[] } | { messages: ChatMessage[] };
+
 export interface Params {
-  prompt: { text: string } | { ids: number[] } | { messages: ChatMessage[] };
+  prompts: Prompt[]; // chat: one (the messages); completions: one or more
+  n: number; // choices per prompt
   maxTokens?: number; // max_completion_tokens / max_tokens, when given
   temperature: number;
   topP: number;
@@ -15,7 +18,20 @@ export interface Params {
   stop: string[];
   stream: boolean;
   includeUsage: boolean;
+  presencePenalty: number;
+  frequencyPenalty: number;
+  logitBias: Map<number, number>; // token id -> bias (ids checked against the vocabulary later)
+  logprobs?: number; // alternatives per token when logprobs are asked for (chat: top_logprobs; completions: logprobs)
 }
+
+export interface EmbeddingParams {
+  inputs: ({ text: string } | { ids: number[] })[];
+  base64: boolean; // encoding_format "base64": little-endian float32 bytes
+  dimensions?: number;
+}
+
+export const MAX_PROMPTS = 2048; // prompts in one completions request (and inputs in one embeddings request)
+export const MAX_CHOICES = 2048; // n x prompts
 
 const bad = (param: string, message: string) => new HttpError(400, message, "invalid_request_error", param);
 const given = (v: unknown) => v !== undefined && v !== null;
@@ -52,19 +68,6 @@ const noTools = (body: Record<string, unknown>) => !given(body.tools) || (Array.
 
 export const UNSUPPORTED: Unsupported[] = [
   {
-    name: "logprobs", neutralText: "false",
-    valid: (v, _b, chat) => (chat ? (typeof v === "boolean" ? undefined : "must be a boolean") : v === false ? undefined : numberIn(0, 5, true)(v)),
-    neutral: (v) => v === false,
-  },
-  { name: "top_logprobs", neutralText: "0", valid: numberIn(0, 20, true), neutral: (v) => v === 0 },
-  { name: "presence_penalty", neutralText: "0", valid: numberIn(-2, 2), neutral: (v) => v === 0 },
-  { name: "frequency_penalty", neutralText: "0", valid: numberIn(-2, 2), neutral: (v) => v === 0 },
-  {
-    name: "logit_bias", neutralText: "{}",
-    valid: (v) => (isObject(v) && Object.values(v).every((b) => numberIn(-100, 100)(b) === undefined) ? undefined : "must be an object of token ids to numbers in [-100, 100]"),
-    neutral: (v) => Object.values(v as object).every((b) => b === 0),
-  },
-  {
     name: "response_format", neutralText: '{"type": "text"}',
     valid: (v) => (isObject(v) && typeof v.type === "string" ? undefined : "must be an object with a 'type'"),
     neutral: (v) => (v as { type: string }).type === "text",
@@ -83,8 +86,7 @@ export const UNSUPPORTED: Unsupported[] = [
   },
   { name: "echo", neutralText: "false", valid: (v) => (typeof v === "boolean" ? undefined : "must be a boolean"), neutral: (v) => v === false },
   { name: "suffix", neutralText: '""', valid: (v) => (typeof v === "string" ? undefined : "must be a string"), neutral: (v) => v === "" },
-  { name: "best_of", neutralText: "1", valid: numberIn(1, 20, true), neutral: (v) => v === 1 },
-  { name: "n", neutralText: "1", valid: numberIn(1, 128, true), neutral: (v) => v === 1 },
+  { name: "best_of", neutralText: "1 (or n)", valid: numberIn(1, 20, true), neutral: (v, body) => v === 1 || v === (body.n ?? 1) },
 ];
 
 function refuseUnsupported(body: Record<string, unknown>, chat: boolean): void {
@@ -93,8 +95,7 @@ function refuseUnsupported(body: Record<string, unknown>, chat: boolean): void {
     if (!given(v)) continue;
     const wrong = u.valid(v, body, chat);
     if (wrong) throw bad(u.name, `'${u.name}' ${wrong}`);
-    if (!u.neutral(v, body))
-      throw bad(u.name, u.name === "n" ? "only n = 1 is supported" : `'${u.name}' is not supported by this server: omit it, or send ${u.neutralText}`);
+    if (!u.neutral(v, body)) throw bad(u.name, `'${u.name}' is not supported by this server: omit it, or send ${u.neutralText}`);
   }
 }
 
@@ -117,13 +118,48 @@ function messages(body: Record<string, unknown>): ChatMessage[] {
   });
 }
 
-// The prompt as given: a string, a one-string array, or token ids (checked against the vocabulary and context later).
-function prompt(body: Record<string, unknown>): { text: string } | { ids: number[] } {
-  const p = body.prompt;
-  if (typeof p === "string") return { text: p };
-  if (Array.isArray(p) && p.length === 1 && typeof p[0] === "string") return { text: p[0] };
-  if (Array.isArray(p) && p.length > 0 && p.every((x) => isInt(x))) return { ids: p as number[] };
-  throw bad("prompt", "'prompt' must be a string, a one-string array, or an array of token ids");
+const isIds = (x: unknown): x is number[] => Array.isArray(x) && x.length > 0 && x.every(isInt);
+
+// The prompts as given: a string, token ids, or an array of either (token ids
+// are checked against the vocabulary and the context later). `what` names the field.
+function texts(v: unknown, what: string): ({ text: string } | { ids: number[] })[] {
+  const shape = `'${what}' must be a string, an array of token ids, or an array of strings or of token id arrays`;
+  if (typeof v === "string") return [{ text: v }];
+  if (!Array.isArray(v) || v.length === 0) throw bad(what, shape);
+  if (v.length > MAX_PROMPTS) throw bad(what, `'${what}' holds ${v.length} items; at most ${MAX_PROMPTS} are allowed`);
+  if (v.every(isInt)) return [{ ids: v as number[] }];
+  if (v.every((x) => typeof x === "string")) return (v as string[]).map((text) => ({ text }));
+  if (v.every(isIds)) return (v as number[][]).map((ids) => ({ ids }));
+  throw bad(what, shape);
+}
+
+// logprobs: chat asks with `logprobs: true` and `top_logprobs: N` (0..20);
+// completions with `logprobs: N` (0..5). Undefined: not asked for.
+function logprobsParam(body: Record<string, unknown>, chat: boolean): number | undefined {
+  if (chat) {
+    const want = bool(body, "logprobs") ?? false;
+    const top = num(body, "top_logprobs", 0, 20, true);
+    if (top !== undefined && top > 0 && !want) throw bad("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+    return want ? (top ?? 0) : undefined;
+  }
+  if (given(body.top_logprobs) && body.top_logprobs !== 0)
+    throw bad("top_logprobs", "'top_logprobs' is a chat parameter: completions take 'logprobs': N (0 to 5)");
+  if (body.logprobs === false) return undefined;
+  return num(body, "logprobs", 0, 5, true);
+}
+
+// logit_bias: {"token id": bias in [-100, 100]}
+function logitBias(body: Record<string, unknown>): Map<number, number> {
+  const v = body.logit_bias;
+  const out = new Map<number, number>();
+  if (!given(v)) return out;
+  if (!isObject(v)) throw bad("logit_bias", "'logit_bias' must be an object of token ids to numbers in [-100, 100]");
+  for (const [k, b] of Object.entries(v)) {
+    if (!/^\d{1,9}$/.test(k)) throw bad("logit_bias", `'logit_bias' keys must be token ids (integers as strings), not ${JSON.stringify(k)}`);
+    if (typeof b !== "number" || !Number.isFinite(b) || b < -100 || b > 100) throw bad("logit_bias", `'logit_bias' values must be numbers in [-100, 100] (token ${k})`);
+    if (b !== 0) out.set(Number(k), b);
+  }
+  return out;
 }
 
 export function parseParams(body: Record<string, unknown>, chat: boolean): Params {
@@ -143,8 +179,12 @@ export function parseParams(body: Record<string, unknown>, chat: boolean): Param
     if (!stream) throw bad("stream_options", "'stream_options' is only allowed when 'stream' is true");
     includeUsage = bool(so, "include_usage") ?? false;
   }
+  const prompts = chat ? [{ messages: messages(body) }] : texts(body.prompt, "prompt");
+  const n = num(body, "n", 1, 128, true) ?? 1;
+  if (n * prompts.length > MAX_CHOICES) throw bad("n", `n x prompts is ${n * prompts.length}; at most ${MAX_CHOICES} choices are allowed in one request`);
   return {
-    prompt: chat ? { messages: messages(body) } : prompt(body),
+    prompts,
+    n,
     maxTokens,
     temperature: num(body, "temperature", 0, 2) ?? 1,
     topP: num(body, "top_p", 0, 1) ?? 1,
@@ -152,5 +192,19 @@ export function parseParams(body: Record<string, unknown>, chat: boolean): Param
     stop: stop.filter((s) => s.length > 0),
     stream,
     includeUsage,
+    presencePenalty: num(body, "presence_penalty", -2, 2) ?? 0,
+    frequencyPenalty: num(body, "frequency_penalty", -2, 2) ?? 0,
+    logitBias: logitBias(body),
+    logprobs: logprobsParam(body, chat),
   };
+}
+
+// POST /v1/embeddings
+export function parseEmbeddingParams(body: Record<string, unknown>): EmbeddingParams {
+  if (given(body.model) && typeof body.model !== "string") throw bad("model", "'model' must be a string");
+  const format = body.encoding_format ?? "float";
+  if (format !== "float" && format !== "base64") throw bad("encoding_format", "'encoding_format' must be \"float\" or \"base64\"");
+  const inputs = texts(body.input, "input");
+  if (inputs.some((x) => "text" in x && x.text === "")) throw bad("input", "'input' must not hold empty strings");
+  return { inputs, base64: format === "base64", dimensions: num(body, "dimensions", 1, 2 ** 31, true) };
 }

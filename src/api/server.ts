@@ -1,27 +1,35 @@
-// OpenAI-compatible HTTP API: GET /v1/models, POST /v1/completions and
-// POST /v1/chat/completions, streaming (server-sent events) or not, GET /health,
-// the dashboard's files and the extra routes given (the swarm's views). It sees
-// the model only through an Engine, so it can be tested with any LayerStack.
+// OpenAI-compatible HTTP API on Hono: GET /v1/models, POST /v1/completions,
+// POST /v1/chat/completions (streamed as server-sent events or not),
+// POST /v1/embeddings, GET /health, the dashboard's files and the extra routes
+// given (the swarm's views). It sees the model only through an Engine, so it
+// can be tested with any LayerStack.
 //
 // With an API key, everything but /health and the dashboard's files needs it.
 // Browsers may call it from the gateway's own page, from localhost pages, and
 // from the origins named in corsOrigins; other origins get 403. A prompt is
 // tokenized in slices, yielding to other requests in between, and refused as
 // soon as it cannot fit the context (before tokenizing at all when its length
-// alone proves it).
+// alone proves it). A client that goes away aborts its generation.
 
 import * as http from "node:http";
-import { randomBytes, timingSafeEqual } from "node:crypto";
+import { randomBytes, randomInt, timingSafeEqual } from "node:crypto";
 import { AddressInfo } from "node:net";
-import { Model, LayerStack, generate } from "../model/model.js";
+import { Hono, type Context } from "hono";
+import { createAdaptorServer, type HttpBindings } from "@hono/node-server";
+import { Model, LayerStack } from "../model/model.js";
 import { ChatTemplate } from "../tokenizer/chat.js";
-import { EncodeOptions, TextDecoderStream } from "../tokenizer/index.js";
+import { EncodeOptions } from "../tokenizer/index.js";
 import { HttpError, toHttpError } from "./errors.js";
-import { BodyTooLarge, answerAndDrain, corsHeaders, json, keepCorsDecision, originAllowed, readBody, serveFile, staticFile } from "./http.js";
-import { Params, parseParams } from "./params.js";
+import { BodyTooLarge, answerAndDrain, corsHeaders, eventStream, json, originAllowed, readBody, serveFile, staticFile } from "./http.js";
+import { Params, Prompt, parseEmbeddingParams, parseParams } from "./params.js";
+import { ChoiceJob, CompletionObjects, Piece, Usage, runChoices } from "./completions.js";
+import { base64, embedding } from "./embeddings.js";
 import { LayerswarmError, throwIfAborted } from "../errors.js";
 
 export { json } from "./http.js";
+export { StopMatcher } from "./completions.js";
+
+export type Route = (c: Context) => Response | Promise<Response>;
 
 export interface ApiOptions {
   modelId: string;
@@ -29,7 +37,7 @@ export interface ApiOptions {
   corsOrigins?: string[]; // browser origins allowed besides the gateway's own and localhost ones ("*": any)
   maxBodyBytes?: number; // default 1 MiB
   defaultMaxTokens?: number; // /v1/completions default 16 (as OpenAI); chat: until the end
-  routes?: Record<string, (req: http.IncomingMessage, res: http.ServerResponse) => void | Promise<void>>; // extra GET routes (need the API key)
+  routes?: Record<string, Route>; // extra GET routes (need the API key)
   staticDir?: string; // files served at / (the dashboard)
   onRequest?: (kind: string) => void;
   onTokens?: (n: number) => void;
@@ -38,9 +46,12 @@ export interface ApiOptions {
   onActive?: (n: number) => void;
 }
 
+type Env = { Bindings: HttpBindings; Variables: { requestId: string } };
+
 const SLICE_MS = 10; // tokenizing yields to other requests this often
 
 export class ApiServer {
+  readonly app: Hono<Env>;
   private server: http.Server;
   private template: ChatTemplate;
   readonly created = Math.floor(Date.now() / 1000);
@@ -48,7 +59,9 @@ export class ApiServer {
 
   constructor(private model: Model, private stack: LayerStack, private o: ApiOptions) {
     this.template = ChatTemplate.fromGGUF(model.file, model.tokenizer);
-    this.server = http.createServer((req, res) => void this.handle(req, res));
+    this.app = this.routes();
+    // our own body reading and draining (readBody, answerAndDrain); the process's Request and Response left as they are
+    this.server = createAdaptorServer({ fetch: this.app.fetch, autoCleanupIncoming: false, overrideGlobalObjects: false }) as http.Server;
     this.server.keepAliveTimeout = 5000;
   }
 
@@ -65,76 +78,101 @@ export class ApiServer {
     return new Promise((r) => this.server.close(() => r()));
   }
 
+  private routes(): Hono<Env> {
+    const app = new Hono<Env>();
+    // every answer: a request id, nosniff, and Vary: Origin (the CORS headers depend on it)
+    app.use(async (c, next) => {
+      const id = `req_${randomBytes(12).toString("hex")}`;
+      c.set("requestId", id);
+      await next();
+      c.res.headers.set("x-request-id", id);
+      c.res.headers.set("x-content-type-options", "nosniff");
+      if (!c.res.headers.has("vary")) c.res.headers.set("vary", "Origin");
+    });
+    app.use((c, next) => this.cors(c, next));
+    app.get("/health", () => json(200, { status: "ok" }));
+    app.get("*", async (c, next) => {
+      const p = c.req.path;
+      const file = !this.o.routes?.[p] && this.o.staticDir && !p.startsWith("/v1/") ? staticFile(this.o.staticDir, p) : undefined;
+      return file ? serveFile(file) : next();
+    });
+    app.use(async (c, next) => {
+      if (!this.authorized(c)) throw new HttpError(401, "invalid or missing API key (send Authorization: Bearer <key>)", "invalid_request_error", null, "invalid_api_key");
+      await next();
+    });
+    for (const [p, route] of Object.entries(this.o.routes ?? {})) app.get(p, route);
+    app.get("/v1/models", () => json(200, { object: "list", data: [this.modelObject()] }));
+    app.get("/v1/models/:id", (c) => {
+      if (c.req.param("id") !== this.o.modelId) throw new HttpError(404, `the model '${c.req.param("id")}' does not exist: this server serves '${this.o.modelId}'`, "invalid_request_error", "model", "model_not_found");
+      return json(200, this.modelObject());
+    });
+    app.post("/v1/completions", (c) => this.complete(c, false));
+    app.post("/v1/chat/completions", (c) => this.complete(c, true));
+    app.post("/v1/embeddings", (c) => this.embeddings(c));
+    for (const p of ["/v1/completions", "/v1/chat/completions", "/v1/embeddings"])
+      app.all(p, () => { throw new HttpError(405, `${p} takes POST`); });
+    app.notFound((c) => this.fail(new HttpError(404, `no route ${c.req.method} ${c.req.path}`, "invalid_request_error", null, "not_found"), c));
+    app.onError((e, c) => this.fail(e, c));
+    return app;
+  }
+
+  // The one place errors become answers.
+  private fail(e: unknown, c: Context<Env>): Response {
+    const he = toHttpError(e);
+    this.o.onError?.(he.status);
+    return he instanceof BodyTooLarge ? answerAndDrain(c.env.incoming, he.status, he.body()) : he.response();
+  }
+
+  // CORS: the decision is the server's, whatever headers a route wrote.
+  private async cors(c: Context<Env>, next: () => Promise<void>): Promise<Response | void> {
+    const origin = c.req.header("origin");
+    if (origin !== undefined && !originAllowed(origin, c.req.header("host"), this.o.corsOrigins))
+      throw new HttpError(403, `the origin ${origin} may not call this API: allow it with --cors-origin ${origin}`, "invalid_request_error", null, "origin_not_allowed");
+    const preflight = c.req.method === "OPTIONS";
+    if (preflight) c.res = new Response(null, { status: 204, headers: origin === undefined ? { allow: "GET, POST, OPTIONS" } : {} });
+    else await next();
+    c.res.headers.delete("access-control-allow-origin");
+    if (origin !== undefined) for (const [k, v] of Object.entries(corsHeaders(origin, preflight, c.req.header("access-control-request-headers")))) c.res.headers.set(k, v);
+  }
+
   // Authorization: Bearer KEY (any case), or ?api_key=KEY on GET (a browser's EventSource cannot send headers)
-  private authorized(req: http.IncomingMessage, url: URL): boolean {
+  private authorized(c: Context<Env>): boolean {
     if (!this.o.apiKey) return true;
-    const h = req.headers.authorization ?? "";
-    const m = /^bearer\s+(\S+)\s*$/i.exec(h);
-    const given = m?.[1] ?? (req.method === "GET" ? url.searchParams.get("api_key") : null);
+    const m = /^bearer\s+(\S+)\s*$/i.exec(c.req.header("authorization") ?? "");
+    const given = m?.[1] ?? (c.req.method === "GET" ? c.req.query("api_key") : undefined);
     if (!given) return false;
     const a = Buffer.from(given), b = Buffer.from(this.o.apiKey);
     return a.length === b.length && timingSafeEqual(a, b);
-  }
-
-  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? "/", "http://x");
-    res.setHeader("x-request-id", `req_${randomBytes(12).toString("hex")}`);
-    res.setHeader("x-content-type-options", "nosniff");
-    res.setHeader("vary", "Origin"); // the CORS headers depend on it
-    try {
-      const origin = req.headers.origin;
-      if (origin !== undefined) {
-        if (!originAllowed(origin, req.headers.host, this.o.corsOrigins))
-          throw new HttpError(403, `the origin ${origin} may not call this API: allow it with --cors-origin ${origin}`, "invalid_request_error", null, "origin_not_allowed");
-        for (const [k, v] of Object.entries(corsHeaders(origin, req))) res.setHeader(k, v);
-        keepCorsDecision(res);
-      }
-      if (req.method === "OPTIONS") {
-        if (origin === undefined) res.setHeader("allow", "GET, POST, OPTIONS");
-        res.writeHead(204);
-        res.end();
-        return;
-      }
-      if (url.pathname === "/health" && req.method === "GET") return json(res, 200, { status: "ok" });
-      const extra = this.o.routes?.[url.pathname];
-      const file = !extra && this.o.staticDir && req.method === "GET" && !url.pathname.startsWith("/v1/") ? staticFile(this.o.staticDir, url.pathname) : undefined;
-      if (file) return serveFile(file, res);
-      if (!this.authorized(req, url))
-        throw new HttpError(401, "invalid or missing API key (send Authorization: Bearer <key>)", "invalid_request_error", null, "invalid_api_key");
-      if (extra && req.method === "GET") return await extra(req, res);
-      if (url.pathname === "/v1/models" && req.method === "GET") return json(res, 200, { object: "list", data: [this.modelObject()] });
-      if (url.pathname === `/v1/models/${this.o.modelId}` && req.method === "GET") return json(res, 200, this.modelObject());
-      if (url.pathname === "/v1/completions" || url.pathname === "/v1/chat/completions") {
-        if (req.method !== "POST") throw new HttpError(405, `${url.pathname} takes POST`);
-        const body = await readBody(req, this.o.maxBodyBytes ?? 2 ** 20);
-        this.o.onRequest?.(url.pathname);
-        return await this.complete(res, body, url.pathname === "/v1/chat/completions");
-      }
-      throw new HttpError(404, `no route ${req.method} ${url.pathname}`, "invalid_request_error", null, "not_found");
-    } catch (e) {
-      const he = toHttpError(e);
-      this.o.onError?.(he.status);
-      if (res.headersSent) res.end();
-      else if (he instanceof BodyTooLarge) answerAndDrain(req, res, he.status, he.body());
-      else json(res, he.status, he.body());
-    }
   }
 
   private modelObject() {
     return { id: this.o.modelId, object: "model", created: this.created, owned_by: "layerswarm", context_length: this.model.cfg.contextLength };
   }
 
+  // The body as a JSON object.
+  private async body(c: Context<Env>): Promise<Record<string, unknown>> {
+    const raw = await readBody(c.env.incoming, this.o.maxBodyBytes ?? 2 ** 20);
+    this.o.onRequest?.(c.req.path);
+    let body: unknown;
+    try {
+      body = JSON.parse(raw);
+    } catch {
+      throw new HttpError(400, "the request body is not valid JSON");
+    }
+    if (!body || typeof body !== "object" || Array.isArray(body)) throw new HttpError(400, "the request body must be a JSON object");
+    return body as Record<string, unknown>;
+  }
+
   // The prompt's token ids. Text is tokenized in slices, letting other requests
   // run in between, and refused as soon as it cannot fit the context.
-  private async promptTokens(p: Params["prompt"], signal: AbortSignal): Promise<number[]> {
+  private async promptTokens(p: Prompt, param: string, signal: AbortSignal): Promise<number[]> {
     const ctx = this.model.cfg.contextLength, tok = this.model.tokenizer;
-    const param = "messages" in p ? "messages" : "prompt";
     const tooLong = (what: string) =>
-      new HttpError(400, `the prompt has ${what} tokens; the model's context holds ${ctx}`, "invalid_request_error", param, "context_length_exceeded");
+      new HttpError(400, `the ${param === "input" ? "input" : "prompt"} has ${what} tokens; the model's context holds ${ctx}`, "invalid_request_error", param, "context_length_exceeded");
     if ("ids" in p) {
       if (p.ids.length >= ctx) throw tooLong(String(p.ids.length));
       if (!p.ids.every((x) => x >= 0 && x < this.model.cfg.vocabSize))
-        throw new HttpError(400, `'prompt' token ids must be in [0, ${this.model.cfg.vocabSize})`, "invalid_request_error", "prompt");
+        throw new HttpError(400, `'${param}' token ids must be in [0, ${this.model.cfg.vocabSize})`, "invalid_request_error", param);
       return p.ids;
     }
     const { text, opts }: { text: string; opts: EncodeOptions } = "messages" in p ? this.template.prompt(p.messages) : { text: p.text, opts: {} };
@@ -156,133 +194,115 @@ export class ApiServer {
     return ids;
   }
 
-  private async complete(res: http.ServerResponse, raw: string, chat: boolean): Promise<void> {
-    let body: Record<string, unknown>;
+  // Each prompt's token ids; a client gone meanwhile ends it quietly (undefined).
+  private async allPromptTokens(prompts: Prompt[], param: string, signal: AbortSignal): Promise<number[][] | undefined> {
+    const out: number[][] = [];
     try {
-      body = JSON.parse(raw);
-    } catch {
-      throw new HttpError(400, "the request body is not valid JSON");
-    }
-    if (!body || typeof body !== "object" || Array.isArray(body)) throw new HttpError(400, "the request body must be a JSON object");
-    const p = parseParams(body, chat);
-    const ac = new AbortController();
-    const onClose = () => { if (!res.writableFinished) ac.abort(); };
-    res.on("close", onClose);
-    try {
-      let prompt: number[];
-      try {
-        prompt = await this.promptTokens(p.prompt, ac.signal);
-      } catch (e) {
-        if (ac.signal.aborted) return; // the client went away
-        throw e;
-      }
-      await this.generate(res, p, prompt, chat, ac);
-    } finally {
-      res.off("close", onClose);
-    }
-  }
-
-  private async generate(res: http.ServerResponse, p: Params, prompt: number[], chat: boolean, ac: AbortController): Promise<void> {
-    const ctx = this.model.cfg.contextLength;
-    const maxTokens = Math.min(p.maxTokens ?? (chat ? ctx : (this.o.defaultMaxTokens ?? 16)), ctx - prompt.length);
-    const id = `${chat ? "chatcmpl" : "cmpl"}-${randomBytes(12).toString("hex")}`;
-    const created = Math.floor(Date.now() / 1000);
-    const object = chat ? "chat.completion.chunk" : "text_completion";
-    const chunk = (text: string | null, finish: string | null, first = false) =>
-      chat
-        ? { id, object, created, model: this.o.modelId, choices: [{ index: 0, delta: first ? { role: "assistant", content: "" } : text === null ? {} : { content: text }, logprobs: null, finish_reason: finish }] }
-        : { id, object, created, model: this.o.modelId, choices: [{ index: 0, text: text ?? "", logprobs: null, finish_reason: finish }] };
-    const send = (obj: unknown) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
-    let completion = 0, finish = "length", text = "", stoppedBySeq = false;
-    const t0 = Date.now();
-    this.active++;
-    this.o.onActive?.(this.active);
-    try {
-      if (p.stream) {
-        res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
-        if (chat) send(chunk(null, null, true));
-      }
-      const dec = new TextDecoderStream(this.model.tokenizer, prompt.at(-1));
-      const stops = new StopMatcher(p.stop);
-      for await (const t of generate(this.model, this.stack, prompt, { maxTokens, temperature: p.temperature, topP: p.topP, seed: p.seed, signal: ac.signal })) {
-        if (completion++ === 0) this.o.onFirstToken?.(Date.now() - t0);
-        this.o.onTokens?.(1);
-        if (this.model.tokenizer.eog.has(t.id)) {
-          finish = "stop";
-          break;
-        }
-        const { emit, stopped } = stops.push(dec.push(t.id));
-        if (emit) (p.stream ? send(chunk(emit, null)) : (text += emit));
-        if (stopped) {
-          finish = "stop";
-          stoppedBySeq = true;
-          break;
-        }
-      }
-      if (!stoppedBySeq) {
-        const rest = stops.flush(dec.flush());
-        if (rest) (p.stream ? send(chunk(rest, null)) : (text += rest));
-      }
-      const usage = { prompt_tokens: prompt.length, completion_tokens: completion, total_tokens: prompt.length + completion };
-      if (p.stream) {
-        send(chunk(null, finish));
-        if (p.includeUsage) send({ id, object, created, model: this.o.modelId, choices: [], usage });
-        res.end("data: [DONE]\n\n");
-      } else {
-        json(res, 200, chat
-          ? { id, object: "chat.completion", created, model: this.o.modelId, choices: [{ index: 0, message: { role: "assistant", content: text }, logprobs: null, finish_reason: finish }], usage }
-          : { id, object: "text_completion", created, model: this.o.modelId, choices: [{ index: 0, text, logprobs: null, finish_reason: finish }], usage });
-      }
+      for (const p of prompts) out.push(await this.promptTokens(p, param, signal));
     } catch (e) {
-      if (ac.signal.aborted) return; // the client went away
-      const he = toHttpError(e);
-      this.o.onError?.(he.status);
-      if (p.stream && res.headersSent) {
-        send(he.body());
-        res.end("data: [DONE]\n\n");
-      } else throw he;
-    } finally {
-      this.active--;
-      this.o.onActive?.(this.active);
+      if (signal.aborted) return undefined;
+      throw e;
     }
-  }
-}
-
-// Holds back text that could be the start of a stop sequence.
-export class StopMatcher {
-  private buf = "";
-  constructor(private stops: string[]) {}
-  push(s: string): { emit: string; stopped: boolean } {
-    this.buf += s;
-    if (this.stops.length === 0) {
-      const out = this.buf;
-      this.buf = "";
-      return { emit: out, stopped: false };
-    }
-    let cut = -1;
-    for (const st of this.stops) {
-      const i = this.buf.indexOf(st);
-      if (i >= 0 && (cut < 0 || i < cut)) cut = i;
-    }
-    if (cut >= 0) {
-      const out = this.buf.slice(0, cut);
-      this.buf = "";
-      return { emit: out, stopped: true };
-    }
-    // keep the longest suffix that is a prefix of some stop sequence
-    let keep = 0;
-    for (const st of this.stops)
-      for (let k = Math.min(st.length - 1, this.buf.length); k > keep; k--)
-        if (this.buf.endsWith(st.slice(0, k))) { keep = k; break; }
-    const out = this.buf.slice(0, this.buf.length - keep);
-    this.buf = this.buf.slice(this.buf.length - keep);
-    return { emit: out, stopped: false };
-  }
-  flush(s: string): string {
-    const { emit, stopped } = this.push(s);
-    if (stopped) return emit;
-    const out = emit + this.buf;
-    this.buf = "";
     return out;
   }
+
+  // POST /v1/completions and /v1/chat/completions
+  private async complete(c: Context<Env>, chat: boolean): Promise<Response> {
+    const p = parseParams(await this.body(c), chat);
+    for (const t of p.logitBias.keys())
+      if (t >= this.model.cfg.vocabSize) throw new HttpError(400, `'logit_bias' names token ${t}; the vocabulary is [0, ${this.model.cfg.vocabSize})`, "invalid_request_error", "logit_bias");
+    const signal = c.req.raw.signal;
+    const prompts = await this.allPromptTokens(p.prompts, chat ? "messages" : "prompt", signal);
+    if (!prompts) return gone();
+    const ctx = this.model.cfg.contextLength;
+    const seed = p.seed ?? randomInt(2 ** 47); // choice i draws with seed + i
+    const jobs: ChoiceJob[] = prompts.flatMap((prompt, i) => Array.from({ length: p.n }, (_, j) => ({
+      index: i * p.n + j, prompt, seed: seed + i * p.n + j,
+      maxTokens: Math.min(p.maxTokens ?? (chat ? ctx : (this.o.defaultMaxTokens ?? 16)), ctx - prompt.length),
+    })));
+    const objects = new CompletionObjects(chat, this.o.modelId, p.logprobs !== undefined, randomBytes(12).toString("hex"));
+    const promptTokens = prompts.reduce((a, x) => a + x.length, 0);
+    const usage = (completion: number) => ({ prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion });
+    return p.stream ? this.stream(c, chat, p, jobs, objects, usage) : await this.whole(p, jobs, objects, usage, signal);
+  }
+
+  // Counts the request as active while `f` runs, and reports its first token's delay.
+  private async running<T>(f: (onToken: () => void) => Promise<T>): Promise<T> {
+    const t0 = Date.now();
+    let first = true;
+    this.o.onActive?.(++this.active);
+    try {
+      return await f(() => {
+        if (first) this.o.onFirstToken?.(Date.now() - t0);
+        first = false;
+        this.o.onTokens?.(1);
+      });
+    } finally {
+      this.o.onActive?.(--this.active);
+    }
+  }
+
+  private async whole(p: Params, jobs: ChoiceJob[], objects: CompletionObjects, usage: (n: number) => Usage, signal: AbortSignal): Promise<Response> {
+    const acc = jobs.map((): Piece => ({ text: "", entries: [] }));
+    try {
+      const results = await this.running((onToken) => runChoices(this.model, this.stack, p, jobs, signal, {
+        onToken,
+        emit: async (i, piece) => {
+          acc[i].text += piece.text;
+          for (const e of piece.entries) acc[i].entries.push(e);
+        },
+      }));
+      const choices = results.map((r, i) => ({ ...acc[i], finish: r.finish }));
+      return json(200, objects.response(choices, usage(results.reduce((a, r) => a + r.tokens, 0))));
+    } catch (e) {
+      if (signal.aborted) return gone();
+      throw e;
+    }
+  }
+
+  private stream(c: Context<Env>, chat: boolean, p: Params, jobs: ChoiceJob[], objects: CompletionObjects, usage: (n: number) => Usage): Response {
+    return eventStream(c, (out) => this.running(async (onToken) => {
+      try {
+        if (chat) for (const j of jobs) await out.send(objects.chunk(j.index, "start"));
+        const results = await runChoices(this.model, this.stack, p, jobs, out.signal, { onToken, emit: (i, piece) => out.send(objects.chunk(i, piece)) });
+        for (const [i, r] of results.entries()) await out.send(objects.chunk(jobs[i].index, r.finish));
+        if (p.includeUsage) await out.send(objects.usageChunk(usage(results.reduce((a, r) => a + r.tokens, 0))));
+      } catch (e) {
+        if (out.signal.aborted) return; // the client went away
+        const he = toHttpError(e);
+        this.o.onError?.(he.status);
+        await out.send(he.body());
+      }
+      await out.done();
+    }));
+  }
+
+  // POST /v1/embeddings
+  private async embeddings(c: Context<Env>): Promise<Response> {
+    const p = parseEmbeddingParams(await this.body(c));
+    const C = this.model.cfg.dim;
+    if (p.dimensions !== undefined && p.dimensions !== C)
+      throw new HttpError(400, `'dimensions' must be ${C} for this model (its hidden size); omit it`, "invalid_request_error", "dimensions");
+    const signal = c.req.raw.signal;
+    const inputs = await this.allPromptTokens(p.inputs, "input", signal);
+    if (!inputs) return gone();
+    try {
+      const data = await this.running(async () => {
+        const out = [];
+        for (const [index, ids] of inputs.entries()) {
+          const e = await embedding(this.model, this.stack, ids, signal);
+          out.push({ object: "embedding", index, embedding: p.base64 ? base64(e) : Array.from(e) });
+        }
+        return out;
+      });
+      const n = inputs.reduce((a, x) => a + x.length, 0);
+      return json(200, { object: "list", data, model: this.o.modelId, usage: { prompt_tokens: n, total_tokens: n } });
+    } catch (e) {
+      if (signal.aborted) return gone();
+      throw e;
+    }
+  }
 }
+
+// The answer to a client that has gone away: nobody reads it.
+const gone = () => new Response(null, { status: 499 });

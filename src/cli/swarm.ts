@@ -13,7 +13,7 @@ import { createKernels } from "../kernels/index.js";
 import { LayerRange, configFromGGUF, parseRange } from "../model/config.js";
 import { Model, generate } from "../model/model.js";
 import { layerBytes } from "../model/weights.js";
-import { ApiServer, json } from "../api/server.js";
+import { ApiServer } from "../api/server.js";
 import { SwarmMonitor } from "../api/monitor.js";
 import { Gateway } from "../swarm/gateway/index.js";
 import { Libp2pTransport } from "../swarm/libp2p.js";
@@ -168,15 +168,7 @@ export async function serveApi(gw: Gateway, mon: SwarmMonitor, model: Model, o: 
   const api = new ApiServer(model, gw, {
     modelId: id, apiKey: o.apiKey, staticDir: WEB_DIR, corsOrigins: o.corsOrigin,
     onRequest: mon.onRequest, onTokens: mon.onTokens, onFirstToken: mon.onFirstToken, onError: mon.onError, onActive: (n) => (mon.activeRequests = n),
-    routes: {
-      "/v1/swarm": (_req, res) => json(res, 200, mon.snapshot()),
-      "/v1/swarm/events": mon.events$,
-      "/metrics": (_req, res) => {
-        const b = mon.metrics();
-        res.writeHead(200, { "content-type": "text/plain; version=0.0.4", "content-length": Buffer.byteLength(b) });
-        res.end(b);
-      },
-    },
+    routes: mon.routes(), // /v1/swarm, /v1/swarm/events, /metrics
   });
   const port = await api.listen(o.port, o.host);
   process.stdout.write(JSON.stringify({ event: "api-ready", url: `http://${o.host}:${port}/v1`, port, gateway: gw.addrs() }) + "\n");
