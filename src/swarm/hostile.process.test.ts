@@ -463,7 +463,7 @@ describe("hostile peers against a real swarm (gateway here, 3 node processes, TC
   // connection for banMs (10 minutes): in a local swarm that is its own
   // gateway and the other nodes as soon as a link has to be made again. The
   // swarm goes on over the links it already has (checked below).
-  it.fails("(5) 8 identities from 127.0.0.1 banned at node 2: an honest peer on the same address is still let in [BUG: loopback address ban]", async () => {
+  it("(5) 8 identities from 127.0.0.1 banned at node 2: an honest peer on the same address is still let in", async () => {
     for (let i = 0; i < 8; i++) {
       const a = await rawAttacker();
       const s = await a.dialProtocol(nodeAddr(2), PROTOCOLS.steps[0]);

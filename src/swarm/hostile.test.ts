@@ -183,7 +183,9 @@ describe("hostile peers (in-memory swarm, real node and gateway code)", () => {
     await Promise.all(opened);
     for (let i = 0; i < 500 && node.stats.opened + node.stats.refused < 300; i++) await settle(); // every frame decided
     expect(node.stats.opened + node.stats.refused, JSON.stringify(node.stats)).toBe(300);
-    expect(node.sessions.size).toBe(16);
+    expect(node.sessions.size, JSON.stringify(node.stats)).toBe(16);
+    for (let i = 0; i < 100 && node.slices[0].sessions.size > 16; i++) await settle(); // queued steps of evicted sessions ran? they must not
+    expect(node.slices[0].sessions.size).toBeLessThanOrEqual(16); // no cache outlives its session
     expect(await sw.complete([1], 60)).toEqual(WANT);
     // two users at once, while the attackers keep opening
     const again = attackers.slice(0, 50).map(async (a) => {
@@ -382,5 +384,29 @@ describe("hostile peers, second round (found by review)", () => {
     expect(outbox.unsentBytes(a.peer)).toBeLessThanOrEqual(64 * 1024 + 8 * DIM * 4 + 1024);
     expect(sent).toBeLessThan(400); // held back: the node stopped reading its steps
     void flood.catch(() => {});
+  });
+
+  it("a stranger evicting a user's session at a later stage: the gateway hears at once, no step waits for its timeout", async () => {
+    sw = await memSwarm(STORIES_GGUF, [r(0, 2), r(2, 4), r(4, 5)], { stepTimeoutMs: 60_000 }, { maxSessions: 2 });
+    const mid = sw.nodes[1];
+    const a = await Attacker.create(sw.net, "10.66.4.1");
+    let done = false;
+    const users = [sw.complete([1], 60, (n) => {
+      if (n !== 20 || done) return;
+      done = true;
+      // the stranger opens sessions on the middle node (its own grants, as its own first stage) until it evicts
+      void (async () => {
+        for (let i = 0; i < 4; i++) {
+          const s = sid();
+          const g = await a.grant(s, [{ peer: mid.peerId, start: 2, end: 4 }]);
+          await a.send(mid.peerId, encodeStep(step(s, { ext: [{ kind: Ext.ROUTE_GRANT, data: g.bytes }] })));
+        }
+      })();
+    }), sw.complete([1], 60)];
+    const out = await Promise.all(users);
+    expect(out[0]).toEqual(WANT);
+    expect(out[1]).toEqual(WANT);
+    expect(mid.stats.evicted).toBeGreaterThan(0);
+    expect(sw.gw.pipe.stats.timeouts).toBe(0);
   });
 });

@@ -82,9 +82,11 @@ export class PeerGate implements ConnectionGate {
   }
 
   allowIp(ip: string): boolean {
+    // a local swarm (layerswarm run) is one address, and whoever is on this
+    // machine has it anyway: loopback is never banned or capped as an address
+    if (isLoopback(ip)) return true;
     const s = this.ipStrikes.get(ip);
     if (s && s.until > Date.now()) return false;
-    if (isLoopback(ip)) return true; // a local swarm (layerswarm run) is one address; whoever is on this machine has it anyway
     return (this.connectionsPerIp.get(ip) ?? 0) < (this.o.maxConnectionsPerIp ?? 32);
   }
 

@@ -20,7 +20,7 @@ import { NodeDirectory } from "./directory.js";
 // every session); `suspects` are stages this session should route around
 // (they refused, erred or sat on a step while still answering).
 export class RouteLost extends Error {
-  constructor(readonly peers: string[], message: string, readonly code = "UNREACHABLE", readonly suspects: string[] = []) {
+  constructor(readonly peers: string[], message: string, readonly code = "UNREACHABLE", readonly suspects: string[] = [], readonly reporter?: string) {
     super(message);
   }
 }
@@ -64,7 +64,7 @@ export class StepPipeline {
   readonly limits: FrameLimits;
   readonly outbox: Outbox;
   onEvicted: (sid: string, by: string) => void = () => {};
-  stats = { steps: 0, strayFrames: 0 };
+  stats = { steps: 0, strayFrames: 0, timeouts: 0 };
 
   constructor(private t: Transport, private dir: NodeDirectory, private log: Logger, private o: PipelineOptions, dim: number) {
     this.limits = { dim, maxRows: MAX_STEP_ROWS };
@@ -134,6 +134,7 @@ export class StepPipeline {
     const p = this.pending.get(req);
     if (!p) return;
     this.pending.delete(req);
+    this.stats.timeouts++;
     const dead = (await Promise.all([...new Set(p.peers)].map((peer) => {
       const n = this.dir.get(peer);
       return request(this.t, peer, n?.record.addrs ?? [], { type: "info" }, Math.min(2000, this.o.stepTimeoutMs)).then(
@@ -182,7 +183,11 @@ export class StepPipeline {
   }
 
   private onError(e: ErrorFrame, from: string): void {
-    if (e.req === 0) return this.onEvicted(e.session, from); // a node evicted a session of ours
+    if (e.req === 0) {
+      // a node of the route evicted a session of ours: its steps in flight there are lost
+      if ([...this.pending.values()].some((p) => p.sid === e.session && p.peers.includes(from))) this.abandon(e.session, `node ${from.slice(-8)}: ${e.message}`);
+      return this.onEvicted(e.session, from);
+    }
     const p = this.pending.get(e.req);
     if (!p || p.sid !== e.session || !p.peers.includes(from)) {
       this.stats.strayFrames++;
@@ -192,8 +197,10 @@ export class StepPipeline {
     // The last stage's word is taken for the step (context overflow, memory);
     // a stage before it that cannot serve is routed around instead, so an
     // insider's injected errors only ever cost it its own place on the route.
-    if (from !== p.last) this.settle(e.req, undefined, new RouteLost([], msg, e.code, [from]));
-    else if (RETRYABLE.has(e.code)) this.settle(e.req, undefined, new RouteLost([], msg, e.code, e.code === "FORBIDDEN" || e.code === "BAD_RANGE" ? [from] : []));
+    // a stage before the last that lost the session (evicted, restarted) is not to blame at first; one that erred is
+    const sessionGone = e.code === "UNKNOWN_SESSION" || e.code === "BUSY";
+    if (from !== p.last) this.settle(e.req, undefined, new RouteLost([], msg, e.code, sessionGone ? [] : [from], from));
+    else if (RETRYABLE.has(e.code)) this.settle(e.req, undefined, new RouteLost([], msg, e.code, e.code === "FORBIDDEN" || e.code === "BAD_RANGE" ? [from] : [], from));
     else this.settle(e.req, undefined, new LayerswarmError(e.code, msg));
   }
 

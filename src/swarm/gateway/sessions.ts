@@ -179,6 +179,8 @@ export class Sessions {
           this.dir.penalize(p);
         }
         if (this.dir.serving().length === lostBefore) fruitless++;
+        // the same stage losing the session again: route around it
+        if (fruitless > 1 && cause.reporter && cause.suspects.length === 0) s.avoid.add(cause.reporter);
         if (fruitless > this.o.maxRecoveries)
           throw new LayerswarmError(cause.code === "BUSY" ? "BUSY" : "NO_ROUTE", `gave up after ${fruitless - 1} reroutes that lost no node: ${cause.message}`);
         await this.reroute(s, cause, waiting[0].step.pos, signal);

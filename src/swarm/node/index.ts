@@ -25,7 +25,7 @@ import { chooseRange } from "../placement.js";
 import { PeerGate, PolicyKind } from "../policy.js";
 import {
   Ext, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, MAX_CONTROL_BYTES, NUMERICS_VERSION, NodeRecord, PROTOCOLS, Request, Response, SUPPORTED_VERSIONS,
-  StepFrame, decodeStep, encodeError, encodeResult, encodeStep, expectedSender, extension, firstNonFinite, frameType, maxFrameBytes, openGrant,
+  ErrorFrame, StepFrame, decodeError, decodeStep, encodeError, encodeResult, encodeStep, expectedSender, extension, firstNonFinite, frameType, maxFrameBytes, openGrant,
 } from "../protocol/index.js";
 import { Caller, request, serveRequests } from "../rpc.js";
 import { Transport } from "../transport.js";
@@ -95,6 +95,8 @@ export class SwarmNode {
   private dropped = new Set<string>(); // recently dropped or evicted session ids: their grants may not open them again
   private pinging = false;
   private links = new Map<string, number>();
+  // the next stages this node sent steps to (the dashboard's link latencies), at most 64; never whoever it refused
+  private nextStages = new Map<string, { addrs: string[]; at: number }>();
   private recent = new Map<string, number>(); // session -> time of its last step (batch window)
   stats = { frames: 0, batches: 0, rows: 0, badFrames: 0, busyMs: 0, refused: 0, opened: 0, evicted: 0 };
 
@@ -135,7 +137,8 @@ export class SwarmNode {
     this.log("info", "loading", { start: r.start, end: r.end, bytes });
     let done = 0, doneBytes = 0;
     this.slices.push(loadSlice(this.file, this.cfg, r, this.init.kernels, {
-      maxSessions: this.init.maxSessions, kvBudgetBytes: this.init.kvBudgetBytes, maxContext: this.init.maxContext,
+      // the session table admits (fairly); the runtime's own cap must never be what refuses
+      maxSessions: 1 << 20, kvBudgetBytes: this.init.kvBudgetBytes, maxContext: this.init.maxContext,
     }, (layer, b) => {
       done++;
       doneBytes += b;
@@ -316,7 +319,11 @@ export class SwarmNode {
     try {
       for await (const m of ch.messages()) {
         const type = frameType(m);
-        if (type === FrameType.ERROR || type === FrameType.RESULT) continue; // not for nodes: ignored
+        if (type === FrameType.ERROR) {
+          this.relayError(decodeError(m), from);
+          continue;
+        }
+        if (type === FrameType.RESULT) continue; // not for nodes: ignored
         if (type !== FrameType.STEP) throw new LayerswarmError("BAD_MESSAGE", `steps stream: unexpected frame type ${m[0]}`);
         const f = decodeStep(m, this.limits);
         this.stats.frames++;
@@ -410,12 +417,16 @@ export class SwarmNode {
     return true;
   }
 
+  // Evicted: the gateway hears of it at once, for the session and for every
+  // step of it that was waiting here, so it reroutes without a timeout.
   private evict(s: NodeSession): void {
     this.stats.evicted++;
+    const g = s.grant.grant;
+    const message = "session evicted: the node is full and its owner held more than its share";
+    for (const x of this.queues.get(s.id) ?? []) this.sendTo(g.gateway, g.gatewayAddrs, encodeError({ req: x.f.req, session: s.id, code: "BUSY", message }));
     this.dropSession(s.id);
     this.log("info", "evicted a session to admit another", { gateway: s.gateway.slice(-8) });
-    const g = s.grant.grant;
-    this.sendTo(g.gateway, g.gatewayAddrs, encodeError({ req: 0, session: s.id, code: "BUSY", message: "session evicted: the node is full and its owner held more than its share" }));
+    this.sendTo(g.gateway, g.gatewayAddrs, encodeError({ req: 0, session: s.id, code: "BUSY", message }));
   }
 
   // A refused step: the error goes to the session's gateway when we know it
@@ -426,7 +437,21 @@ export class SwarmNode {
     this.sendTo(to.peer, to.addrs, encodeError({ req: f.req, session: f.session, code: codeOf(e), message: (e as Error).message }));
   }
 
+  // The next stage refused a step of one of our sessions (it lost the session:
+  // evicted, restarted): tell the session's gateway, which reroutes at once.
+  private relayError(e: ErrorFrame, from: string): void {
+    const s = this.sessions.get(e.session);
+    if (!s || !s.grant.grant.hops.some((h) => h.peer === from) || (e.code !== "UNKNOWN_SESSION" && e.code !== "BUSY")) return;
+    const g = s.grant.grant;
+    this.sendTo(g.gateway, g.gatewayAddrs, encodeError({ ...e, message: `next stage ${from.slice(-8)}: ${e.message}`.slice(0, 1000) }));
+  }
+
   private enqueue(q: Queued): void {
+    // evicted or dropped between its admission and now: nothing of it may run (its cache would outlive it)
+    if (this.sessions.get(q.s.id) !== q.s) {
+      this.refuse(q.f, q.from, new LayerswarmError("BUSY", "session evicted before its step ran"), { peer: q.s.gateway, addrs: q.s.grant.grant.gatewayAddrs });
+      return;
+    }
     this.recent.set(q.s.id, Date.now());
     const list = this.queues.get(q.s.id);
     if (list) list.push(q);
@@ -589,7 +614,12 @@ export class SwarmNode {
       const ext = f.ext.filter((e) => e.kind === Ext.ROUTE_GRANT); // the grant travels on with the session's first frame
       const nf: StepFrame = { ...f, hop: f.hop + 1, hidden: out, ext };
       if (next.peer === this.t.peerId) this.enqueue({ f: nf, s, from: "", ip: "" }); // our own next slice
-      else this.sendTo(next.peer, next.addrs, encodeStep(nf));
+      else {
+        this.nextStages.delete(next.peer);
+        this.nextStages.set(next.peer, { addrs: next.addrs, at: Date.now() });
+        if (this.nextStages.size > 64) this.nextStages.delete(this.nextStages.keys().next().value!);
+        this.sendTo(next.peer, next.addrs, encodeStep(nf));
+      }
     } else {
       const hidden = f.flags & FLAG_LAST_ROW_ONLY ? out.subarray((f.T - 1) * C) : out;
       this.sendTo(g.gateway, g.gatewayAddrs, encodeResult({ req: f.req, session: f.session, pos: f.pos, T: hidden.length / C, dim: C, dtype: f.dtype, flags: f.flags, ext: [], hidden }));
@@ -640,16 +670,12 @@ export class SwarmNode {
   }
   private async pingRound(): Promise<void> {
     const now = Date.now();
-    const nextHops = new Set<string>();
-    for (const x of this.sessions.values()) for (const h of x.grant.grant.hops) nextHops.add(h.peer);
-    for (const [peer, u] of [...this.outbox.lastUsed].slice(-64)) {
-      if (!nextHops.has(peer)) continue; // only the stages of our sessions' routes, not whoever we refused
+    for (const [peer, u] of [...this.nextStages]) {
       if (now - u.at > 30_000) {
-        this.outbox.lastUsed.delete(peer);
+        this.nextStages.delete(peer);
         this.links.delete(peer);
         continue;
       }
-      if (peer === this.t.peerId) continue;
       try {
         this.links.set(peer, Math.round((await this.t.ping(peer, u.addrs, AbortSignal.timeout(2000))) * 100) / 100);
       } catch {
