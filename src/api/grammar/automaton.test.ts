@@ -54,7 +54,7 @@ const PERSON = {
 describe("the JSON automaton, any object (json_object)", () => {
   const g = anyObjectGrammar();
   it("accepts valid documents, whitespace between tokens, and says when they are complete", () => {
-    for (const t of ['{}', '{"a":1}', '{ "a" : [1, 2.5e-3, -0, true, false, null, "x"], "b": {"c": {}} }', '{"\\u00e9\\n\\"":"é😀\\/"}', '{"a":[]}', '{"":0}'])
+    for (const t of ['{}', '{"a":1}', '{ "a" : [1, 2.5e-3, -0, true, false, null, "x"], "b": {"c": {}} }', '{"é\\n\\"":"é😀\\/\\u00e9"}', '{"a":[]}', '{"":0}'])
       expect(whole(g, t), t).toBe(true);
     expect(run(g, '{"a":1}').state!.finished).toBe(true);
     expect(whole(g, '{"a":1')).toBe(false);
@@ -77,6 +77,8 @@ describe("the JSON automaton, any object (json_object)", () => {
       ['{"a":1e123}', 9], // at most 2 exponent digits: every number stays finite
       ['{"a":tru}', 8],
       ['{"a":-}', 6],
+      ['{"\\u0061":1}', 3], // in keys, \u and \/ only where a declared name is spelled so (JSON.stringify never does)
+      ['{"\\/":1}', 3],
     ];
     for (const [t, at] of cases) expect(refusedAt(g, t), t).toBe(at);
     // raw control characters and invalid UTF-8 inside strings
@@ -148,7 +150,13 @@ describe("the JSON automaton, a schema", () => {
   it("additional properties given a schema, and declared ones beside them", () => {
     const h = compileSchema({ type: "object", properties: { n: { type: "integer" } }, additionalProperties: { type: "string" }, required: ["n", "m"] });
     expect(whole(h, '{"m":"x","n":1}')).toBe(true);
-    expect(whole(h, '{"\\u006e":1,"m":""}')).toBe(true); // an escaped key is still "n"
+    // a declared name is spelled as JSON.stringify spells it: "n" cannot hide as "\u006e" and escape its schema
+    expect(refusedAt(h, '{"\\u006e":"x"}')).toBe(3);
+    const q = compileSchema({ type: "object", properties: { 'a"\u0001': { type: "null" } }, required: ['a"\u0001'] });
+    expect(whole(q, '{"a\\"\\u0001":null}')).toBe(true);
+    expect(refusedAt(q, '{"a\\"\\u0001":1')).toBe(13);
+    expect(refusedAt(q, '{"a\\"\\u0002')).toBe(10); // left the declared spelling inside a \u escape
+    expect(whole(q, '{"a\\"\\n":1,"a\\"\\u0001":null}')).toBe(true);
     expect(refusedAt(h, '{"m":1')).toBe(5);
     expect(refusedAt(h, '{"n":"')).toBe(5);
     expect(refusedAt(h, '{"n":1}')).toBe(6); // m is required
@@ -170,7 +178,7 @@ describe("the JSON automaton, a schema", () => {
     ];
     const docs = [
       '{"name":"abc","age":12,"tags":["bb",12],"pet":{"kind":"cat"}}',
-      '{"a":[1,{"b":"c"}], "\\u006be\\"y" : "é😀" ,"d":-1.5e3}',
+      '{"a":[1,{"b":"c"}], "k\\te\\"y" : "é😀" ,"d":-1.5e3}',
       '[{"a":"xyz","bb":true},{"bb":false}]',
       '{"k":"long value","x":2,"zz":[null]}',
     ];

@@ -79,6 +79,19 @@ function scanCompletion(s: number): string {
   return ["", "n", "0000", "000", "00", "0", "000"][s & 7];
 }
 
+// A string body the automaton is in: closeCost() is
+// scanPending(scan) + max(0, minLength - n) + after, and in a key (key: true)
+// the escapes \u and \/ are refused.
+export interface StringBody {
+  key: boolean;
+  n: number; // characters begun
+  scan: number; // the scanner's state
+  minLength: number;
+  maxLength: number;
+  after: number;
+}
+export { SCAN_CLOSE, scanPending, scanStep };
+
 // ---- frames ----
 const ROOT = 0, OBJ = 1, ARR = 2, STR = 3, NUM = 4, LIT = 5, SEQ = 6, SW = 7;
 // ROOT phases
@@ -97,8 +110,8 @@ interface RootF { t: typeof ROOT; node: Node; ph: number }
 interface ObjF {
   t: typeof OBJ; node: ObjectNode; ph: number;
   seen: readonly string[]; // keys given so far, sorted
-  cur: string; // the key whose value comes next (O_COLON, O_VALUE, O_CHILD)
-  raw: string; // O_KEY: the key's bytes so far (one char per byte)
+  cur: string | null; // the key whose value comes next (O_COLON, O_VALUE, O_CHILD); null: a key of no declared name
+  raw: string; // O_KEY: the key's bytes so far (one char per byte), while it can still become a declared name
   scan: number; // O_KEY with free keys: the string scanner
   alive: readonly string[]; // O_KEY: declared names the key can still become
 }
@@ -159,9 +172,31 @@ export class JsonState {
     return c;
   }
 
-  // Two states with the same key accept the same continuations.
-  key(): string {
-    return this.frames.map(frameKey).join("|") + "#" + this.ws;
+  // Inside a string value, or a key of no declared name: its progress, and
+  // what closing costs besides (lets the mask walk run through string bodies
+  // on two integers).
+  bodyTop(): StringBody | null {
+    const f = this.frames[this.frames.length - 1];
+    let below = 0;
+    for (let i = 0; i < this.frames.length - 1; i++) below += frameCost(this.frames[i]);
+    if (f.t === STR) return { key: false, n: f.n, scan: f.scan, minLength: f.node.minLength, maxLength: f.node.maxLength, after: below + 1 };
+    if (f.t === OBJ && f.ph === O_KEY && f.node.additional && f.alive.length === 0)
+      return { key: true, n: 0, scan: f.scan, minLength: 0, maxLength: Infinity, after: below + 1 + 1 + f.node.additional.minBytes + restOfObject(f.node, f.seen) };
+    return null;
+  }
+
+  // This state with its top string or key body moved to (n, scan).
+  withBody(n: number, scan: number): JsonState {
+    const st = this.frames.slice();
+    const f = st[st.length - 1] as StrF | ObjF;
+    st[st.length - 1] = f.t === STR ? { t: STR, node: f.node, n, scan } : { ...f, scan };
+    return new JsonState(st, 0, this.g);
+  }
+
+  // Two states with the same key accept the same continuations of up to
+  // `horizon` bytes, with the same closing costs after them.
+  key(horizon = Infinity): string {
+    return this.frames.map((f) => frameKey(f, horizon)).join("|") + "#" + this.ws;
   }
 }
 
@@ -255,7 +290,7 @@ function begin(st: Frame[], node: Node, b: number): number {
     }
     case "object":
       if (b !== LBRACE) return REJECT;
-      st.push({ t: OBJ, node, ph: O_OPEN, seen: [], cur: "", raw: "", scan: 0, alive: [] });
+      st.push({ t: OBJ, node, ph: O_OPEN, seen: [], cur: null, raw: "", scan: 0, alive: [] });
       return OK;
     case "array":
       if (b !== LBRACKET) return REJECT;
@@ -350,7 +385,7 @@ function numStep(f: NumF, b: number): NumF | null {
 
 // ---- objects ----
 
-const valueNode = (n: ObjectNode, key: string): Node => n.props.get(key) ?? n.additional!;
+const valueNode = (n: ObjectNode, key: string | null): Node => (key === null ? undefined : n.props.get(key)) ?? n.additional!;
 const missing = (n: ObjectNode, seen: readonly string[]) => n.required.filter((r) => !seen.includes(r));
 const canAddKey = (n: ObjectNode, seen: readonly string[]) => n.additional !== null || [...n.props.keys()].some((k) => !seen.includes(k));
 function withKey(seen: readonly string[], k: string): readonly string[] {
@@ -384,14 +419,19 @@ function feedObject(st: Frame[], f: ObjF, b: number): number {
           : { ...f, raw: f.raw + String.fromCharCode(b), alive };
         return OK;
       }
+      // Free keys. A declared name is spelled as JSON.stringify spells it, and
+      // \u and \/ escapes appear only in such spellings: so a key that has left
+      // every declared spelling is of no declared name, whatever follows, and
+      // its bytes need not be kept.
       const s = scanStep(f.scan, b);
       if (s === -1) return REJECT;
+      if (!alive.length && ((f.scan === 1 && (b === 0x75 || b === 0x2f)) || (f.scan & 7) >= 2)) return REJECT;
       if (s === SCAN_CLOSE) {
-        const key = decodeKey(f.raw);
-        st[top] = { ...f, ph: O_COLON, cur: key, seen: withKey(f.seen, key), raw: "", scan: 0, alive: [] };
+        const cur = alive.length ? alive[0] : null; // the quote ends at most one declared spelling
+        st[top] = { ...f, ph: O_COLON, cur, seen: cur === null ? f.seen : withKey(f.seen, cur), raw: "", scan: 0, alive: [] };
         return OK;
       }
-      st[top] = { ...f, raw: f.raw + String.fromCharCode(b), scan: s, alive };
+      st[top] = { ...f, raw: alive.length ? f.raw + String.fromCharCode(b) : "", scan: s, alive };
       return OK;
     }
     case O_COLON:
@@ -418,11 +458,6 @@ function feedObject(st: Frame[], f: ObjF, b: number): number {
       return REJECT;
   }
   return REJECT;
-}
-
-// a key's raw bytes (a valid JSON string body) -> the key
-function decodeKey(raw: string): string {
-  return JSON.parse(`"${Buffer.from(raw, "latin1").toString("utf8")}"`) as string;
 }
 
 // ---- arrays ----
@@ -487,14 +522,9 @@ function objectCost(f: ObjF): number {
       const pos = f.raw.length;
       let best = Infinity;
       for (const k of f.alive) best = Math.min(best, n.enc.get(k)!.length - pos + entryBytes(n, k) - (n.enc.get(k)!.length + 1) + restOfObject(n, withKey(f.seen, k)));
-      if (n.additional) {
-        // or close the key now (after finishing an escape or a character)...
-        const key = decodeKey(f.raw + scanCompletion(f.scan));
-        const pending = scanPending(f.scan);
-        best = Math.min(best, pending + 1 + 1 + valueNode(n, key).minBytes + restOfObject(n, withKey(f.seen, key)));
-        // ...or after one more character, when that makes it a key of no declared name
-        if (n.enc.has(key)) best = Math.min(best, pending + 1 + 1 + 1 + n.additional.minBytes + restOfObject(n, f.seen));
-      }
+      // or a key of no declared name: close it now (after finishing an escape
+      // or a character), or one character later if it now spells a declared name
+      if (n.additional && (f.scan & 7) < 2) best = Math.min(best, freeKeyCost(f));
       return best;
     }
     case O_COLON: return 1 + valueNode(n, f.cur).minBytes + restOfObject(n, f.seen);
@@ -504,6 +534,13 @@ function objectCost(f: ObjF): number {
       return restOfObject(n, f.seen);
   }
   return 0;
+}
+
+// the rest of an object from inside a key of no declared name
+function freeKeyCost(f: ObjF): number {
+  const n = f.node, whole = f.raw + scanCompletion(f.scan) + '"';
+  const spellsDeclared = f.alive.some((k) => Buffer.from(n.enc.get(k)!).toString("latin1") === whole);
+  return scanPending(f.scan) + (spellsDeclared ? 1 : 0) + 1 + 1 + n.additional!.minBytes + restOfObject(n, f.seen);
 }
 
 function arrayCost(f: ArrF): number {
@@ -533,12 +570,16 @@ function frameCost(f: Frame): number {
   }
 }
 
-function frameKey(f: Frame): string {
+function frameKey(f: Frame, horizon: number): string {
   switch (f.t) {
     case ROOT: return `r${f.node.id}.${f.ph}`;
-    case OBJ: return `o${f.node.id}.${f.ph}.${f.seen.join("\u0001")}.${f.cur}.${f.raw}.${f.scan}`;
+    case OBJ: return `o${f.node.id}.${f.ph}.${f.seen.join("\u0001")}.${f.cur === null ? "\u0002" : f.cur}.${f.raw}.${f.scan}.${f.alive.length}`;
     case ARR: return `a${f.node.id}.${f.ph}.${f.n}`;
-    case STR: return `s${f.node.id}.${f.n}.${f.scan}`;
+    // past minLength, only maxLength - n matters, and not at all while it exceeds the horizon
+    case STR: {
+      const { minLength, maxLength } = f.node;
+      return `s${f.node.id}.${f.n >= minLength && maxLength - f.n > horizon ? "+" : f.n}.${f.scan}`;
+    }
     case NUM: return `n${f.integer ? 1 : 0}.${f.ph}.${f.len}.${f.exp}`;
     case LIT: return `l${f.node.id}.${f.pos}.${f.alive.join(",")}`;
     case SEQ: return `q${f.node.id}.${f.idx}.${f.ph}`;
