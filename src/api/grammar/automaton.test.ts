@@ -90,12 +90,17 @@ describe("the JSON automaton, any object (json_object)", () => {
     expect(whole(g, Buffer.concat([enc('{"a":"'), Buffer.from([0xf0, 0x9f, 0x98, 0x80]), enc('"}')]).toString())).toBe(true);
   });
 
-  it("caps a run of whitespace", () => {
-    const g2 = anyObjectGrammar(2);
-    expect(prefix(g2, "{  ")).toBe(true);
-    expect(prefix(g2, "{   ")).toBe(false);
-    expect(whole(g2, '{ "a" :  1 ,  "b":2}')).toBe(true);
-    expect(prefix(compileSchema({ type: "object" }, { maxWhitespace: 0 }), "{ ")).toBe(false);
+  it("whitespace: none, one space, or a newline and an indent (at most maxIndent)", () => {
+    const g2 = anyObjectGrammar(3);
+    expect(whole(g2, '{ "a": [1,\n   2\n],\n "b" : {}}')).toBe(true);
+    expect(whole(g2, '\n{"a":1}')).toBe(true);
+    expect(refusedAt(g2, "{  ")).toBe(2); // two spaces
+    expect(refusedAt(g2, "{\n    ")).toBe(5); // an indent of 4
+    expect(refusedAt(g2, "{ \n")).toBe(2);
+    expect(refusedAt(g2, "{\n\n")).toBe(2);
+    expect(refusedAt(g2, "{\r\n")).toBe(1);
+    expect(refusedAt(g2, '{"a":1  ')).toBe(7); // also after a number
+    expect(refusedAt(compileSchema({ type: "object" }, { maxIndent: 0 }), "{\n ")).toBe(2);
   });
 });
 

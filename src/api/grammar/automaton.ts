@@ -16,7 +16,7 @@
 import { ArrayNode, Grammar, LiteralNode, Node, ObjectNode, SeqNode, StringNode, SwitchNode, entryBytes } from "./schema.js";
 
 const QUOTE = 0x22, BACKSLASH = 0x5c, COMMA = 0x2c, COLON = 0x3a, LBRACE = 0x7b, RBRACE = 0x7d, LBRACKET = 0x5b, RBRACKET = 0x5d, MINUS = 0x2d, PLUS = 0x2b, DOT = 0x2e;
-const isWs = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+const isWs = (b: number) => b === 0x20 || b === 0x0a || b === 0x09; // (no \r: see nextWs)
 const isDigit = (b: number) => b >= 0x30 && b <= 0x39;
 const isHex = (b: number) => isDigit(b) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
 
@@ -123,10 +123,19 @@ interface SeqF { t: typeof SEQ; node: SeqNode; idx: number; ph: number }
 interface SwF { t: typeof SW; node: SwitchNode; alive: readonly number[]; pos: number; ph: number; pick: number }
 type Frame = RootF | ObjF | ArrF | StrF | NumF | LitF | SeqF | SwF;
 
+const WS_NONE = 0, WS_SPACE = 1, WS_NEWLINE = 2;
+// whitespace so far, byte -> whitespace after, or -1
+function nextWs(ws: number, b: number, maxIndent: number): number {
+  if (ws === WS_NONE) return b === 0x0a ? WS_NEWLINE : b === 0x20 || b === 0x09 ? WS_SPACE : -1;
+  if (ws === WS_SPACE || (b !== 0x20 && b !== 0x09)) return -1;
+  return ws - WS_NEWLINE < maxIndent ? ws + 1 : -1;
+}
+
 // what a byte did: refused, consumed as whitespace, or consumed
 const REJECT = 0, WS = 1, OK = 2;
 
 export class JsonState {
+  // ws: the whitespace just before (WS_NONE, WS_SPACE, or WS_NEWLINE + the indent after the newline)
   private constructor(private readonly frames: readonly Frame[], readonly ws: number, private readonly g: Grammar) {}
 
   static initial(g: Grammar): JsonState {
@@ -137,7 +146,10 @@ export class JsonState {
     const st = this.frames.slice();
     const r = feed(st, b);
     if (r === REJECT) return null;
-    if (r === WS) return this.ws + 1 > this.g.maxWhitespace ? null : new JsonState(st, this.ws + 1, this.g);
+    if (r === WS) {
+      const ws = nextWs(this.ws, b, this.g.maxIndent);
+      return ws < 0 ? null : new JsonState(st, ws, this.g); // (a number it ended was popped)
+    }
     return new JsonState(st, 0, this.g);
   }
 

@@ -60,10 +60,13 @@ export interface SwitchNode extends Base {
 
 export interface Grammar {
   root: Node;
-  maxWhitespace: number; // the longest run of whitespace allowed between JSON tokens
+  // Whitespace between JSON tokens, as llama.cpp's JSON grammar: none, one
+  // space, or a newline and at most `maxIndent` spaces or tabs; so a text is
+  // compact or pretty-printed, and never pads itself out.
+  maxIndent: number;
 }
 
-export const DEFAULT_MAX_WHITESPACE = 4;
+export const DEFAULT_MAX_INDENT = 16; // four levels of four spaces
 
 // A refused schema: `pointer` is where (RFC 6901, "" for the root), `keyword` what.
 export class SchemaError extends LayerswarmError {
@@ -181,17 +184,17 @@ const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object
 
 export interface CompileOptions {
   where?: string; // what the schema is, for messages (default "the schema")
-  maxWhitespace?: number;
+  maxIndent?: number;
 }
 
 export function compileSchema(schema: unknown, opts: CompileOptions = {}): Grammar {
   const where = opts.where ?? "the schema";
-  return { root: new Compiler(where).node(schema, ""), maxWhitespace: opts.maxWhitespace ?? DEFAULT_MAX_WHITESPACE };
+  return { root: new Compiler(where).node(schema, ""), maxIndent: opts.maxIndent ?? DEFAULT_MAX_INDENT };
 }
 
 // The grammar of response_format {"type": "json_object"}.
-export function anyObjectGrammar(maxWhitespace = DEFAULT_MAX_WHITESPACE): Grammar {
-  return { root: ANY_OBJECT, maxWhitespace };
+export function anyObjectGrammar(maxIndent = DEFAULT_MAX_INDENT): Grammar {
+  return { root: ANY_OBJECT, maxIndent };
 }
 
 class Compiler {
