@@ -48,66 +48,88 @@ function ipOf(ma: Multiaddr): string {
   return c?.value ?? ma.toString();
 }
 
+// Messages are taken off the stream as they arrive, from the start (not only
+// once someone iterates), decoded into a queue; past PAUSE_BYTES queued the
+// stream is paused, which stops Yamux window updates, so the sender waits.
 class StreamChannel implements Channel {
   closed = false;
-  constructor(private s: Stream, readonly remotePeer: string, readonly remoteIp: string, private maxBytes: number) {
-    s.addEventListener("close", () => (this.closed = true));
+  private queue: Uint8Array[] = [];
+  private queued = 0;
+  private ended: Error | null | undefined;
+  private wake?: () => void;
+  private dec: LengthPrefixedDecoder;
+
+  constructor(private s: Stream, readonly remotePeer: string, readonly remoteIp: string, maxBytes: number) {
+    this.dec = new LengthPrefixedDecoder({ maxDataLength: maxBytes, maxBufferSize: maxBytes + 16 });
+    s.addEventListener("message", ((evt: { data: Uint8Array }) => this.onData(evt.data)) as never);
+    const onEnd = (evt?: Event) => {
+      this.closed = true;
+      if (this.ended === undefined) this.ended = (evt as { error?: Error } | undefined)?.error ?? null;
+      this.wake?.();
+    };
+    s.addEventListener("close", onEnd);
+    s.addEventListener("remoteCloseWrite", () => {
+      if (this.ended === undefined) this.ended = null;
+      this.wake?.();
+    });
   }
+
+  private onData(data: Uint8Array): void {
+    try {
+      for (const m of this.dec.decode(data)) {
+        const u = m.slice(); // a copy: the transport may reuse the buffers it decoded from
+        this.queue.push(u);
+        this.queued += u.length;
+      }
+      if (this.queued > PAUSE_BYTES && this.s.readStatus === "readable") this.s.pause();
+    } catch (e) {
+      const err = new LayerswarmError("BAD_MESSAGE", `from ${this.remotePeer.slice(-8)}: ${(e as Error).message}`);
+      this.ended = err;
+      this.closed = true;
+      this.s.abort(err);
+    }
+    this.wake?.();
+  }
+
   async send(msg: Uint8Array, signal?: AbortSignal): Promise<void> {
     if (this.closed || this.s.status !== "open") throw new LayerswarmError("UNREACHABLE", `stream to ${this.remotePeer.slice(-8)} is closed`);
     const b = new Uint8Array(varint.encodingLength(msg.length) + msg.length);
     varint.encodeUint8Array(msg.length, b);
     b.set(msg, b.length - msg.length);
     if (!this.s.send(b)) await this.s.onDrain({ signal });
-  }
-  async *messages(): AsyncIterable<Uint8Array> {
-    const s = this.s;
-    const dec = new LengthPrefixedDecoder({ maxDataLength: this.maxBytes, maxBufferSize: this.maxBytes + 16 });
-    const queue: Uint8Array[] = [];
-    let queued = 0, ended: Error | null | undefined, wake: (() => void) | undefined;
-    const onMessage = (evt: { data: Uint8Array | { subarray(): Uint8Array } }) => {
-      try {
-        for (const m of dec.decode(evt.data as Uint8Array)) {
-          const u = m.subarray();
-          queue.push(u);
-          queued += u.length;
-        }
-        if (queued > PAUSE_BYTES && s.readStatus === "readable") s.pause();
-      } catch (e) {
-        const err = new LayerswarmError("BAD_MESSAGE", `from ${this.remotePeer.slice(-8)}: ${(e as Error).message}`);
-        ended = err;
-        s.abort(err);
-      }
-      wake?.();
-    };
-    const onEnd = (evt?: Event) => {
-      if (ended === undefined) ended = (evt as { error?: Error } | undefined)?.error ?? null;
-      wake?.();
-    };
-    s.addEventListener("message", onMessage as never);
-    s.addEventListener("close", onEnd);
-    s.addEventListener("remoteCloseWrite", onEnd);
-    try {
-      for (;;) {
-        if (queue.length > 0) {
-          const m = queue.shift()!;
-          queued -= m.length;
-          if (queued < PAUSE_BYTES / 2 && s.readStatus === "paused") s.resume();
-          yield m;
-          continue;
-        }
-        if (ended === null) return;
-        if (ended) throw ended;
-        if (s.status !== "open" && s.readStatus !== "readable" && s.readStatus !== "paused") return;
-        await new Promise<void>((r) => (wake = r));
-        wake = undefined;
-      }
-    } finally {
-      s.removeEventListener("message", onMessage as never);
-      s.removeEventListener("close", onEnd);
-      s.removeEventListener("remoteCloseWrite", onEnd);
+    // the stream's own write buffer has no bound: wait while it holds more than
+    // PAUSE_BYTES (the receiver paused, its window closed), so the sender is held back
+    while (this.s.writeBufferLength > PAUSE_BYTES && this.s.status === "open") {
+      signal?.throwIfAborted();
+      await new Promise<void>((resolve) => {
+        const events = ["drain", "idle", "close"] as const;
+        const done = () => {
+          for (const e of events) this.s.removeEventListener(e, done);
+          signal?.removeEventListener("abort", done);
+          resolve();
+        };
+        for (const e of events) this.s.addEventListener(e, done);
+        signal?.addEventListener("abort", done);
+      });
     }
   }
+
+  async *messages(): AsyncIterable<Uint8Array> {
+    for (;;) {
+      if (this.queue.length > 0) {
+        const m = this.queue.shift()!;
+        this.queued -= m.length;
+        if (this.queued < PAUSE_BYTES / 2 && this.s.readStatus === "paused") this.s.resume();
+        yield m;
+        continue;
+      }
+      if (this.ended === null) return;
+      if (this.ended) throw this.ended;
+      await new Promise<void>((r) => (this.wake = r));
+      this.wake = undefined;
+    }
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     await this.s.close().catch(() => this.s.abort(new Error("close failed")));
