@@ -224,11 +224,15 @@ function feed(st: Frame[], b: number): number {
     const f = st[st.length - 1];
     const top = st.length - 1;
     switch (f.t) {
-      case ROOT:
+      case ROOT: {
         if (f.ph !== R_BEFORE) return REJECT;
-        if (isWs(b)) return WS;
+        // whitespace before the value, unless the value itself begins with it (a call's "\n{")
         st[top] = { ...f, ph: R_CHILD };
-        return begin(st, f.node, b);
+        if (begin(st, f.node, b) === OK) return OK;
+        st.length = top + 1;
+        st[top] = f;
+        return isWs(b) ? WS : REJECT;
+      }
       case OBJ:
         return feedObject(st, f, b);
       case ARR:
