@@ -83,9 +83,17 @@ export class JsonConstraint {
   }
 
   // The sampler hook for a generation of at most `maxTokens` tokens:
-  // (logits, history) -> logits masked in place. Call accept() with each token sampled.
-  hook(maxTokens: number): (logits: Float32Array, history?: readonly number[]) => void {
-    return (logits) => this.applyTo(logits, maxTokens - this.accepted);
+  // (logits, history) -> logits masked in place, called just before sampling.
+  // `history` is the prompt and the tokens generated so far (as generate()
+  // keeps it): tokens in it that were not accept()ed yet are accepted first,
+  // so the hook alone keeps the constraint in step.
+  hook(maxTokens: number): (logits: Float32Array, history: readonly number[]) => void {
+    let prompt = -1; // history's length before the first generated token
+    return (logits, history) => {
+      if (prompt < 0) prompt = history.length - this.accepted;
+      for (let i = prompt + this.accepted; i < history.length; i++) this.accept(history[i]);
+      this.applyTo(logits, maxTokens - this.accepted);
+    };
   }
 
   accept(id: number): void {

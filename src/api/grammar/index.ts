@@ -5,5 +5,6 @@ export { ANY, ANY_OBJECT, DEFAULT_MAX_INDENT, SUPPORTED_KEYWORDS, SchemaError, a
 export type { CompileOptions, Grammar, Node } from "./schema.js";
 export { JsonState, MAX_NUMBER_BYTES } from "./automaton.js";
 export { JsonConstraint, walk } from "./constraint.js";
+export { responseFormatGrammar } from "./response.js";
 export { VocabIndex } from "./vocab.js";
 export type { TokenBytes } from "./vocab.js";

@@ -8,6 +8,7 @@ import { schemaErrors } from "../../testing/jsonschema.js";
 import { STORIES_GGUF } from "../../testing/shared.js";
 import { JsonState } from "./automaton.js";
 import { JsonConstraint } from "./constraint.js";
+import { Sampler } from "../../model/sampler.js";
 import { anyObjectGrammar, compileSchema } from "./schema.js";
 import { VocabIndex } from "./vocab.js";
 
@@ -76,6 +77,34 @@ describe("constrained output from stories260K", () => {
       const v = JSON.parse(r.text);
       expect(typeof v === "object" && v !== null && !Array.isArray(v), r.text).toBe(true);
     }
+  });
+
+  it("the sampler hook alone keeps in step, called as generate() would call it (logits, history)", async () => {
+    const g = compileSchema(SCHEMAS.character);
+    const prompt = model.tokenizer.encode("Once upon a time");
+    const c = new JsonConstraint(g, vocab, { prev: prompt.at(-1) });
+    const hook = c.hook(40);
+    const sampler = new Sampler({ temperature: 1, seed: 5 });
+    const history = [...prompt];
+    const session = "hook";
+    let [h] = await stack.forward([{ session, pos: 0, T: prompt.length, hidden: model.embedder.embed(prompt), lastRowOnly: true }]);
+    for (let n = 0; n < 40; n++) {
+      const logits = await model.head.logitsBatched(h.subarray(h.length - model.cfg.dim));
+      hook(logits, history);
+      const id = sampler.sample(logits, history);
+      if (model.tokenizer.eog.has(id)) break;
+      history.push(id);
+      [h] = await stack.forward([{ session, pos: history.length - 1, T: 1, hidden: model.embedder.embed([id]) }]);
+    }
+    stack.dropSession(session);
+    // a token is accepted at the next call: the last one may still be pending
+    const pending = history.slice(prompt.length + c.accepted);
+    expect(pending.length).toBeLessThanOrEqual(1);
+    for (const id of pending) c.accept(id);
+    const text = Buffer.from(c.text).toString("utf8");
+    expect(c.complete, text).toBe(true);
+    expect(schemaErrors(SCHEMAS.character, JSON.parse(text)), text).toBeUndefined();
+    console.log(`hook: ${history.length - prompt.length} tokens, ${pending.length ? "ended by the budget" : "ended by EOS"}: ${text}`);
   });
 
   it("a budget far below what the schema needs: finish 'length', the text a prefix of a valid one, each token closer to the end", async () => {

@@ -88,3 +88,20 @@ describe("compiling a JSON Schema", () => {
       expect(accepts(g.root, bad), JSON.stringify(bad)).toBe(false);
   });
 });
+
+describe("response_format", () => {
+  it("text: no grammar; json_object: any object; json_schema: the schema's", async () => {
+    const { responseFormatGrammar } = await import("./response.js");
+    expect(responseFormatGrammar(null)).toBeNull();
+    expect(responseFormatGrammar({ type: "text" })).toBeNull();
+    expect(responseFormatGrammar({ type: "json_object" })!.root.kind).toBe("object");
+    expect(responseFormatGrammar({ type: "json_schema", json_schema: { name: "x", strict: true, schema: { type: "array" } } })!.root.kind).toBe("array");
+    const refused: [unknown, RegExp][] = [
+      [{ type: "xml" }, /^response_format.type: must be "text", "json_object" or "json_schema"/],
+      [{ type: "json_schema" }, /^response_format.json_schema: must be/],
+      [{ type: "json_schema", json_schema: { name: "a b", schema: {} } }, /^response_format.json_schema.name: must be 1 to 64/],
+      [{ type: "json_schema", json_schema: { name: "x", schema: { type: "string", pattern: "a" } } }, /^response_format.json_schema.schema: the JSON Schema keyword "pattern" is not supported/],
+    ];
+    for (const [rf, re] of refused) expect(() => responseFormatGrammar(rf)).toThrow(re);
+  });
+});
