@@ -92,6 +92,13 @@ export interface StringBody {
 }
 export { SCAN_CLOSE, scanPending, scanStep };
 
+// the bytes closings are made of first, then every other
+const COMPLETION_ORDER: number[] = (() => {
+  const first = [...Buffer.from('"}],:0a{[tnf-.eu\\')];
+  const rest = Array.from({ length: 256 }, (_, b) => b).filter((b) => !first.includes(b));
+  return [...first, ...rest];
+})();
+
 // ---- frames ----
 const ROOT = 0, OBJ = 1, ARR = 2, STR = 3, NUM = 4, LIT = 5, SEQ = 6, SW = 7;
 // ROOT phases
@@ -182,6 +189,28 @@ export class JsonState {
     let c = 0;
     for (const f of this.frames) c += frameCost(f);
     return c;
+  }
+
+  // A shortest completion: bytes that make the text complete, closeCost() of
+  // them. Each byte is one that lowers the cost by one (there always is one:
+  // automaton.test.ts checks it from every prefix), the likeliest tried first.
+  shortestCompletion(): Uint8Array {
+    const out: number[] = [];
+    let s: JsonState = this;
+    for (let c = s.closeCost(); c > 0; c--) {
+      let next: JsonState | null = null;
+      for (const b of COMPLETION_ORDER) {
+        const t = s.step(b);
+        if (t && t.closeCost() === c - 1) {
+          next = t;
+          out.push(b);
+          break;
+        }
+      }
+      if (!next) throw new Error(`automaton: no byte lowers the closing cost ${c} at ${s.key()}`);
+      s = next;
+    }
+    return Uint8Array.from(out);
   }
 
   // Inside a string value, or a key of no declared name: its progress, and

@@ -110,6 +110,40 @@ describe("token masks", () => {
     expect(c.closeCost).toBeLessThan(need);
   });
 
+  it("tokens of several bytes: closes within a budget that is short in bytes but enough in tokens (the plan)", () => {
+    // every byte, and the pieces JSON is made of in a byte-level BPE vocabulary
+    const pieces = ['{"', '":"', '","', '"}', '":', ',"', "name", "age", "good", "true", "}"];
+    const toks = [...Array.from({ length: 256 }, (_, b) => Uint8Array.of(b)), ...pieces.map((p) => new Uint8Array(Buffer.from(p)))];
+    const tok: TokenBytes = { vocabSize: toks.length + 1, eog: new Set([toks.length]), tokenBytes: (id) => toks[id] ?? new Uint8Array(0) };
+    const v = new VocabIndex(tok);
+    const g = compileSchema(SCHEMAS.person); // 33 bytes at the shortest, 13 tokens
+    const rng = new Rng(3);
+    for (const max of [13, 14, 16, 20, 30]) {
+      for (let trial = 0; trial < 20; trial++) {
+        const c = new JsonConstraint(g, v);
+        let n = 0;
+        for (; n < max && !c.finished; n++) {
+          const allowed: number[] = [];
+          c.mask(max - n).forEach((x, id) => x && allowed.push(id));
+          const id = allowed[Math.floor(rng.next() * allowed.length)];
+          if (tok.eog.has(id)) break;
+          c.accept(id);
+        }
+        const text = Buffer.from(c.text).toString("utf8");
+        expect(c.complete, `${max} tokens: ${text}`).toBe(true);
+        expect(accepts(g.root, JSON.parse(text)), text).toBe(true);
+      }
+    }
+    // and below 13 it cannot: as close as it gets
+    const c = new JsonConstraint(g, v);
+    for (let n = 0; n < 12; n++) {
+      let id = -1;
+      c.mask(12 - n).forEach((x, i) => x && id < 0 && (id = i));
+      c.accept(id);
+    }
+    expect(c.complete).toBe(false);
+  });
+
   it("after a complete top-level value nothing but the end; a number may end or go on", () => {
     const v = new VocabIndex(spm);
     const c = new JsonConstraint(compileSchema({ enum: ["x"] }), v);

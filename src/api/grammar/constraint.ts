@@ -10,6 +10,12 @@
 // left after it. Every byte is one token at worst (byte-level BPE and
 // SentencePiece byte fallback have a token for each byte), so a closing cost
 // in bytes is a cost in tokens that can always be met.
+//
+// Tokens often hold several bytes ('":"', '"}'), so near the end the budget in
+// bytes can be shorter than the one in tokens. There a plan keeps the text
+// closable: a shortest completion, written longest tokens first; the tokens
+// that begin it are allowed too when the rest of it fits, and while the text
+// follows it the plan is what is left of it.
 
 import { LayerswarmError } from "../../errors.js";
 import { JsonState, SCAN_CLOSE, StringBody, scanPending, scanStep } from "./automaton.js";
@@ -30,6 +36,7 @@ export class JsonConstraint {
   private cache: Map<string, MaskEntry>;
   private cached = 0; // ids held in `cache`
   private buf: Uint8Array;
+  private plan: Uint8Array | null = null; // a completion of the text so far, when one was needed
   accepted = 0; // tokens accepted so far
   text: number[] = []; // the bytes accepted so far
 
@@ -68,10 +75,26 @@ export class JsonConstraint {
     const e = this.entry();
     const budget = Math.max(remaining - 1, 0);
     let any = false;
-    const limit = e.minCost > budget ? e.minCost : budget;
-    for (let i = 0; i < e.ids.length; i++) if (e.costs[i] <= limit) (m[e.ids[i]] = 1), (any = true);
+    for (let i = 0; i < e.ids.length; i++) if (e.costs[i] <= budget) (m[e.ids[i]] = 1), (any = true);
+    if (this.state.closeCost() > budget) any = this.planned(m, budget) || any;
+    if (!any && e.ids.length) {
+      // the schema needs more than is left: the tokens that come closest (finish "length")
+      for (let i = 0; i < e.ids.length; i++) if (e.costs[i] === e.minCost) m[e.ids[i]] = 1;
+      any = true;
+    }
     if (this.state.complete || !any) eog(); // !any: no token of this vocabulary goes on; end rather than loop
     return m;
+  }
+
+  // Allows the tokens that begin the plan and leave a rest that fits in
+  // `budget` tokens (written longest first); says whether there were any.
+  private planned(m: Uint8Array, budget: number): boolean {
+    const v = this.vocab;
+    this.plan ??= this.state.shortestCompletion();
+    let any = false;
+    for (const { length, id } of v.prefixTokens(this.plan))
+      if (v.greedyCount(this.plan, length) <= budget) (m[id] = 1), (any = true);
+    return any;
   }
 
   // logits (V,) -> -Infinity where the mask forbids (rows past the vocabulary too)
@@ -106,6 +129,9 @@ export class JsonConstraint {
     const next = this.state.stepBytes(bytes);
     if (!next) throw new LayerswarmError("INTERNAL", `constrained output: token ${id} (${JSON.stringify(Buffer.from(bytes).toString("utf8"))}) does not fit the grammar here`);
     this.state = next;
+    // still on the plan: the rest of it completes the new text
+    const plan = this.plan;
+    this.plan = plan && bytes.length <= plan.length && Buffer.from(plan.subarray(0, bytes.length)).equals(bytes) ? plan.subarray(bytes.length) : null;
     this.prev = id;
     this.accepted++;
     for (const b of bytes) this.text.push(b);

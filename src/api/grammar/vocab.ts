@@ -101,6 +101,39 @@ export class VocabIndex {
     return (this.scratch ??= { ids: new Int32Array(V), costs: new Int32Array(V), node: new Int32Array(N), n: new Int32Array(N), scan: new Int32Array(N) });
   }
 
+  // The tokens of `bytes` taken longest first: an upper bound on the fewest
+  // tokens that write them (Infinity when some byte has no token).
+  greedyCount(bytes: Uint8Array, from = 0): number {
+    let count = 0;
+    for (let i = from; i < bytes.length; count++) {
+      let node = 0, longest = 0;
+      for (let d = i; d < bytes.length; d++) {
+        node = this.child(node, bytes[d]);
+        if (node < 0) break;
+        if (this.tokenStart[node + 1] > this.tokenStart[node]) longest = d + 1 - i;
+      }
+      if (longest === 0) return Infinity;
+      i += longest;
+    }
+    return count;
+  }
+
+  // For each token that is a prefix of `bytes`: its length and id.
+  *prefixTokens(bytes: Uint8Array): Generator<{ length: number; id: number }> {
+    let node = 0;
+    for (let d = 0; d < bytes.length; d++) {
+      node = this.child(node, bytes[d]);
+      if (node < 0) return;
+      for (let t = this.tokenStart[node]; t < this.tokenStart[node + 1]; t++) yield { length: d + 1, id: this.tokenIds[t] };
+    }
+  }
+
+  // node's child along byte b, or -1
+  child(node: number, b: number): number {
+    for (let e = this.edgeStart[node], end = this.edgeStart[node + 1]; e < end; e++) if (this.edgeByte[e] === b) return this.edgeNode[e];
+    return -1;
+  }
+
   // A cache that lives as long as `owner` (a grammar) and this index.
   cacheFor<T>(owner: object): Map<string, T> {
     let c = this.caches.get(owner);
