@@ -11,13 +11,14 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+#include "ggml.h"
 
 namespace avx512 {
-void matmul_groups(int, const uint8_t*, int, int, const float*, const int16_t*, const float*, const int32_t*, int, float*, int, int);
+void matmul_groups(int, const uint8_t*, int, int, const float*, const int16_t*, const float*, const int32_t*, const int32_t*, int, float*, int, int);
 void attention_heads(float*, const float*, const float*, const float*, int, int, int, int, float*, int, int);
 }
 namespace generic {
-void matmul_groups(int, const uint8_t*, int, int, const float*, const int16_t*, const float*, const int32_t*, int, float*, int, int);
+void matmul_groups(int, const uint8_t*, int, int, const float*, const int16_t*, const float*, const int32_t*, const int32_t*, int, float*, int, int);
 void attention_heads(float*, const float*, const float*, const float*, int, int, int, int, float*, int, int);
 }
 
@@ -103,125 +104,128 @@ class Pool {
 Pool pool;
 
 // ---------------------------------------------------------------- packing
+// ggml rows -> packed groups (native/ggml.h; kernels_impl.h reads them).
 
-int block_size(int type) {
+bool is_float(int type) { return type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16; }
+
+// Elements per block (float types: 16 columns per packed block), bytes of a ggml
+// block (float types: of one element) and of a packed block (16 rows).
+struct Geometry { int block; size_t ggml_bytes, packed_bytes; };
+Geometry geometry(int type) {
   switch (type) {
-    case 0: case 1: case 30: return 16;
-    case 8: case 2: return 32;
-    case 12: case 14: return 256;
+    case GGML_TYPE_F32: return {16, 4, 16 * 16 * 4};
+    case GGML_TYPE_F16: case GGML_TYPE_BF16: return {16, 2, 16 * 16 * 2};
+    case GGML_TYPE_Q8_0: return {32, sizeof(block_q8_0), sizeof(packed_q8_0)};
+    case GGML_TYPE_Q4_0: return {32, sizeof(block_q4_0), sizeof(packed_q4_0)};
+    case GGML_TYPE_Q5_0: return {32, sizeof(block_q5_0), sizeof(packed_q5_0)};
+    case GGML_TYPE_Q4_K: return {256, sizeof(block_q4_K), sizeof(packed_q4_K)};
+    case GGML_TYPE_Q6_K: return {256, sizeof(block_q6_K), sizeof(packed_q6_K)};
   }
-  return 0;
+  return {0, 0, 0};
 }
-size_t block_bytes(int type) {
-  switch (type) {
-    case 0: return 16 * 16 * 4;
-    case 1: case 30: return 16 * 16 * 2;
-    case 8: return 32 + 32 * 16;
-    case 2: return 32 + 16 * 16;
-    case 12: return 64 + 256 + 128 * 16;
-    case 14: return 32 + 256 + 256 * 16;
-  }
-  return 0;
-}
+bool is_quantized(int type) { return geometry(type).block != 0 && !is_float(type); }
 size_t ggml_row_bytes(int type, int cols) {
-  switch (type) {
-    case 0: return (size_t)cols * 4;
-    case 1: case 30: return (size_t)cols * 2;
-    case 8: return (size_t)cols / 32 * 34;
-    case 2: return (size_t)cols / 32 * 18;
-    case 12: return (size_t)cols / 256 * 144;
-    case 14: return (size_t)cols / 256 * 210;
-  }
-  return 0;
+  const Geometry g = geometry(type);
+  return is_float(type) ? (size_t)cols * g.ggml_bytes : (size_t)cols / g.block * g.ggml_bytes;
 }
 size_t packed_size(int type, int rows, int cols) {
-  int bs = block_size(type);
-  size_t groups = (rows + 15) / 16, blocks = (cols + bs - 1) / bs;
-  return groups * blocks * block_bytes(type);
+  const Geometry g = geometry(type);
+  if (g.block == 0) return 0;
+  return (size_t)((rows + 15) / 16) * ((cols + g.block - 1) / g.block) * g.packed_bytes;
 }
-
-float f16_to_f32(uint16_t h) {
-  uint32_t w = (uint32_t)(h & 0x7fff) << 13;
-  float mag;
-  memcpy(&mag, &w, 4);
-  mag *= 0x1p112f;
-  uint32_t m;
-  memcpy(&m, &mag, 4);
-  m |= (uint32_t)(h & 0x8000) << 16;
-  float f;
-  memcpy(&f, &m, 4);
-  return f;
-}
-uint16_t rd16(const uint8_t* p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
 void scale_min_k4(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
   if (j < 4) { sc = q[j] & 63; m = q[j + 4] & 63; }
   else { sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4); m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4); }
 }
 
-// ggml rows -> packed groups (see kernels_impl.h for the layout)
-void pack(int type, int rows, int cols, const uint8_t* src, uint8_t* dst) {
-  const int bs = block_size(type);
-  const size_t bb = block_bytes(type), rb = ggml_row_bytes(type, cols);
-  const int groups = (rows + 15) / 16, blocks = (cols + bs - 1) / bs;
-  memset(dst, 0, packed_size(type, rows, cols));
+// Row r's values v[0..n) into words [n / per word][16] (see native/ggml.h).
+void put_nibbles(uint32_t* words, int r, const uint8_t* v, int n) {
+  for (int e = 0; e < n; e++) words[(e >> 3) * 16 + r] |= (uint32_t)(v[e] & 15) << ((e & 1) * 16 + 4 * ((e >> 1) & 3));
+}
+// Row r's bit `bit` of values v[0..n) into pair masks [n / 2].
+void put_masks(uint32_t* masks, int r, const uint8_t* v, int n, int bit) {
+  for (int e = 0; e < n; e++) masks[e >> 1] |= (uint32_t)((v[e] >> bit) & 1) << (2 * r + (e & 1));
+}
+
+// One ggml block of one row into lane r of a packed block.
+void pack_block(const block_q8_0& s, packed_q8_0& o, int r) {
+  o.d[r] = s.d;
+  for (int e = 0; e < 32; e++) o.q[e >> 1][r][e & 1] = s.qs[e];
+}
+void pack_block(const block_q4_0& s, packed_q4_0& o, int r) {
+  o.d[r] = s.d;
+  auto nib = [&](int e) { return e < 16 ? s.qs[e] & 0xF : s.qs[e - 16] >> 4; };
+  for (int p = 0; p < 16; p++) o.q[p][r] = (uint8_t)(nib(2 * p) | (nib(2 * p + 1) << 4));
+}
+void pack_block(const block_q5_0& s, packed_q5_0& o, int r) {
+  o.d[r] = s.d;
+  uint32_t qh;
+  memcpy(&qh, s.qh, 4);
+  uint8_t v[32];  // 0..31, the value + 16
+  for (int i = 0; i < 16; i++) {
+    v[i] = (uint8_t)((s.qs[i] & 0xF) | (((qh >> i) & 1) << 4));
+    v[i + 16] = (uint8_t)((s.qs[i] >> 4) | (((qh >> (i + 16)) & 1) << 4));
+  }
+  put_nibbles(&o.q[0][0], r, v, 32);
+  put_masks(o.qh, r, v, 32, 4);
+}
+void pack_block(const block_q4_K& s, packed_q4_K& o, int r) {
+  o.d[r] = s.d;
+  o.dmin[r] = s.dmin;
+  for (int j = 0; j < 8; j++) scale_min_k4(j, s.scales, o.sc[j][r], o.m[j][r]);
+  auto nib = [&](int e) { uint8_t v = s.qs[32 * (e >> 6) + (e & 31)]; return (e & 32) ? v >> 4 : v & 0xF; };
+  for (int p = 0; p < 128; p++) o.q[p][r] = (uint8_t)(nib(2 * p) | (nib(2 * p + 1) << 4));
+}
+void pack_block(const block_q6_K& s, packed_q6_K& o, int r) {
+  o.d[r] = s.d;
+  for (int j = 0; j < 16; j++) o.sc[j][r] = s.scales[j];
+  for (int e = 0; e < 256; e++) {
+    int n = e >> 7, rr = e & 127, gg = rr >> 5, l = rr & 31;
+    uint8_t ql = s.ql[64 * n + l + (gg & 1) * 32];
+    int lo = gg < 2 ? ql & 0xF : ql >> 4;
+    int hi = (s.qh[32 * n + l] >> (2 * gg)) & 3;
+    o.q[e >> 1][r][e & 1] = (int8_t)((lo | (hi << 4)) - 32);
+  }
+}
+
+template <typename S, typename P>
+void pack_quantized(int rows, int cols, const uint8_t* src, uint8_t* dst, int block) {
+  const int groups = (rows + 15) / 16, blocks = cols / block;
   for (int g = 0; g < groups; g++)
     for (int b = 0; b < blocks; b++) {
-      uint8_t* o = dst + ((size_t)g * blocks + b) * bb;
-      for (int r = 0; r < 16; r++) {
-        const int row = g * 16 + r;
-        if (row >= rows) break;
-        const uint8_t* s = src + (size_t)row * rb;
-        switch (type) {
-          case 0:
-            for (int j = 0; j < 16 && b * 16 + j < cols; j++) memcpy(o + (16 * j + r) * 4, s + (size_t)(b * 16 + j) * 4, 4);
-            break;
-          case 1: case 30:
-            for (int j = 0; j < 16 && b * 16 + j < cols; j++) memcpy(o + (16 * j + r) * 2, s + (size_t)(b * 16 + j) * 2, 2);
-            break;
-          case 8: {  // d f16 | q[pair][row][2]
-            const uint8_t* blk = s + (size_t)b * 34;
-            memcpy(o + 2 * r, blk, 2);
-            for (int j = 0; j < 32; j++) o[32 + 32 * (j >> 1) + 2 * r + (j & 1)] = blk[2 + j];
-            break;
-          }
-          case 2: {  // d f16 | q[pair][row] = nib(2p) | nib(2p+1) << 4
-            const uint8_t* blk = s + (size_t)b * 18;
-            memcpy(o + 2 * r, blk, 2);
-            auto nib = [&](int e) { return e < 16 ? blk[2 + e] & 0xF : blk[2 + e - 16] >> 4; };
-            for (int pp = 0; pp < 16; pp++) o[32 + 16 * pp + r] = (uint8_t)(nib(2 * pp) | (nib(2 * pp + 1) << 4));
-            break;
-          }
-          case 12: {  // d f16 | dmin f16 | sc[8][row] | m[8][row] | q[pair][row]
-            const uint8_t* blk = s + (size_t)b * 144;
-            memcpy(o + 2 * r, blk, 2);
-            memcpy(o + 32 + 2 * r, blk + 2, 2);
-            for (int j = 0; j < 8; j++) {
-              uint8_t sc, m;
-              scale_min_k4(j, blk + 4, sc, m);
-              o[64 + 16 * j + r] = sc;
-              o[192 + 16 * j + r] = m;
-            }
-            auto nib = [&](int e) { int c = e >> 6, l = e & 31; uint8_t v = blk[16 + 32 * c + l]; return (e & 32) ? v >> 4 : v & 0xF; };
-            for (int pp = 0; pp < 128; pp++) o[320 + 16 * pp + r] = (uint8_t)(nib(2 * pp) | (nib(2 * pp + 1) << 4));
-            break;
-          }
-          case 14: {  // d f16 | sc[16][row] i8 | q[pair][row][2] i8
-            const uint8_t* blk = s + (size_t)b * 210;
-            memcpy(o + 2 * r, blk + 208, 2);
-            for (int j = 0; j < 16; j++) o[32 + 16 * j + r] = blk[192 + j];
-            for (int e = 0; e < 256; e++) {
-              int n = e >> 7, rr = e & 127, gg = rr >> 5, l = rr & 31;
-              uint8_t ql = blk[64 * n + l + (gg & 1) * 32];
-              int lo = gg < 2 ? ql & 0xF : ql >> 4;
-              int hi = (blk[128 + 32 * n + l] >> (2 * gg)) & 3;
-              o[288 + 32 * (e >> 1) + 2 * r + (e & 1)] = (uint8_t)(int8_t)((lo | (hi << 4)) - 32);
-            }
-            break;
-          }
-        }
+      P* o = (P*)dst + (size_t)g * blocks + b;
+      for (int r = 0; r < 16 && g * 16 + r < rows; r++) {
+        S s;  // copied: ggml rows need not be aligned
+        memcpy(&s, src + ((size_t)(g * 16 + r) * blocks + b) * sizeof(S), sizeof(S));
+        pack_block(s, *o, r);
       }
     }
+}
+
+// float types: per group and block of 16 columns, [column][row]
+void pack_float(size_t esize, int rows, int cols, const uint8_t* src, uint8_t* dst) {
+  const int groups = (rows + 15) / 16, blocks = (cols + 15) / 16;
+  for (int g = 0; g < groups; g++)
+    for (int b = 0; b < blocks; b++) {
+      uint8_t* o = dst + ((size_t)g * blocks + b) * 16 * 16 * esize;
+      for (int r = 0; r < 16 && g * 16 + r < rows; r++)
+        for (int j = 0; j < 16 && b * 16 + j < cols; j++)
+          memcpy(o + (16 * j + r) * esize, src + ((size_t)(g * 16 + r) * cols + b * 16 + j) * esize, esize);
+    }
+}
+
+void pack(int type, int rows, int cols, const uint8_t* src, uint8_t* dst) {
+  memset(dst, 0, packed_size(type, rows, cols));
+  switch (type) {
+    case GGML_TYPE_F32: return pack_float(4, rows, cols, src, dst);
+    case GGML_TYPE_F16: case GGML_TYPE_BF16: return pack_float(2, rows, cols, src, dst);
+    case GGML_TYPE_Q8_0: return pack_quantized<block_q8_0, packed_q8_0>(rows, cols, src, dst, 32);
+    case GGML_TYPE_Q4_0: return pack_quantized<block_q4_0, packed_q4_0>(rows, cols, src, dst, 32);
+    case GGML_TYPE_Q5_0: return pack_quantized<block_q5_0, packed_q5_0>(rows, cols, src, dst, 32);
+    case GGML_TYPE_Q4_K: return pack_quantized<block_q4_K, packed_q4_K>(rows, cols, src, dst, 256);
+    case GGML_TYPE_Q6_K: return pack_quantized<block_q6_K, packed_q6_K>(rows, cols, src, dst, 256);
+  }
 }
 
 // ---------------------------------------------------------------- N-API helpers
@@ -261,7 +265,7 @@ napi_value js_pack(napi_env env, napi_callback_info info) {
   int type = i32(env, a[0]), rows = i32(env, a[1]), cols = i32(env, a[2]);
   uint8_t *src, *dst; size_t ns, nd;
   if (!typed(env, a[3], src, ns) || !typed(env, a[4], dst, nd)) return throw_err(env, "pack: expected Uint8Arrays");
-  if (block_size(type) == 0) return throw_err(env, "pack: unsupported weight type");
+  if (geometry(type).block == 0) return throw_err(env, "pack: unsupported weight type");
   if (ns < ggml_row_bytes(type, cols) * rows || nd < packed_size(type, rows, cols)) return throw_err(env, "pack: buffer too small");
   pack(type, rows, cols, src, dst);
   return nullptr;
@@ -274,44 +278,48 @@ napi_value js_matmul(napi_env env, napi_callback_info info) {
   int type = i32(env, a[0]), rows = i32(env, a[2]), cols = i32(env, a[3]), T = i32(env, a[5]);
   uint8_t* w; float *x, *out; size_t nw, nx, no;
   if (!typed(env, a[1], w, nw) || !typed(env, a[4], x, nx) || !typed(env, a[6], out, no)) return throw_err(env, "matmul: bad arrays");
+  if (packed_size(type, rows, cols) == 0) return throw_err(env, "matmul: unsupported weight type");
   if (nw < packed_size(type, rows, cols) || nx < (size_t)T * cols || no < (size_t)T * rows || T < 1) return throw_err(env, "matmul: array sizes do not match the shapes");
   const int groups = (rows + 15) / 16;
   auto fn = use_avx512() ? avx512::matmul_groups : generic::matmul_groups;
   // quantised weights: activations to int16 per block of 32 (ref/matmul.ts quantizeQ16)
   static thread_local std::vector<int16_t> xq;
   static thread_local std::vector<float> xd;
-  static thread_local std::vector<int32_t> xs;
-  const bool quant = type == 8 || type == 2 || type == 12 || type == 14;
+  static thread_local std::vector<int32_t> xs, xs16;
+  const bool quant = is_quantized(type);
   if (quant) {
     const size_t n = (size_t)T * cols, nb = n / 32;
     if (xq.size() < n) xq.resize(n);
-    if (xd.size() < nb) { xd.resize(nb); xs.resize(nb); }
+    if (xd.size() < nb) { xd.resize(nb); xs.resize(nb); xs16.resize(2 * nb); }
     for (size_t b = 0; b < nb; b++) {
       const float* xb = x + 32 * b;
       float amax = 0;
       for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(xb[i]));
       const float d = amax / 32767.0f, id = d != 0 ? 1.0f / d : 0.0f;
-      int32_t sum = 0;
+      int32_t sum[2] = {0, 0};
       for (int i = 0; i < 32; i++) {
         float v = nearbyintf(xb[i] * id);
         int32_t q = v > 32767.0f ? 32767 : v < -32767.0f ? -32767 : (int32_t)v;
         xq[32 * b + i] = (int16_t)q;
-        sum += q;
+        sum[i >> 4] += q;
       }
       xd[b] = d;
-      xs[b] = sum;
+      xs[b] = sum[0] + sum[1];
+      xs16[2 * b] = sum[0];
+      xs16[2 * b + 1] = sum[1];
     }
   }
   const int16_t* pq = quant ? xq.data() : nullptr;
   const float* pd = quant ? xd.data() : nullptr;
   const int32_t* ps = quant ? xs.data() : nullptr;
+  const int32_t* ps16 = quant ? xs16.data() : nullptr;
   const double work = (double)rows * cols * T;
   const int nt = work < (1 << 17) ? 1 : pool.size();
-  if (nt == 1) { fn(type, w, rows, cols, x, pq, pd, ps, T, out, 0, groups); return nullptr; }
+  if (nt == 1) { fn(type, w, rows, cols, x, pq, pd, ps, ps16, T, out, 0, groups); return nullptr; }
   // split row groups evenly; a row's result never depends on the split
   std::function<void(int)> job = [&](int k) {
     int ga = (int)((long)groups * k / nt), gb = (int)((long)groups * (k + 1) / nt);
-    if (ga < gb) fn(type, w, rows, cols, x, pq, pd, ps, T, out, ga, gb);
+    if (ga < gb) fn(type, w, rows, cols, x, pq, pd, ps, ps16, T, out, ga, gb);
   };
   pool.run(job);
   return nullptr;

@@ -13,18 +13,17 @@
 //   F32   per group: [cols][16] f32
 //   F16   per group: [cols][16] u16 (binary16 bits)
 //   BF16  per group: [cols][16] u16
-//   Quantised types keep elements in pairs (2p, 2p+1), the unit of VNNI's
-//   vpdpwssd, which multiplies a lane's two int16 weights by two int16 activations:
-//   Q8_0  per group, per 32-block:  d[16] f16 | q[16 pairs][16 rows][2] i8                  544 bytes
-//   Q4_0  per group, per 32-block:  d[16] f16 | q[16 pairs][16 rows] u8 (lo | hi << 4)      288 bytes
-//   Q4_K  per group, per 256-block: d[16] f16 | dmin[16] f16 | sc[8][16] u8 | m[8][16] u8 |
-//                                   q[128 pairs][16 rows] u8 (lo | hi << 4)                 2368 bytes
-//   Q6_K  per group, per 256-block: d[16] f16 | sc[16][16] i8 | q[128 pairs][16 rows][2] i8  4384 bytes
+//   Quantised types: one packed block (native/ggml.h) per 16-row group and ggml
+//   block, values in pairs (2p, 2p+1), the unit of VNNI's vpdpwssd, which
+//   multiplies a lane's two int16 weights by two int16 activations. Each type's
+//   reader (struct Q<type> below) turns a packed block into 16 lanes of pairs and
+//   per-sub-block scales; tile() sums them exactly as ref/matmul.ts does.
 //   Activations are quantised per 32-block to int16 (see ref/matmul.ts quantizeQ16).
 
 #include <cstdint>
 #include <cstring>
 #include <cmath>
+#include "ggml.h"
 #ifdef KNS_AVX512
 #include <immintrin.h>
 #endif
@@ -89,24 +88,12 @@ static inline __attribute__((always_inline)) void dot(W w, int n, const float* x
   }
 }
 
-// Bytes of one 16-row group's packed block, and the block size in columns.
-static inline void block_geometry(int type, int& bsize, int& bbytes) {
-  switch (type) {
-    case 0: bsize = 16; bbytes = 16 * 16 * 4; return;   // F32: treat 16 columns as a "block"
-    case 1: case 30: bsize = 16; bbytes = 16 * 16 * 2; return; // F16 / BF16
-    case 8: bsize = 32; bbytes = 32 + 32 * 16; return;
-    case 2: bsize = 32; bbytes = 32 + 16 * 16; return;
-    case 12: bsize = 256; bbytes = 64 + 256 + 128 * 16; return;
-    case 14: bsize = 256; bbytes = 32 + 256 + 256 * 16; return;
-    default: bsize = 0; bbytes = 0;
-  }
-}
-
 // Activations quantised to int16 per block of 32 (ref/matmul.ts quantizeQ16).
 struct Q16 {
   const int16_t* q;  // (T, cols)
   const float* d;    // (T, cols/32)
   const int32_t* sum;  // (T, cols/32)
+  const int32_t* sum16;  // (T, cols/16), for types with 16-element sub-blocks and a min or bias
 };
 
 // acc (16 lanes of int32) += lane's int16 pair (w_lo, w_hi) . (x_lo, x_hi)
@@ -125,7 +112,7 @@ static inline i32x16 pairs_u4(const uint8_t* p) {
   __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)p));
   return (i32x16)_mm512_and_si512(_mm512_or_si512(v, _mm512_slli_epi32(v, 12)), _mm512_set1_epi32(0x000F000F));
 }
-static inline f32x16 f16x16(const uint8_t* p) { return (f32x16)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)); }
+static inline f32x16 f16x16(const uint16_t* p) { return (f32x16)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)); }
 #else
 static inline i32x16 dp(i32x16 acc, i32x16 w, int32_t xpair) {
   i32x16 lo = (w << 16) >> 16, hi = w >> 16;
@@ -142,15 +129,33 @@ static inline i32x16 pairs_u4(const uint8_t* p) {
   for (int l = 0; l < 16; l++) r[l] = (p[l] & 15) | ((p[l] >> 4) << 16);
   return r;
 }
-static inline f32x16 f16x16(const uint8_t* p) { return f16tof((const uint16_t*)p); }
+static inline f32x16 f16x16(const uint16_t* p) { return f16tof(p); }
 #endif
 
 static inline int32_t xpair(const int16_t* q, int j) { int32_t v; memcpy(&v, q + j, 4); return v; }
+
+// Words (native/ggml.h): one 32-bit word per lane.
+static inline u32x16 ldw(const uint32_t* p) { u32x16 v; memcpy(&v, p, 64); return v; }
+// pair i (0..3) of a nibble word: (even, odd) in 0..15
+static inline i32x16 nibbles(const uint32_t* w, int i) { return (i32x16)((ldw(w) >> (4 * i)) & 0x000F000Fu); }
+// v + c in the int16s that the pair mask m selects (bit 2r+e: element e of lane r)
+#ifdef KNS_AVX512
+static inline i32x16 add_where(i32x16 v, const uint32_t* m, int16_t c) {
+  return (i32x16)_mm512_mask_add_epi16((__m512i)v, _load_mask32((__mmask32*)m), (__m512i)v, _mm512_set1_epi16(c));
+}
+#else
+static inline i32x16 add_where(i32x16 v, const uint32_t* m, int16_t c) {
+  const u32x16 lane = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+  const u32x16 bits = (u32x16{} + *m) >> lane;
+  return v + (i32x16)(((bits & 1) * (uint16_t)c) + (((bits >> 1) & 1) * ((uint32_t)(uint16_t)c << 16)));
+}
+#endif
 
 // isum[g][t] = sum over pairs p in [p0, p0+np) of w_g(p) . x_t(pair p)
 template <int G, int TT, typename W>
 static inline __attribute__((always_inline)) void idot(W w, int np, const int16_t* xq, int cols, i32x16 (&isum)[G][TT]) {
   for (int g = 0; g < G; g++) for (int t = 0; t < TT; t++) isum[g][t] = i32x16{};
+#pragma GCC unroll 16
   for (int p = 0; p < np; p++) {
     i32x16 wv[G];
     for (int g = 0; g < G; g++) wv[g] = w(g, p);
@@ -161,66 +166,8 @@ static inline __attribute__((always_inline)) void idot(W w, int np, const int16_
   }
 }
 
-// One tile: G row groups (16 rows each) x TT activation rows, all column blocks.
-template <int TYPE, int G, int TT>
-static void tile(const uint8_t* packed, size_t groupBytes, int g0, int cols, const float* x, const Q16& xq, int t0, int T, float* out, int rows) {
-  int bsize, bbytes;
-  block_geometry(TYPE, bsize, bbytes);
-  const int nb = (cols + bsize - 1) / bsize;  // float types: the last block may be partial
-  const int nb32 = cols / 32;
-  f32x16 acc[G][TT];
-  for (int g = 0; g < G; g++) for (int t = 0; t < TT; t++) acc[g][t] = f32x16{};
-  i32x16 isum[G][TT];
-  for (int b = 0; b < nb; b++) {
-    const uint8_t* p[G];
-    for (int g = 0; g < G; g++) p[g] = packed + (g0 + g) * groupBytes + (size_t)b * bbytes;
-    if (TYPE == 0 || TYPE == 1 || TYPE == 30) {
-      const float* xb = x + (size_t)t0 * cols + (size_t)b * bsize;
-      const int n = cols - b * bsize < bsize ? cols - b * bsize : bsize;
-      if (TYPE == 0) dot<G, TT>([&](int g, int j) { return ld((const float*)p[g] + 16 * j); }, n, xb, cols, acc);
-      if (TYPE == 1) dot<G, TT>([&](int g, int j) { return f16tof((const uint16_t*)p[g] + 16 * j); }, n, xb, cols, acc);
-      if (TYPE == 30) dot<G, TT>([&](int g, int j) { return bf16tof((const uint16_t*)p[g] + 16 * j); }, n, xb, cols, acc);
-      continue;
-    }
-    const int16_t* xb = xq.q + (size_t)t0 * cols + (size_t)b * bsize;
-    if (TYPE == 8 || TYPE == 2) {  // Q8_0, Q4_0: acc += (dw*dx) * isum
-      if (TYPE == 8) idot<G, TT>([&](int g, int pp) { return pairs_i8(p[g] + 32 + 32 * pp); }, 16, xb, cols, isum);
-      else idot<G, TT>([&](int g, int pp) { return pairs_u4(p[g] + 32 + 16 * pp); }, 16, xb, cols, isum);
-      for (int g = 0; g < G; g++) {
-        f32x16 dw = f16x16(p[g]);
-        for (int t = 0; t < TT; t++) {
-          const size_t xi = (size_t)(t0 + t) * nb32 + b;
-          i32x16 is = isum[g][t];
-          if (TYPE == 2) is = is - 8 * xq.sum[xi];  // nibble - 8
-          acc[g][t] = acc[g][t] + (dw * bcast(xq.d[xi])) * itof(is);
-        }
-      }
-    } else if (TYPE == 12) {  // Q4_K: per 32-element sub-block
-      for (int j = 0; j < 8; j++) {
-        idot<G, TT>([&](int g, int pp) { return pairs_u4(p[g] + 320 + 16 * (16 * j + pp)); }, 16, xb + 32 * j, cols, isum);
-        for (int g = 0; g < G; g++) {
-          f32x16 dj = f16x16(p[g]) * itof(u8toi(p[g] + 64 + 16 * j));
-          f32x16 mj = f16x16(p[g] + 32) * itof(u8toi(p[g] + 192 + 16 * j));
-          for (int t = 0; t < TT; t++) {
-            const size_t xi = (size_t)(t0 + t) * nb32 + b * 8 + j;
-            f32x16 dx = bcast(xq.d[xi]);
-            acc[g][t] = acc[g][t] + ((dj * dx) * itof(isum[g][t]) - (mj * dx) * bcast((float)xq.sum[xi]));
-          }
-        }
-      }
-    } else if (TYPE == 14) {  // Q6_K: per 16-element sub-block
-      for (int s = 0; s < 16; s++) {
-        idot<G, TT>([&](int g, int pp) { return pairs_i8(p[g] + 288 + 32 * (8 * s + pp)); }, 8, xb + 16 * s, cols, isum);
-        for (int g = 0; g < G; g++) {
-          f32x16 ds = f16x16(p[g]) * i8tof((const int8_t*)(p[g] + 32) + 16 * s);
-          for (int t = 0; t < TT; t++) {
-            const size_t xi = (size_t)(t0 + t) * nb32 + b * 8 + s / 2;
-            acc[g][t] = acc[g][t] + (ds * bcast(xq.d[xi])) * itof(isum[g][t]);
-          }
-        }
-      }
-    }
-  }
+template <int G, int TT>
+static inline void store(const f32x16 (&acc)[G][TT], int g0, int t0, int T, float* out, int rows) {
   for (int g = 0; g < G; g++)
     for (int t = 0; t < TT && t0 + t < T; t++) {
       alignas(64) float tmp[16];
@@ -230,11 +177,120 @@ static void tile(const uint8_t* packed, size_t groupBytes, int g0, int cols, con
     }
 }
 
+// Quantised types: how to read a packed block. SUB elements per scale, NSUB
+// sub-blocks per block; pair(b, j, p) gives pair p of sub-block j in 16 lanes of
+// int16 pairs, scale(b, j) the f32 scales dW (and min(b, j) the mW of types with a
+// min, MIN), as format/quant.ts quantLayout defines them. Values stored with an
+// offset BIAS (a 4-bit q - 8 stored as q) are corrected exactly in the integer
+// sum: isum -= BIAS * xsum.
+template <int TYPE> struct Q;
+
+template <> struct Q<GGML_TYPE_Q8_0> {
+  typedef packed_q8_0 B;
+  enum { SUB = 32, NSUB = 1, MIN = 0, BIAS = 0 };
+  static i32x16 pair(const B* b, int, int p) { return pairs_i8((const uint8_t*)b->q[p][0]); }
+  static f32x16 scale(const B* b, int) { return f16x16(b->d); }
+};
+template <> struct Q<GGML_TYPE_Q4_0> {
+  typedef packed_q4_0 B;
+  enum { SUB = 32, NSUB = 1, MIN = 0, BIAS = 8 };
+  static i32x16 pair(const B* b, int, int p) { return pairs_u4(b->q[p]); }
+  static f32x16 scale(const B* b, int) { return f16x16(b->d); }
+};
+template <> struct Q<GGML_TYPE_Q5_0> {
+  typedef packed_q5_0 B;
+  enum { SUB = 32, NSUB = 1, MIN = 0, BIAS = 16 };
+  static i32x16 pair(const B* b, int, int p) { return add_where(nibbles(b->q[p >> 2], p & 3), &b->qh[p], 16); }
+  static f32x16 scale(const B* b, int) { return f16x16(b->d); }
+};
+template <> struct Q<GGML_TYPE_Q4_K> {
+  typedef packed_q4_K B;
+  enum { SUB = 32, NSUB = 8, MIN = 1, BIAS = 0 };
+  static i32x16 pair(const B* b, int j, int p) { return pairs_u4(b->q[16 * j + p]); }
+  static f32x16 scale(const B* b, int j) { return f16x16(b->d) * itof(u8toi(b->sc[j])); }
+  static f32x16 min(const B* b, int j) { return f16x16(b->dmin) * itof(u8toi(b->m[j])); }
+};
+template <> struct Q<GGML_TYPE_Q6_K> {
+  typedef packed_q6_K B;
+  enum { SUB = 16, NSUB = 16, MIN = 0, BIAS = 0 };
+  static i32x16 pair(const B* b, int j, int p) { return pairs_i8((const uint8_t*)b->q[8 * j + p][0]); }
+  static f32x16 scale(const B* b, int j) { return f16x16(b->d) * i8tof(b->sc[j]); }
+};
+
+// One tile of a quantised matrix: G row groups (16 rows each) x TT activation rows,
+// all blocks. Per sub-block: acc += (dW*dx)*isum [- (mW*dx)*xsum].
+template <int TYPE, int G, int TT>
+static void tile_q(const uint8_t* packed, size_t groupBytes, int g0, int cols, const Q16& xq, int t0, int T, float* out, int rows) {
+  typedef Q<TYPE> R;
+  typedef typename R::B B;
+  constexpr int BS = R::SUB * R::NSUB;
+  const int nb = cols / BS, nb32 = cols / 32, nb16 = cols / 16;
+  f32x16 acc[G][TT];
+  for (int g = 0; g < G; g++) for (int t = 0; t < TT; t++) acc[g][t] = f32x16{};
+  i32x16 isum[G][TT];
+  for (int b = 0; b < nb; b++) {
+    const B* blk[G];
+    for (int g = 0; g < G; g++) blk[g] = (const B*)(packed + (g0 + g) * groupBytes) + b;
+    for (int j = 0; j < R::NSUB; j++) {
+      const int e0 = b * BS + j * R::SUB;  // first column of the sub-block
+      idot<G, TT>([&](int g, int pp) { return R::pair(blk[g], j, pp); }, R::SUB / 2, xq.q + (size_t)t0 * cols + e0, cols, isum);
+      for (int g = 0; g < G; g++) {
+        const f32x16 dw = R::scale(blk[g], j);
+        f32x16 mw = f32x16{};
+        if constexpr (R::MIN != 0) mw = R::min(blk[g], j);
+        for (int t = 0; t < TT; t++) {
+          const size_t row = t0 + t;
+          const f32x16 dx = bcast(xq.d[row * nb32 + e0 / 32]);
+          int32_t xs = 0;
+          if constexpr (R::MIN != 0 || R::BIAS != 0) xs = R::SUB == 32 ? xq.sum[row * nb32 + e0 / 32] : xq.sum16[row * nb16 + e0 / 16];
+          i32x16 is = isum[g][t];
+          if constexpr (R::BIAS != 0) is = is - R::BIAS * xs;
+          if constexpr (R::MIN != 0) acc[g][t] = acc[g][t] + ((dw * dx) * itof(is) - (mw * dx) * bcast((float)xs));
+          else acc[g][t] = acc[g][t] + (dw * dx) * itof(is);
+        }
+      }
+    }
+  }
+  store(acc, g0, t0, T, out, rows);
+}
+
+// One tile of a float matrix: G row groups x TT activation rows, all columns.
+template <int TYPE, int G, int TT>
+static void tile_f(const uint8_t* packed, size_t groupBytes, int g0, int cols, const float* x, int t0, int T, float* out, int rows) {
+  const int nb = (cols + 15) / 16;  // blocks of 16 columns; the last may be partial
+  const size_t bbytes = TYPE == GGML_TYPE_F32 ? 16 * 16 * 4 : 16 * 16 * 2;
+  f32x16 acc[G][TT];
+  for (int g = 0; g < G; g++) for (int t = 0; t < TT; t++) acc[g][t] = f32x16{};
+  for (int b = 0; b < nb; b++) {
+    const uint8_t* p[G];
+    for (int g = 0; g < G; g++) p[g] = packed + (g0 + g) * groupBytes + (size_t)b * bbytes;
+    const float* xb = x + (size_t)t0 * cols + (size_t)b * 16;
+    const int n = cols - b * 16 < 16 ? cols - b * 16 : 16;
+    if (TYPE == GGML_TYPE_F32) dot<G, TT>([&](int g, int j) { return ld((const float*)p[g] + 16 * j); }, n, xb, cols, acc);
+    if (TYPE == GGML_TYPE_F16) dot<G, TT>([&](int g, int j) { return f16tof((const uint16_t*)p[g] + 16 * j); }, n, xb, cols, acc);
+    if (TYPE == GGML_TYPE_BF16) dot<G, TT>([&](int g, int j) { return bf16tof((const uint16_t*)p[g] + 16 * j); }, n, xb, cols, acc);
+  }
+  store(acc, g0, t0, T, out, rows);
+}
+
+constexpr bool is_float(int type) { return type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16; }
+
+template <int TYPE, int G, int TT>
+static inline void tile(const uint8_t* packed, size_t groupBytes, int g0, int cols, const float* x, const Q16& xq, int t0, int T, float* out, int rows) {
+  if constexpr (is_float(TYPE)) tile_f<TYPE, G, TT>(packed, groupBytes, g0, cols, x, t0, T, out, rows);
+  else tile_q<TYPE, G, TT>(packed, groupBytes, g0, cols, xq, t0, T, out, rows);
+}
+
+// Bytes of one 16-row group's packed row.
+template <int TYPE>
+static size_t group_bytes(int cols) {
+  if constexpr (is_float(TYPE)) return (size_t)((cols + 15) / 16) * 16 * 16 * (TYPE == GGML_TYPE_F32 ? 4 : 2);
+  else return (size_t)(cols / (Q<TYPE>::SUB * Q<TYPE>::NSUB)) * sizeof(typename Q<TYPE>::B);
+}
+
 template <int TYPE>
 static void groups_typed(const uint8_t* packed, int rows, int cols, const float* x, const Q16& xq, int T, float* out, int ga, int gb) {
-  int bsize, bbytes;
-  block_geometry(TYPE, bsize, bbytes);
-  const size_t gB = (size_t)((cols + bsize - 1) / bsize) * bbytes;
+  const size_t gB = group_bytes<TYPE>(cols);
   int g = ga;
   if (T == 1) {
     for (; g + 4 <= gb; g += 4) tile<TYPE, 4, 1>(packed, gB, g, cols, x, xq, 0, 1, out, rows);
@@ -243,8 +299,7 @@ static void groups_typed(const uint8_t* packed, int rows, int cols, const float*
   }
   // Registers: G x TT f32 accumulators (+ as many int32 sums for quantised types)
   // + G weight vectors. Float types: 4 x 4; quantised: 2 x 4 (fewer widenings per product than 4 x 2).
-  constexpr bool F = TYPE == 0 || TYPE == 1 || TYPE == 30;
-  constexpr int GG = F ? 4 : 2;
+  constexpr int GG = is_float(TYPE) ? 4 : 2;
   for (; g + GG <= gb && T >= 4; g += GG) {
     int t = 0;
     for (; t + 4 <= T; t += 4) tile<TYPE, GG, 4>(packed, gB, g, cols, x, xq, t, T, out, rows);
@@ -263,16 +318,14 @@ static void groups_typed(const uint8_t* packed, int rows, int cols, const float*
 }
 
 // out (T, rows) = W @ x (T, cols) for the row groups [ga, gb).
-void matmul_groups(int type, const uint8_t* packed, int rows, int cols, const float* x, const int16_t* xq, const float* xd, const int32_t* xs, int T, float* out, int ga, int gb) {
-  const Q16 q{xq, xd, xs};
+void matmul_groups(int type, const uint8_t* packed, int rows, int cols, const float* x, const int16_t* xq, const float* xd, const int32_t* xs, const int32_t* xs16, int T, float* out, int ga, int gb) {
+  const Q16 q{xq, xd, xs, xs16};
   switch (type) {
-    case 0: return groups_typed<0>(packed, rows, cols, x, q, T, out, ga, gb);
-    case 1: return groups_typed<1>(packed, rows, cols, x, q, T, out, ga, gb);
-    case 30: return groups_typed<30>(packed, rows, cols, x, q, T, out, ga, gb);
-    case 8: return groups_typed<8>(packed, rows, cols, x, q, T, out, ga, gb);
-    case 2: return groups_typed<2>(packed, rows, cols, x, q, T, out, ga, gb);
-    case 12: return groups_typed<12>(packed, rows, cols, x, q, T, out, ga, gb);
-    case 14: return groups_typed<14>(packed, rows, cols, x, q, T, out, ga, gb);
+#define CASE(t) case t: return groups_typed<t>(packed, rows, cols, x, q, T, out, ga, gb);
+    CASE(GGML_TYPE_F32) CASE(GGML_TYPE_F16) CASE(GGML_TYPE_BF16)
+    CASE(GGML_TYPE_Q8_0) CASE(GGML_TYPE_Q4_0) CASE(GGML_TYPE_Q5_0)
+    CASE(GGML_TYPE_Q4_K) CASE(GGML_TYPE_Q6_K)
+#undef CASE
   }
 }
 

@@ -75,14 +75,14 @@ describe("GGUF", () => {
     expectError(() => readGGUF(w("huge.gguf", huge)), "BAD_FILE", /implausible metadata count/);
     expectError(() => readGGUF(`${dir}/missing.gguf`), "BAD_FILE", /cannot open/);
     // an unsupported weight type names the tensor, the type and the file
-    const q5 = Buffer.from(good);
+    const q81 = Buffer.from(good);
     const name = Buffer.from("blk.2.attn_q.weight");
-    const at = q5.indexOf(name) + name.length + 4 + 16; // after n_dims and two dims
-    q5.writeUInt32LE(GGMLType.Q5_0, at);
-    const p = w("q5.gguf", q5);
-    expect(() => Model.local(p)).toThrow(/q5\.gguf: tensor "blk\.2\.attn_q\.weight" has weight type Q5_0/);
-    q5.writeUInt32LE(GGMLType.Q5_K, at);
-    expectError(() => readGGUF(w("q5k.gguf", q5)), "BAD_FILE", /tensor "blk\.2\.attn_q\.weight" \(Q5_K\) has rows of 64 elements/);
+    const at = q81.indexOf(name) + name.length + 4 + 16; // after n_dims and two dims
+    q81.writeUInt32LE(GGMLType.Q8_1, at); // a type only ever used for activations
+    const p = w("q8_1.gguf", q81);
+    expect(() => Model.local(p)).toThrow(/q8_1\.gguf: tensor "blk\.2\.attn_q\.weight" has weight type Q8_1, which is not supported \(supported: F32, F16, Q4_0, /);
+    q81.writeUInt32LE(GGMLType.Q5_K, at);
+    expectError(() => readGGUF(w("q5k.gguf", q81)), "BAD_FILE", /tensor "blk\.2\.attn_q\.weight" \(Q5_K\) has rows of 64 elements/);
     // an unknown architecture
     const arch = Buffer.from(good);
     arch.write("lxama", arch.indexOf("llama", arch.indexOf("general.architecture")));

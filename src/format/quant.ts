@@ -20,6 +20,15 @@ export enum GGMLType {
   Q5_K = 13,
   Q6_K = 14,
   Q8_K = 15,
+  IQ2_XXS = 16,
+  IQ2_XS = 17,
+  IQ3_XXS = 18,
+  IQ1_S = 19,
+  IQ4_NL = 20,
+  IQ3_S = 21,
+  IQ2_S = 22,
+  IQ4_XS = 23,
+  IQ1_M = 29,
   BF16 = 30,
 }
 
@@ -36,21 +45,35 @@ const INFO: Record<number, TypeInfo> = {
   [GGMLType.BF16]: { name: "BF16", blockSize: 1, typeSize: 2, supported: true },
   [GGMLType.Q8_0]: { name: "Q8_0", blockSize: 32, typeSize: 34, supported: true },
   [GGMLType.Q4_0]: { name: "Q4_0", blockSize: 32, typeSize: 18, supported: true },
-  [GGMLType.Q4_K]: { name: "Q4_K", blockSize: 256, typeSize: 144, supported: true },
-  [GGMLType.Q6_K]: { name: "Q6_K", blockSize: 256, typeSize: 210, supported: true },
-  // Known, so that files holding them can be inspected, but not computed with.
   [GGMLType.Q4_1]: { name: "Q4_1", blockSize: 32, typeSize: 20, supported: false },
-  [GGMLType.Q5_0]: { name: "Q5_0", blockSize: 32, typeSize: 22, supported: false },
+  [GGMLType.Q5_0]: { name: "Q5_0", blockSize: 32, typeSize: 22, supported: true },
   [GGMLType.Q5_1]: { name: "Q5_1", blockSize: 32, typeSize: 24, supported: false },
-  [GGMLType.Q8_1]: { name: "Q8_1", blockSize: 32, typeSize: 36, supported: false },
   [GGMLType.Q2_K]: { name: "Q2_K", blockSize: 256, typeSize: 84, supported: false },
   [GGMLType.Q3_K]: { name: "Q3_K", blockSize: 256, typeSize: 110, supported: false },
+  [GGMLType.Q4_K]: { name: "Q4_K", blockSize: 256, typeSize: 144, supported: true },
   [GGMLType.Q5_K]: { name: "Q5_K", blockSize: 256, typeSize: 176, supported: false },
+  [GGMLType.Q6_K]: { name: "Q6_K", blockSize: 256, typeSize: 210, supported: true },
+  [GGMLType.IQ4_NL]: { name: "IQ4_NL", blockSize: 32, typeSize: 18, supported: false },
+  [GGMLType.IQ4_XS]: { name: "IQ4_XS", blockSize: 256, typeSize: 136, supported: false },
+  // Known, so that files holding them can be inspected, but not computed with.
+  [GGMLType.Q8_1]: { name: "Q8_1", blockSize: 32, typeSize: 36, supported: false },
   [GGMLType.Q8_K]: { name: "Q8_K", blockSize: 256, typeSize: 292, supported: false },
+  [GGMLType.IQ2_XXS]: { name: "IQ2_XXS", blockSize: 256, typeSize: 66, supported: false },
+  [GGMLType.IQ2_XS]: { name: "IQ2_XS", blockSize: 256, typeSize: 74, supported: false },
+  [GGMLType.IQ2_S]: { name: "IQ2_S", blockSize: 256, typeSize: 82, supported: false },
+  [GGMLType.IQ3_XXS]: { name: "IQ3_XXS", blockSize: 256, typeSize: 98, supported: false },
+  [GGMLType.IQ3_S]: { name: "IQ3_S", blockSize: 256, typeSize: 110, supported: false },
+  [GGMLType.IQ1_S]: { name: "IQ1_S", blockSize: 256, typeSize: 50, supported: false },
+  [GGMLType.IQ1_M]: { name: "IQ1_M", blockSize: 256, typeSize: 56, supported: false },
 };
 
 export function typeInfo(type: number): TypeInfo | undefined {
   return INFO[type];
+}
+
+// The types we compute with, in ggml's numbering order.
+export function supportedTypeNames(): string[] {
+  return Object.keys(INFO).map(Number).sort((a, b) => a - b).filter((t) => INFO[t].supported).map((t) => INFO[t].name);
 }
 
 export function typeName(type: number): string {
@@ -72,13 +95,77 @@ export function rowBytes(type: number, n: number): number {
   return (n / info.blockSize) * info.typeSize;
 }
 
-// Q4_K packs eight 6-bit (scale, min) pairs into 12 bytes.
+// Q4_K and Q5_K pack eight 6-bit (scale, min) pairs into 12 bytes.
 export function scaleMinK4(j: number, q: Uint8Array, o: number): [number, number] {
   if (j < 4) return [q[o + j] & 63, q[o + j + 4] & 63];
   return [(q[o + j + 4] & 0xf) | ((q[o + j - 4] >> 6) << 4), (q[o + j + 4] >> 4) | ((q[o + j] >> 6) << 4)];
 }
 
 const fr = Math.fround;
+
+// Every quantised type, read as integers and scales: element e of a row is
+//   w[e] = dW[j] * q[e] - mW[j]        j = e / sub (its sub-block), mW = 0 without a min
+// with each scale an f32 (an f16 from the file, or the f32 product of the block's
+// f16 scale and a sub-block's integer scale, as ggml's dequantize_row_* computes it).
+// This is what the bytes mean: dequantizeRow evaluates it, and the reference
+// matmul (kernels/ref/matmul.ts) sums q against integer activations per sub-block.
+export interface QuantLayout {
+  sub: 16 | 32; // elements per scale
+  min: boolean; // has a per-sub-block min term
+  // decode the block at byte o: q[qo..qo+blockSize), dW and mW at so..so+blockSize/sub
+  decode(b: Uint8Array, dv: DataView, o: number, q: Int32Array, qo: number, dW: Float32Array, mW: Float32Array, so: number): void;
+}
+
+const f16 = (dv: DataView, o: number) => F16_TO_F32[dv.getUint16(o, true)];
+
+const LAYOUTS: Record<number, QuantLayout> = {
+  // d f16 | q[32] i8
+  [GGMLType.Q8_0]: { sub: 32, min: false, decode(_b, dv, o, q, qo, dW, _mW, so) {
+    dW[so] = f16(dv, o);
+    for (let i = 0; i < 32; i++) q[qo + i] = dv.getInt8(o + 2 + i);
+  } },
+  // d f16 | qs[16]: element i = (qs[i] & 15) - 8, element i + 16 = (qs[i] >> 4) - 8
+  [GGMLType.Q4_0]: { sub: 32, min: false, decode(b, dv, o, q, qo, dW, _mW, so) {
+    dW[so] = f16(dv, o);
+    for (let i = 0; i < 16; i++) {
+      q[qo + i] = (b[o + 2 + i] & 0xf) - 8;
+      q[qo + i + 16] = (b[o + 2 + i] >> 4) - 8;
+    }
+  } },
+  // d f16 | qh u32 (bit i: 5th bit of element i) | qs[16]: element i = ((qs[i] & 15) | bit i << 4) - 16, i + 16 from the high nibble
+  [GGMLType.Q5_0]: { sub: 32, min: false, decode(b, dv, o, q, qo, dW, _mW, so) {
+    dW[so] = f16(dv, o);
+    const qh = dv.getUint32(o + 2, true);
+    for (let i = 0; i < 16; i++) {
+      q[qo + i] = ((b[o + 6 + i] & 0xf) | (((qh >>> i) & 1) << 4)) - 16;
+      q[qo + i + 16] = ((b[o + 6 + i] >> 4) | (((qh >>> (i + 16)) & 1) << 4)) - 16;
+    }
+  } },
+  // d f16 | dmin f16 | scales[12] (eight 6-bit scale, min pairs) | qs[128]: sub-block j of 32
+  // elements is the low (j even) or high (j odd) nibbles of qs[32 (j >> 1) ..]
+  [GGMLType.Q4_K]: { sub: 32, min: true, decode(b, dv, o, q, qo, dW, mW, so) {
+    const d = f16(dv, o), dmin = f16(dv, o + 2);
+    for (let j = 0; j < 8; j++) {
+      const [sc, m] = scaleMinK4(j, b, o + 4);
+      dW[so + j] = fr(d * sc);
+      mW[so + j] = fr(dmin * m);
+      for (let l = 0; l < 32; l++) {
+        const byte = b[o + 16 + 32 * (j >> 1) + l];
+        q[qo + 32 * j + l] = j & 1 ? byte >> 4 : byte & 0xf;
+      }
+    }
+  } },
+  // ql[128] | qh[64] | scales[16] i8 | d f16: 6-bit values - 32, one scale per 16 elements
+  [GGMLType.Q6_K]: { sub: 16, min: false, decode(b, dv, o, q, qo, dW, _mW, so) {
+    const d = f16(dv, o + 208);
+    for (let j = 0; j < 16; j++) dW[so + j] = fr(d * dv.getInt8(o + 192 + j));
+    for (let e = 0; e < 256; e++) q[qo + e] = q6At(b, o, e);
+  } },
+};
+
+export function quantLayout(type: number): QuantLayout | undefined {
+  return LAYOUTS[type];
+}
 
 // Dequantise n elements of a row starting at byte offset `off` of `src` into dst[dOff..].
 export function dequantizeRow(type: number, src: Uint8Array, off: number, n: number, dst: Float32Array, dOff = 0): void {
@@ -93,55 +180,17 @@ export function dequantizeRow(type: number, src: Uint8Array, off: number, n: num
     case GGMLType.BF16:
       for (let i = 0; i < n; i++) dst[dOff + i] = bf16ToF32(dv.getUint16(off + 2 * i, true));
       return;
-    case GGMLType.Q8_0:
-      for (let b = 0; b < n / 32; b++) {
-        const o = off + b * 34;
-        const d = F16_TO_F32[dv.getUint16(o, true)];
-        for (let i = 0; i < 32; i++) dst[dOff + b * 32 + i] = fr(d * dv.getInt8(o + 2 + i));
-      }
-      return;
-    case GGMLType.Q4_0:
-      for (let b = 0; b < n / 32; b++) {
-        const o = off + b * 18;
-        const d = F16_TO_F32[dv.getUint16(o, true)];
-        for (let i = 0; i < 16; i++) {
-          const q = src[o + 2 + i];
-          dst[dOff + b * 32 + i] = fr(d * ((q & 0xf) - 8));
-          dst[dOff + b * 32 + i + 16] = fr(d * ((q >> 4) - 8));
-        }
-      }
-      return;
-    case GGMLType.Q4_K:
-      for (let b = 0; b < n / 256; b++) {
-        const o = off + b * 144;
-        const d = F16_TO_F32[dv.getUint16(o, true)];
-        const dmin = F16_TO_F32[dv.getUint16(o + 2, true)];
-        const y = dOff + b * 256;
-        for (let c = 0; c < 4; c++) {
-          const [s1, m1] = scaleMinK4(2 * c, src, o + 4);
-          const [s2, m2] = scaleMinK4(2 * c + 1, src, o + 4);
-          const d1 = fr(d * s1), mm1 = fr(dmin * m1), d2 = fr(d * s2), mm2 = fr(dmin * m2);
-          for (let l = 0; l < 32; l++) {
-            const q = src[o + 16 + 32 * c + l];
-            dst[y + 64 * c + l] = fr(fr(d1 * (q & 0xf)) - mm1);
-            dst[y + 64 * c + 32 + l] = fr(fr(d2 * (q >> 4)) - mm2);
-          }
-        }
-      }
-      return;
-    case GGMLType.Q6_K:
-      for (let b = 0; b < n / 256; b++) {
-        const o = off + b * 210;
-        const d = F16_TO_F32[dv.getUint16(o + 208, true)];
-        const y = dOff + b * 256;
-        for (let e = 0; e < 256; e++) {
-          const q = q6At(src, o, e);
-          dst[y + e] = fr(fr(d * dv.getInt8(o + 192 + (e >> 4))) * q);
-        }
-      }
-      return;
-    default:
-      throw new LayerswarmError("UNSUPPORTED", `cannot dequantise ggml type ${typeName(type)}`);
+  }
+  const L = LAYOUTS[type];
+  if (!L) throw new LayerswarmError("UNSUPPORTED", `cannot dequantise ggml type ${typeName(type)}`);
+  const { blockSize, typeSize } = INFO[type];
+  const q = new Int32Array(blockSize), dW = new Float32Array(blockSize / L.sub), mW = new Float32Array(blockSize / L.sub);
+  for (let b = 0; b < n / blockSize; b++) {
+    L.decode(src, dv, off + b * typeSize, q, 0, dW, mW, 0);
+    for (let e = 0; e < blockSize; e++) {
+      const j = (e / L.sub) | 0;
+      dst[dOff + b * blockSize + e] = L.min ? fr(fr(dW[j] * q[e]) - mW[j]) : fr(dW[j] * q[e]);
+    }
   }
 }
 
@@ -202,6 +251,9 @@ export function quantizeRow(type: number, src: Float32Array, sOff: number, n: nu
         }
       }
       return;
+    case GGMLType.Q5_0:
+      for (let b = 0; b < n / 32; b++) quantizeQ5_0(src, sOff + b * 32, dst, off + b * 22, dv);
+      return;
     case GGMLType.Q4_K:
       for (let b = 0; b < n / 256; b++) quantizeQ4K(src, sOff + b * 256, dst, off + b * 144, dv);
       return;
@@ -211,6 +263,28 @@ export function quantizeRow(type: number, src: Float32Array, sOff: number, n: nu
     default:
       throw new LayerswarmError("UNSUPPORTED", `cannot quantise to ggml type ${typeName(type)}`);
   }
+}
+
+// The value of largest magnitude among n elements, with its sign.
+function signedMax(x: Float32Array, s: number, n: number): number {
+  let amax = 0, max = 0;
+  for (let i = 0; i < n; i++) if (Math.abs(x[s + i]) > amax) (amax = Math.abs(x[s + i])), (max = x[s + i]);
+  return max;
+}
+
+// ggml's quantize_row_q5_0_ref: d = max / -16, q = min(31, trunc(x / d + 16.5)).
+function quantizeQ5_0(x: Float32Array, s: number, dst: Uint8Array, o: number, dv: DataView): void {
+  const d = fr(signedMax(x, s, 32) / -16);
+  const id = d ? fr(1 / d) : 0;
+  dv.setUint16(o, f32ToF16(d), true);
+  let qh = 0;
+  for (let i = 0; i < 16; i++) {
+    const a = Math.min(31, Math.trunc(fr(x[s + i] * id) + 16.5));
+    const c = Math.min(31, Math.trunc(fr(x[s + i + 16] * id) + 16.5));
+    dst[o + 6 + i] = (a & 0xf) | ((c & 0xf) << 4);
+    qh |= ((a >> 4) << i) | ((c >> 4) << (i + 16));
+  }
+  dv.setUint32(o + 2, qh >>> 0, true);
 }
 
 // A simple, valid Q4_K encoder: per 32-element sub-block an affine (scale, min)

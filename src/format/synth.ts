@@ -8,7 +8,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { LayerswarmError } from "../errors.js";
 import { GGUFValueType, TensorToWrite, TypedMeta, meta, writeGGUF } from "./gguf.js";
-import { GGMLType, quantizeRow, rowBytes, typeFromName, typeName } from "./quant.js";
+import { GGMLType, dequantizeRow, quantizeRow, rowBytes, typeFromName, typeName } from "./quant.js";
 import { trainSpmVocab, trainBpeVocab } from "./synthvocab.js";
 
 export interface SynthSpec {
@@ -20,7 +20,7 @@ export interface SynthSpec {
   ffn: number;
   vocab: number;
   context: number;
-  type: string; // weight type of the matrices: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, or Q4_K_M (Q4_K with Q6_K for attn_v, ffn_down, output)
+  type: string; // weight type of the matrices (any type format/quant.ts can quantise to), or Q4_K_M (Q4_K with Q6_K for attn_v, ffn_down, output)
   tied: boolean; // output shares token_embd
   seed: number;
   headDim?: number; // qwen3 may differ from dim / heads
@@ -30,6 +30,7 @@ export interface SynthSpec {
   peaked?: boolean; // output row k is a multiple of the embedding of token (5k+1) mod V: each token has one clear successor
   residualScale?: number; // scale of attn_output/ffn_down: small = calmer, less chaotic models (default 0.5)
   llama3RopeFreqs?: boolean; // add a rope_freqs.weight tensor (llama 3.1 style)
+  dequantized?: boolean; // store every tensor as F32, holding exactly the values its type gives (the same weights, without the type)
 }
 
 export const SHAPES: Record<string, Omit<SynthSpec, "type" | "seed">> = {
@@ -96,7 +97,26 @@ function peakedOutput(s: SynthSpec, type: number): TensorToWrite {
   };
 }
 
+// The same tensor stored as F32: its values exactly as its type gives them.
+function asF32(t: TensorToWrite): TensorToWrite {
+  if (t.type === GGMLType.F32) return t;
+  return {
+    name: t.name, dims: t.dims, type: GGMLType.F32,
+    data: () => {
+      const src = t.data(), n = t.dims[0], rows = t.dims.slice(1).reduce((a, b) => a * b, 1), rb = rowBytes(t.type, n);
+      const out = new Float32Array(n * rows);
+      for (let r = 0; r < rows; r++) dequantizeRow(t.type, src, r * rb, n, out, r * n);
+      return new Uint8Array(out.buffer);
+    },
+  };
+}
+
 export function synthTensors(s: SynthSpec): TensorToWrite[] {
+  const t = typedTensors(s);
+  return s.dequantized ? t.map(asF32) : t;
+}
+
+function typedTensors(s: SynthSpec): TensorToWrite[] {
   const C = s.dim, hd = s.headDim ?? C / s.heads, qDim = s.heads * hd, kvDim = s.kvHeads * hd, F = s.ffn, V = s.vocab;
   const mixed = s.type.toUpperCase() === "Q4_K_M";
   const base = mixed ? GGMLType.Q4_K : typeFromName(s.type);

@@ -4,7 +4,7 @@
 
 import { LayerswarmError } from "../errors.js";
 import { GGUFFile, readTensorBytes } from "../format/gguf.js";
-import { dequantizeRow, typeInfo, typeName } from "../format/quant.js";
+import { dequantizeRow, supportedTypeNames, typeInfo, typeName } from "../format/quant.js";
 import { Kernels, Matrix } from "../kernels/index.js";
 import { LayerRange, ModelConfig, checkRange } from "./config.js";
 
@@ -32,7 +32,7 @@ function tensorShape(f: GGUFFile, name: string, dims: number[]) {
     throw new LayerswarmError("BAD_FILE", `${f.path}: tensor "${name}" has shape [${t.dims}], expected [${dims}]`);
   const info = typeInfo(t.type);
   if (!info?.supported)
-    throw new LayerswarmError("UNSUPPORTED", `${f.path}: tensor "${name}" has weight type ${typeName(t.type)}, which is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)`);
+    throw new LayerswarmError("UNSUPPORTED", `${f.path}: tensor "${name}" has weight type ${typeName(t.type)}, which is not supported (supported: ${supportedTypeNames().join(", ")})`);
   return t;
 }
 

@@ -9,6 +9,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as fs from "node:fs";
 import type { Kernels, Matrix } from "../index.js";
+import { matmulRef } from "../ref/matmul.js";
 
 interface Addon {
   packedSize(type: number, rows: number, cols: number): number;
@@ -58,13 +59,14 @@ export function nativeKernels(threads: number): Kernels | undefined {
     threads,
     prepare(m: Matrix): Matrix {
       const size = a.packedSize(m.type, m.rows, m.cols);
-      if (size === 0) return m;
+      if (size === 0) return m; // a type the addon does not know: the reference computes it
       const packed = new Uint8Array(size);
       a.pack(m.type, m.rows, m.cols, m.data, packed);
       // the ggml bytes are dropped: only the packed copy stays in memory
       return { type: m.type, rows: m.rows, cols: m.cols, data: new Uint8Array(0), packed };
     },
     matmul(w, x, T, out) {
+      if (!w.packed) return matmulRef(w.type, w.data, w.rows, w.cols, x, T, out);
       a.matmul(w.type, w.packed as Uint8Array, w.rows, w.cols, x, T, out);
     },
     rmsnorm: (out, x, w, T, n, eps) => a.rmsnorm(out, x, w, T, n, eps),

@@ -1,0 +1,61 @@
+// The ggml weight types we compute with: their numbers, the blocks of a GGUF file
+// (ggml-common.h, little-endian), and the packed blocks the kernels read
+// (kernels_impl.h explains the packing). Shared by addon.cc (packing) and both
+// builds of kernels_impl.h (reading).
+
+#pragma once
+#include <cstdint>
+
+enum ggml_type : int {
+  GGML_TYPE_F32 = 0,
+  GGML_TYPE_F16 = 1,
+  GGML_TYPE_Q4_0 = 2,
+  GGML_TYPE_Q4_1 = 3,
+  GGML_TYPE_Q5_0 = 6,
+  GGML_TYPE_Q5_1 = 7,
+  GGML_TYPE_Q8_0 = 8,
+  GGML_TYPE_Q2_K = 10,
+  GGML_TYPE_Q3_K = 11,
+  GGML_TYPE_Q4_K = 12,
+  GGML_TYPE_Q5_K = 13,
+  GGML_TYPE_Q6_K = 14,
+  GGML_TYPE_IQ4_NL = 20,
+  GGML_TYPE_IQ4_XS = 23,
+  GGML_TYPE_BF16 = 30,
+};
+
+// ---------------------------------------------------------------- GGUF blocks (one row's)
+
+struct block_q8_0 { uint16_t d; int8_t qs[32]; };
+struct block_q4_0 { uint16_t d; uint8_t qs[16]; };
+struct block_q5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; };
+struct block_q4_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; };
+struct block_q6_K { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; };
+static_assert(sizeof(block_q8_0) == 34, "block_q8_0");
+static_assert(sizeof(block_q4_0) == 18, "block_q4_0");
+static_assert(sizeof(block_q5_0) == 22, "block_q5_0");
+static_assert(sizeof(block_q4_K) == 144, "block_q4_K");
+static_assert(sizeof(block_q6_K) == 210, "block_q6_K");
+
+// ---------------------------------------------------------------- packed blocks
+// One ggml block of 16 consecutive rows (a "group"): scales as [..][16] (one lane
+// per row) and quantised values in pairs of consecutive elements (the unit of
+// VNNI's vpdpwssd). Index names: p pair, r row, j sub-block, k word.
+//
+// Nibble words pack a row's pairs into 32 bits, even elements in the low half and
+// odd elements in the high half, so one shift and one mask give a pair in every lane:
+//   nibble word k: pair 4k+i at bits 4i (even element) and 16+4i (odd)         (v >> 4i) & 0x000F000F
+// Pair masks hold one more bit of a pair's values for all 16 rows (the 5th bit of
+// Q5 values): bit 2r+e is element e of the pair in row r, one bit per int16 of a
+// vector, as AVX-512's masked word operations take it.
+
+struct packed_q8_0 { uint16_t d[16]; int8_t q[16][16][2]; };      // q[p][r][element]
+struct packed_q4_0 { uint16_t d[16]; uint8_t q[16][16]; };        // q[p][r] = even | odd << 4
+struct packed_q5_0 { uint16_t d[16]; uint32_t q[4][16]; uint32_t qh[16]; };  // nibble words, pair masks
+struct packed_q4_K { uint16_t d[16]; uint16_t dmin[16]; uint8_t sc[8][16]; uint8_t m[8][16]; uint8_t q[128][16]; };
+struct packed_q6_K { uint16_t d[16]; int8_t sc[16][16]; int8_t q[128][16][2]; };
+static_assert(sizeof(packed_q8_0) == 544, "packed_q8_0");
+static_assert(sizeof(packed_q4_0) == 288, "packed_q4_0");
+static_assert(sizeof(packed_q5_0) == 16 * 22, "packed_q5_0: as compact as ggml's");
+static_assert(sizeof(packed_q4_K) == 2368, "packed_q4_K");
+static_assert(sizeof(packed_q6_K) == 4384, "packed_q6_K");
