@@ -117,6 +117,7 @@ Geometry geometry(int type) {
     case GGML_TYPE_F16: case GGML_TYPE_BF16: return {16, 2, 16 * 16 * 2};
     case GGML_TYPE_Q8_0: return {32, sizeof(block_q8_0), sizeof(packed_q8_0)};
     case GGML_TYPE_Q4_0: return {32, sizeof(block_q4_0), sizeof(packed_q4_0)};
+    case GGML_TYPE_Q4_1: return {32, sizeof(block_q4_1), sizeof(packed_q4_1)};
     case GGML_TYPE_Q5_0: return {32, sizeof(block_q5_0), sizeof(packed_q5_0)};
     case GGML_TYPE_Q4_K: return {256, sizeof(block_q4_K), sizeof(packed_q4_K)};
     case GGML_TYPE_Q6_K: return {256, sizeof(block_q6_K), sizeof(packed_q6_K)};
@@ -157,6 +158,13 @@ void pack_block(const block_q4_0& s, packed_q4_0& o, int r) {
   o.d[r] = s.d;
   auto nib = [&](int e) { return e < 16 ? s.qs[e] & 0xF : s.qs[e - 16] >> 4; };
   for (int p = 0; p < 16; p++) o.q[p][r] = (uint8_t)(nib(2 * p) | (nib(2 * p + 1) << 4));
+}
+void pack_block(const block_q4_1& s, packed_q4_1& o, int r) {
+  o.d[r] = s.d;
+  o.m[r] = s.m;
+  uint8_t v[32];
+  for (int i = 0; i < 16; i++) v[i] = s.qs[i] & 0xF, v[i + 16] = s.qs[i] >> 4;
+  put_nibbles(&o.q[0][0], r, v, 32);
 }
 void pack_block(const block_q5_0& s, packed_q5_0& o, int r) {
   o.d[r] = s.d;
@@ -222,6 +230,7 @@ void pack(int type, int rows, int cols, const uint8_t* src, uint8_t* dst) {
     case GGML_TYPE_F16: case GGML_TYPE_BF16: return pack_float(2, rows, cols, src, dst);
     case GGML_TYPE_Q8_0: return pack_quantized<block_q8_0, packed_q8_0>(rows, cols, src, dst, 32);
     case GGML_TYPE_Q4_0: return pack_quantized<block_q4_0, packed_q4_0>(rows, cols, src, dst, 32);
+    case GGML_TYPE_Q4_1: return pack_quantized<block_q4_1, packed_q4_1>(rows, cols, src, dst, 32);
     case GGML_TYPE_Q5_0: return pack_quantized<block_q5_0, packed_q5_0>(rows, cols, src, dst, 32);
     case GGML_TYPE_Q4_K: return pack_quantized<block_q4_K, packed_q4_K>(rows, cols, src, dst, 256);
     case GGML_TYPE_Q6_K: return pack_quantized<block_q6_K, packed_q6_K>(rows, cols, src, dst, 256);

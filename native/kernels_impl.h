@@ -197,6 +197,13 @@ template <> struct Q<GGML_TYPE_Q4_0> {
   static i32x16 pair(const B* b, int, int p) { return pairs_u4(b->q[p]); }
   static f32x16 scale(const B* b, int) { return f16x16(b->d); }
 };
+template <> struct Q<GGML_TYPE_Q4_1> {  // w = d*q + m: the min term is -m
+  typedef packed_q4_1 B;
+  enum { SUB = 32, NSUB = 1, MIN = 1, BIAS = 0 };
+  static i32x16 pair(const B* b, int, int p) { return nibbles(b->q[p >> 2], p & 3); }
+  static f32x16 scale(const B* b, int) { return f16x16(b->d); }
+  static f32x16 min(const B* b, int) { return -f16x16(b->m); }
+};
 template <> struct Q<GGML_TYPE_Q5_0> {
   typedef packed_q5_0 B;
   enum { SUB = 32, NSUB = 1, MIN = 0, BIAS = 16 };
@@ -323,7 +330,7 @@ void matmul_groups(int type, const uint8_t* packed, int rows, int cols, const fl
   switch (type) {
 #define CASE(t) case t: return groups_typed<t>(packed, rows, cols, x, q, T, out, ga, gb);
     CASE(GGML_TYPE_F32) CASE(GGML_TYPE_F16) CASE(GGML_TYPE_BF16)
-    CASE(GGML_TYPE_Q8_0) CASE(GGML_TYPE_Q4_0) CASE(GGML_TYPE_Q5_0)
+    CASE(GGML_TYPE_Q8_0) CASE(GGML_TYPE_Q4_0) CASE(GGML_TYPE_Q4_1) CASE(GGML_TYPE_Q5_0)
     CASE(GGML_TYPE_Q4_K) CASE(GGML_TYPE_Q6_K)
 #undef CASE
   }

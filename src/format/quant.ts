@@ -45,7 +45,7 @@ const INFO: Record<number, TypeInfo> = {
   [GGMLType.BF16]: { name: "BF16", blockSize: 1, typeSize: 2, supported: true },
   [GGMLType.Q8_0]: { name: "Q8_0", blockSize: 32, typeSize: 34, supported: true },
   [GGMLType.Q4_0]: { name: "Q4_0", blockSize: 32, typeSize: 18, supported: true },
-  [GGMLType.Q4_1]: { name: "Q4_1", blockSize: 32, typeSize: 20, supported: false },
+  [GGMLType.Q4_1]: { name: "Q4_1", blockSize: 32, typeSize: 20, supported: true },
   [GGMLType.Q5_0]: { name: "Q5_0", blockSize: 32, typeSize: 22, supported: true },
   [GGMLType.Q5_1]: { name: "Q5_1", blockSize: 32, typeSize: 24, supported: false },
   [GGMLType.Q2_K]: { name: "Q2_K", blockSize: 256, typeSize: 84, supported: false },
@@ -130,6 +130,15 @@ const LAYOUTS: Record<number, QuantLayout> = {
     for (let i = 0; i < 16; i++) {
       q[qo + i] = (b[o + 2 + i] & 0xf) - 8;
       q[qo + i + 16] = (b[o + 2 + i] >> 4) - 8;
+    }
+  } },
+  // d f16 | m f16 | qs[16]: element i = d * (qs[i] & 15) + m, element i + 16 from the high nibble
+  [GGMLType.Q4_1]: { sub: 32, min: true, decode(b, dv, o, q, qo, dW, mW, so) {
+    dW[so] = f16(dv, o);
+    mW[so] = -f16(dv, o + 2);
+    for (let i = 0; i < 16; i++) {
+      q[qo + i] = b[o + 4 + i] & 0xf;
+      q[qo + i + 16] = b[o + 4 + i] >> 4;
     }
   } },
   // d f16 | qh u32 (bit i: 5th bit of element i) | qs[16]: element i = ((qs[i] & 15) | bit i << 4) - 16, i + 16 from the high nibble
@@ -251,6 +260,9 @@ export function quantizeRow(type: number, src: Float32Array, sOff: number, n: nu
         }
       }
       return;
+    case GGMLType.Q4_1:
+      for (let b = 0; b < n / 32; b++) quantizeAffine32(src, sOff + b * 32, dst, off + b * 20, dv, 4);
+      return;
     case GGMLType.Q5_0:
       for (let b = 0; b < n / 32; b++) quantizeQ5_0(src, sOff + b * 32, dst, off + b * 22, dv);
       return;
@@ -285,6 +297,25 @@ function quantizeQ5_0(x: Float32Array, s: number, dst: Uint8Array, o: number, dv
     qh |= ((a >> 4) << i) | ((c >> 4) << (i + 16));
   }
   dv.setUint32(o + 2, qh >>> 0, true);
+}
+
+// ggml's quantize_row_q4_1_ref and _q5_1_ref: d = (max - min) / (2^bits - 1), m = min,
+// q = trunc((x - min) / d + 0.5); the 5th bits (Q5_1) in a u32 before the nibbles.
+function quantizeAffine32(x: Float32Array, s: number, dst: Uint8Array, o: number, dv: DataView, bits: 4 | 5): void {
+  let min = Infinity, max = -Infinity;
+  for (let i = 0; i < 32; i++) (min = Math.min(min, x[s + i])), (max = Math.max(max, x[s + i]));
+  const top = (1 << bits) - 1, d = fr((max - min) / top), id = d ? fr(1 / d) : 0;
+  dv.setUint16(o, f32ToF16(d), true);
+  dv.setUint16(o + 2, f32ToF16(min), true);
+  const qs = o + (bits === 5 ? 8 : 4);
+  let qh = 0;
+  for (let i = 0; i < 16; i++) {
+    const a = Math.min(top, Math.trunc(fr(fr(x[s + i] - min) * id) + 0.5));
+    const c = Math.min(top, Math.trunc(fr(fr(x[s + i + 16] - min) * id) + 0.5));
+    dst[qs + i] = (a & 0xf) | ((c & 0xf) << 4);
+    qh |= ((a >> 4) << i) | ((c >> 4) << (i + 16));
+  }
+  if (bits === 5) dv.setUint32(o + 4, qh >>> 0, true);
 }
 
 // A simple, valid Q4_K encoder: per 32-element sub-block an affine (scale, min)
