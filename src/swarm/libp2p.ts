@@ -5,6 +5,11 @@
 // (@libp2p/utils' decoder, linear in the bytes received) with a size limit per
 // protocol; a reader that falls behind pauses the stream, so the sender's
 // Yamux window closes instead of our memory filling up.
+//
+// Discovery, when asked for: the swarm's own Kad-DHT (DHT_PROTOCOL, every peer
+// a server), bootstrap peers dialled at start and again whenever this peer is
+// alone, and mDNS on the LAN under our own service name (peers it finds are
+// dialled, which puts them in the DHT's routing table).
 
 import "./polyfill.js";
 import * as fs from "node:fs";
@@ -17,12 +22,21 @@ import { ping } from "@libp2p/ping";
 import { preSharedKey } from "@libp2p/pnet";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { LengthPrefixedDecoder } from "@libp2p/utils";
+import { kadDHT, passthroughMapper, MessageType, type KadDHT } from "@libp2p/kad-dht";
+import { mdns } from "@libp2p/mdns";
 import { multiaddr, Multiaddr } from "@multiformats/multiaddr";
+import { CID } from "multiformats/cid";
+import * as raw from "multiformats/codecs/raw";
+import * as Digest from "multiformats/hashes/digest";
+import { sha256 } from "multiformats/hashes/sha2";
 import * as varint from "uint8-varint";
-import type { Connection, Stream } from "@libp2p/interface";
+import type { Connection, PeerDiscovery, PeerInfo, Stream } from "@libp2p/interface";
 import { LayerswarmError } from "../errors.js";
+import { Discovery, Provider } from "./discovery.js";
 import { Identity } from "./identity.js";
+import { Logger, logger } from "./log.js";
 import { PeerGate } from "./policy.js";
+import { DHT_PROTOCOL, DHT_VALIDITY_MS, MDNS_SERVICE } from "./protocol/index.js";
 import { Channel, DialOptions, HandleOptions, Transport } from "./transport.js";
 
 export interface Libp2pOptions {
@@ -30,6 +44,9 @@ export interface Libp2pOptions {
   listen?: string[]; // multiaddrs, default /ip4/127.0.0.1/tcp/0
   swarmKey?: string; // pre-shared key in the libp2p swarm.key format, or a file holding it
   gate?: PeerGate;
+  dht?: boolean; // take part in the swarm's Kad-DHT (as a server): discovery() works
+  bootstrap?: string[]; // multiaddrs, with or without /p2p/: dialled at start and whenever this peer has no DHT peer
+  mdns?: boolean | string; // find peers on the LAN by mDNS (a string: the service name, default MDNS_SERVICE)
 }
 
 // A swarm key in the go-ipfs format: "/key/swarm/psk/1.0.0/\n/base16/\n<64 hex>"
@@ -140,19 +157,39 @@ class StreamChannel implements Channel {
   }
 }
 
+// A DHT key (32 bytes, a SHA-256 digest) as the CID the DHT indexes providers by.
+const cidOf = (key: Uint8Array) => CID.createV1(raw.code, Digest.create(sha256.code, key));
+
 export class Libp2pTransport implements Transport {
   private disconnectCbs: ((peer: string) => void)[] = [];
-  private constructor(private node: Libp2p, readonly gate: PeerGate) {
+  private bootstrapTimer?: NodeJS.Timeout;
+  private bootstrapPeers = new Map<string, string>(); // address -> the peer that answered there
+  private bootstrapWarned = new Set<string>();
+  private stopped = false;
+  private log: Logger;
+
+  private constructor(private node: Libp2p, readonly gate: PeerGate, private bootstrapAddrs: Multiaddr[]) {
+    this.log = logger(`libp2p:${node.peerId.toString().slice(-6)}`);
     node.addEventListener("peer:disconnect", (e) => {
       const peer = e.detail.toString();
       for (const cb of this.disconnectCbs) cb(peer);
     });
     node.addEventListener("connection:open", (e) => gate.opened(ipOf(e.detail.remoteAddr)));
     node.addEventListener("connection:close", (e) => gate.closed(ipOf(e.detail.remoteAddr)));
+    const lan = (node.services as { mdns?: PeerDiscovery }).mdns;
+    lan?.addEventListener("peer", (e) => void this.dialFound(e.detail));
+    if (bootstrapAddrs.length) this.bootstrapSoon(0);
   }
 
   static async create(o: Libp2pOptions): Promise<Libp2pTransport> {
     const gate = o.gate ?? new PeerGate();
+    const bootstrap = (o.bootstrap ?? []).map((a) => {
+      try {
+        return multiaddr(a);
+      } catch (e) {
+        throw new LayerswarmError("BAD_ARGUMENT", `bootstrap address ${a}: ${(e as Error).message}`);
+      }
+    });
     const node = await createLibp2p({
       privateKey: o.identity.key,
       addresses: { listen: o.listen ?? ["/ip4/127.0.0.1/tcp/0"] },
@@ -160,7 +197,20 @@ export class Libp2pTransport implements Transport {
       connectionEncrypters: [noise()],
       streamMuxers: [yamux({ streamOptions: { maxStreamWindowSize: 2 * 2 ** 20 } })],
       connectionProtector: o.swarmKey ? preSharedKey({ psk: swarmKeyBytes(o.swarmKey) }) : undefined,
-      services: { identify: identify(), ping: ping() },
+      services: {
+        identify: identify(),
+        ping: ping(),
+        ...(o.dht || bootstrap.length ? {
+          // our own DHT, LAN and loopback addresses included; every peer serves it (NAT: later, with AutoNAT)
+          dht: kadDHT({
+            protocol: DHT_PROTOCOL, clientMode: false, peerInfoMapper: passthroughMapper,
+            // provider records expire DHT_VALIDITY_MS after they were last provided (checked every minute);
+            // providers refresh their own records (threshold 0: the DHT's reprovider only revives expired ones)
+            reprovide: { interval: 60_000, validity: DHT_VALIDITY_MS, threshold: 0 },
+          }),
+        } : {}),
+        ...(o.mdns ? { mdns: mdns({ serviceTag: typeof o.mdns === "string" ? o.mdns : MDNS_SERVICE, interval: 5_000 }) } : {}),
+      },
       connectionManager: { maxConnections: 512, maxIncomingPendingConnections: 64 },
       connectionGater: {
         denyInboundConnection: (maConn) => !gate.allowIp(ipOf(maConn.remoteAddr)),
@@ -168,7 +218,83 @@ export class Libp2pTransport implements Transport {
         denyDialPeer: (peer) => !gate.allowPeer(peer.toString()),
       },
     });
-    return new Libp2pTransport(node, gate);
+    return new Libp2pTransport(node, gate, bootstrap);
+  }
+
+  private get dht(): (KadDHT & { routingTable?: { size: number } }) | undefined {
+    return (this.node.services as { dht?: KadDHT & { routingTable?: { size: number } } }).dht;
+  }
+
+  // Peers in this peer's DHT routing table (0: alone).
+  dhtPeers(): number {
+    return this.dht?.routingTable?.size ?? 0;
+  }
+
+  // Dial the bootstrap peers not connected, now or after ms; again every 2 s
+  // while this peer has no DHT peer, every 30 s after that.
+  private bootstrapSoon(ms: number): void {
+    clearTimeout(this.bootstrapTimer);
+    this.bootstrapTimer = setTimeout(() => void this.bootstrapRound().finally(() => {
+      if (!this.stopped) this.bootstrapSoon(this.dhtPeers() === 0 ? 2000 : 30_000);
+    }), ms);
+    this.bootstrapTimer.unref();
+  }
+
+  private async bootstrapRound(): Promise<void> {
+    await Promise.all(this.bootstrapAddrs.map(async (ma) => {
+      const a = ma.toString();
+      const id = ma.getComponents().filter((c) => c.name === "p2p").pop()?.value ?? this.bootstrapPeers.get(a);
+      if (id === this.peerId) return;
+      if (id && this.node.getConnections(peerIdFromString(id)).some((c) => c.status === "open")) return;
+      try {
+        const c = await this.node.dial(ma, { signal: AbortSignal.timeout(10_000) });
+        this.bootstrapPeers.set(a, c.remotePeer.toString());
+        if (this.bootstrapWarned.delete(a)) this.log("info", "reached the bootstrap peer", { addr: a });
+      } catch (e) {
+        if (this.stopped || this.bootstrapWarned.has(a)) return;
+        this.bootstrapWarned.add(a);
+        this.log("warn", "cannot reach a bootstrap peer yet; trying again", { addr: a, error: (e as Error).message.slice(0, 200) });
+      }
+    }));
+  }
+
+  // A peer found on the LAN: connect, so that the DHT learns it.
+  private async dialFound(p: PeerInfo): Promise<void> {
+    if (this.stopped || this.node.getConnections(p.id).length > 0) return;
+    try {
+      await this.node.peerStore.merge(p.id, { multiaddrs: p.multiaddrs });
+      await this.node.dial(p.id, { signal: AbortSignal.timeout(10_000) });
+    } catch (e) {
+      this.log("debug", "cannot reach a peer found by mDNS", { peer: p.id.toString(), error: (e as Error).message.slice(0, 200) });
+    }
+  }
+
+  // The swarm's DHT as Discovery (needs the dht option).
+  discovery(): Discovery {
+    const dht = this.dht;
+    if (!dht) throw new LayerswarmError("BAD_ARGUMENT", "this transport was created without the DHT");
+    return {
+      async provide(keys: Uint8Array[], signal?: AbortSignal): Promise<void> {
+        const told = await Promise.all(keys.map(async (k) => {
+          let n = 0;
+          for await (const e of dht.provide(cidOf(k), { signal })) if (e.name === "PEER_RESPONSE" && e.messageType === MessageType.ADD_PROVIDER) n++;
+          return n;
+        }));
+        if (told.some((n) => n === 0)) throw new LayerswarmError("UNREACHABLE", "no DHT peer took the provider record");
+      },
+      async *find(key: Uint8Array, signal?: AbortSignal): AsyncIterable<Provider> {
+        const seen = new Set<string>();
+        for await (const e of dht.findProviders(cidOf(key), { signal })) {
+          if (e.name !== "PROVIDER") continue;
+          for (const p of e.providers) {
+            const peer = p.id.toString();
+            if (seen.has(peer)) continue;
+            seen.add(peer);
+            yield { peer, addrs: [...new Set(p.multiaddrs.map(String))].slice(0, 16) };
+          }
+        }
+      },
+    };
   }
 
   get peerId(): string {
@@ -185,7 +311,8 @@ export class Libp2pTransport implements Transport {
   }
 
   private async connection(peer: string, addrs: string[], signal?: AbortSignal): Promise<Connection> {
-    const open = this.node.getConnections(peerIdFromString(peer)).find((c) => c.status === "open");
+    const id = peerIdFromString(peer);
+    const open = this.node.getConnections(id).find((c) => c.status === "open");
     if (open) return open;
     let last: unknown;
     for (const a of addrs) {
@@ -196,6 +323,14 @@ export class Libp2pTransport implements Transport {
       } catch (e) {
         last = e;
         if (signal?.aborted) break;
+      }
+    }
+    // no address given, or none worked: what the peer store (identify, the DHT) knows
+    if (!signal?.aborted && (addrs.length === 0 || this.dht)) {
+      try {
+        return await this.node.dial(id, { signal });
+      } catch (e) {
+        last ??= e;
       }
     }
     throw new LayerswarmError("UNREACHABLE", `cannot reach ${peer.slice(-8)}: ${(last as Error)?.message ?? "no usable address"}`);
@@ -218,6 +353,8 @@ export class Libp2pTransport implements Transport {
     return svc.ping(peerIdFromString(peer), { signal });
   }
   async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.bootstrapTimer);
     await this.node.stop();
   }
 }

@@ -4,9 +4,12 @@
 // relies on: authenticated remote peers, per-stream order, backpressure (a
 // sender waits while the receiver has not taken its messages), a size limit
 // per message, per-connection stream limits, and disconnect notifications.
+// MemoryDht is the swarm's DHT in memory (Discovery), for the same tests.
 
 import { LayerswarmError } from "../errors.js";
+import { Discovery, Provider } from "./discovery.js";
 import { Identity } from "./identity.js";
+import { DHT_VALIDITY_MS } from "./protocol/index.js";
 import { Channel, ConnectionGate, DialOptions, HandleOptions, Transport } from "./transport.js";
 
 const HIGH_WATER_MESSAGES = 8;
@@ -33,10 +36,11 @@ class MemoryChannel implements Channel {
   peer!: MemoryChannel;
   tap?: (msg: Uint8Array) => void; // tests: see what this end receives
   readonly inbox = new Pipe();
-  constructor(readonly remotePeer: string, readonly remoteIp: string, private maxMessageBytes: number, private onClose: () => void) {}
+  constructor(readonly remotePeer: string, readonly remoteIp: string, private maxMessageBytes: number, private onClose: () => void, private cut: () => boolean) {}
 
   async send(msg: Uint8Array, signal?: AbortSignal): Promise<void> {
     if (this.closed) throw new LayerswarmError("UNREACHABLE", `stream to ${this.remotePeer} is closed`);
+    if (this.cut()) return; // partitioned: lost on the way, and nobody is told
     const p = this.peer;
     if (msg.length > p.maxMessageBytes) {
       // the receiver refuses an oversize message and resets the stream, as lpStream does
@@ -109,6 +113,7 @@ export class MemoryTransport implements Transport {
   private handlers = new Map<string, { fn: (ch: Channel) => void; o: HandleOptions; open: Map<string, number> }>();
   private disconnectCbs: ((peer: string) => void)[] = [];
   private stopped = false;
+  private partitioned = false;
   // tests: every message this peer receives, with its sender and protocol
   tap?: (from: string, protocol: string, msg: Uint8Array) => void;
   constructor(readonly net: MemoryNetwork, readonly identity: Identity, readonly ip: string, readonly gate?: ConnectionGate) {
@@ -121,6 +126,16 @@ export class MemoryTransport implements Transport {
   get peerId() {
     return this.identity.peerId;
   }
+  // Running and reachable.
+  get up(): boolean {
+    return !this.stopped && !this.partitioned;
+  }
+  // Tests: the network silently stops carrying this peer's traffic (a cable
+  // pulled, a machine frozen): dials fail, messages on open streams are lost,
+  // and nobody is told the connection closed.
+  partition(): void {
+    this.partitioned = true;
+  }
   addrs() {
     return [`/memory/${this.ip}/p2p/${this.peerId}`];
   }
@@ -132,7 +147,7 @@ export class MemoryTransport implements Transport {
     o.signal?.throwIfAborted();
     await Promise.resolve(); // a dial is never synchronous
     const target = this.net.peers.get(peer);
-    if (this.stopped || !target || target.stopped) throw new LayerswarmError("UNREACHABLE", `cannot reach ${peer}: no such peer`);
+    if (!this.up || !target || !target.up) throw new LayerswarmError("UNREACHABLE", `cannot reach ${peer}: no such peer`);
     if (this.gate && !this.gate.allowPeer(peer)) throw new LayerswarmError("FORBIDDEN", `dialling ${peer} is not allowed`);
     if (target.gate && (!target.gate.allowPeer(this.peerId) || !target.gate.allowIp(this.ip)))
       throw new LayerswarmError("UNREACHABLE", `${peer} refused the connection`);
@@ -153,8 +168,9 @@ export class MemoryTransport implements Transport {
       link.delete(mine);
       link.delete(theirs);
     };
-    const mine = new MemoryChannel(peer, target.ip, o.maxMessageBytes, release);
-    const theirs = new MemoryChannel(this.peerId, this.ip, h.o.maxMessageBytes, release);
+    const cut = () => !this.up || !target.up;
+    const mine = new MemoryChannel(peer, target.ip, o.maxMessageBytes, release, cut);
+    const theirs = new MemoryChannel(this.peerId, this.ip, h.o.maxMessageBytes, release, cut);
     mine.peer = theirs;
     theirs.peer = mine;
     if (target.tap) theirs.tap = (m) => target.tap?.(this.peerId, protocol, m);
@@ -175,7 +191,7 @@ export class MemoryTransport implements Transport {
   }
   async ping(peer: string): Promise<number> {
     const t = this.net.peers.get(peer);
-    if (!t || t.stopped) throw new LayerswarmError("UNREACHABLE", `cannot reach ${peer}`);
+    if (!this.up || !t || !t.up) throw new LayerswarmError("UNREACHABLE", `cannot reach ${peer}`);
     return 0.01;
   }
   // The process dies: every link closes.
@@ -187,5 +203,45 @@ export class MemoryTransport implements Transport {
       const [a, b] = k.split("|");
       if (a === this.peerId || b === this.peerId) this.net.disconnect(a, b);
     }
+  }
+}
+
+const hex = (k: Uint8Array) => Buffer.from(k).toString("hex");
+
+// One DHT shared by the peers of a test. A record lasts validityMs after it was
+// provided, whether or not its provider is still there (as in a real DHT); a
+// peer that is down or partitioned can neither provide nor find.
+export class MemoryDht {
+  private records = new Map<string, Map<string, { addrs: string[]; at: number }>>();
+  constructor(readonly validityMs = DHT_VALIDITY_MS) {}
+
+  for(t: MemoryTransport): Discovery {
+    const check = (signal?: AbortSignal) => {
+      signal?.throwIfAborted();
+      if (!t.up) throw new LayerswarmError("UNREACHABLE", `${t.peerId.slice(-8)} cannot reach the DHT`);
+    };
+    return {
+      provide: async (keys, signal) => {
+        await Promise.resolve();
+        check(signal);
+        for (const k of keys) {
+          const m = this.records.get(hex(k)) ?? this.records.set(hex(k), new Map()).get(hex(k))!;
+          m.set(t.peerId, { addrs: t.addrs(), at: Date.now() });
+        }
+      },
+      find: (key, signal) => this.find(key, check, signal),
+    };
+  }
+
+  private async *find(key: Uint8Array, check: (s?: AbortSignal) => void, signal?: AbortSignal): AsyncIterable<Provider> {
+    await Promise.resolve();
+    check(signal);
+    const now = Date.now();
+    for (const [peer, r] of [...(this.records.get(hex(key)) ?? [])]) if (now - r.at <= this.validityMs) yield { peer, addrs: [...r.addrs] };
+  }
+
+  // Tests: a peer's records vanish (as if they had expired everywhere).
+  forget(peer: string): void {
+    for (const m of this.records.values()) m.delete(peer);
   }
 }

@@ -12,6 +12,11 @@ export interface Caller {
 
 // Send one request and wait for its response (an error response becomes a typed error).
 export async function request(t: Transport, peer: string, addrs: string[], req: Request, timeoutMs: number, signal?: AbortSignal): Promise<Response> {
+  return (await exchange(t, peer, addrs, req, timeoutMs, signal)).res;
+}
+
+// The same, also saying who answered (authenticated by the transport) and from which address.
+export async function exchange(t: Transport, peer: string, addrs: string[], req: Request, timeoutMs: number, signal?: AbortSignal): Promise<{ res: Response; from: Caller }> {
   const sig = signal ? AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]) : AbortSignal.timeout(timeoutMs);
   let ch: Channel | undefined;
   const timedOut = () => new LayerswarmError(signal?.aborted ? "ABORTED" : "UNREACHABLE", `${peer.slice(-8)} did not answer "${req.type}" within ${timeoutMs} ms`);
@@ -26,7 +31,7 @@ export async function request(t: Transport, peer: string, addrs: string[], req: 
       if (m.done) throw new LayerswarmError("UNREACHABLE", `${peer.slice(-8)} closed the stream without answering "${req.type}"`);
       const r = decodeResponse(m.value);
       if (r.type === "error") throw responseError(r, `node ${peer.slice(-8)}`);
-      return r;
+      return { res: r, from: { peer: ch.remotePeer, ip: ch.remoteIp } };
     } finally {
       sig.removeEventListener("abort", onAbort);
     }

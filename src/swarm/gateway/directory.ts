@@ -1,8 +1,11 @@
 // The gateway's node directory: the nodes it knows, what their records say,
 // whether they serve, and how they have behaved. Records arrive from the
-// nodes themselves (announce, info) and are checked against the model and the
-// sender before anything trusts them; a node whose record lies about who it is
-// or what model it serves is banned. Bounded in size, per address and in total.
+// nodes themselves (announce, or info once discovery found them) and are
+// checked against the model and the sender before anything trusts them; a
+// node whose record lies about who it is or what model it serves is banned.
+// A record lives RECORD_TTL_MS: a node not heard from again (announced, or
+// found and asked again) within it stops serving here. Bounded in size, per
+// address and in total.
 
 import { EventEmitter } from "node:events";
 import { LayerswarmError } from "../../errors.js";
@@ -22,6 +25,8 @@ export interface NodeEntry {
   batchMs: number[]; // recent batch compute times reported by the node
   failed: { n: number; at: number }; // steps it failed while still answering (routes avoid it)
   routed: boolean; // ever part of a route
+  via: "announce" | "dht"; // how its record last arrived: it announced itself, or discovery found it and we asked
+  refreshedAt: number; // when its record last arrived that way
 }
 
 export type SwarmEvent =
@@ -57,8 +62,8 @@ export class NodeDirectory {
     }
   }
 
-  // A node announced itself (or re-announced after we restarted).
-  accept(record: NodeRecord, from: string, ip: string): void {
+  // A node announced itself (or re-announced), or discovery found it and it answered "info".
+  accept(record: NodeRecord, from: string, ip: string, via: NodeEntry["via"] = "announce"): void {
     checkRecord(record, this.model, from);
     if (!this.gate.allowed(from)) throw new LayerswarmError("FORBIDDEN", "this gateway routes only through the nodes in its --allow list");
     const e = this.nodes.get(from);
@@ -66,6 +71,8 @@ export class NodeDirectory {
       const wasLost = e.state === "lost";
       e.record = record;
       e.ip = ip;
+      e.via = via;
+      e.refreshedAt = Date.now();
       if (wasLost) {
         e.state = "serving";
         e.since = Date.now();
@@ -85,7 +92,7 @@ export class NodeDirectory {
       if (!victim) throw new LayerswarmError("BUSY", "this gateway's node directory is full");
       this.nodes.delete(victim[0]);
     }
-    this.nodes.set(from, { record, ip, state: "serving", since: Date.now(), sessions: 0, batchMs: [], failed: { n: 0, at: 0 }, routed: false });
+    this.nodes.set(from, { record, ip, state: "serving", since: Date.now(), sessions: 0, batchMs: [], failed: { n: 0, at: 0 }, routed: false, via, refreshedAt: Date.now() });
     this.log("info", "node joined", { peer: from, ranges: record.ranges });
     this.emit({ type: "node-joined", peer: from, ranges: record.ranges });
   }
@@ -96,6 +103,12 @@ export class NodeDirectory {
     if (!e) return;
     checkRecord(record, this.model, peer);
     e.record = record;
+  }
+
+  // Serving nodes whose record has not arrived again within ttlMs.
+  expired(ttlMs: number): string[] {
+    const before = Date.now() - ttlMs;
+    return this.serving().filter((n) => n.refreshedAt < before).map((n) => n.record.peer);
   }
 
   // Returns true when the node was serving until now.

@@ -4,20 +4,23 @@
 // runs the rest through a route of nodes. It is put together from parts with
 // one job each: the node directory (directory.ts), routing and coverage repair
 // (router.ts), the step pipeline (pipeline.ts), sessions with replay
-// (sessions.ts); the dashboard reads a read-only view (view.ts).
+// (sessions.ts), discovery rounds (finder.ts); the dashboard reads a
+// read-only view (view.ts).
 
 import { LayerswarmError, throwIfAborted } from "../../errors.js";
 import { LayerRange } from "../../model/config.js";
 import { LayerStack, Model, loadSlice } from "../../model/model.js";
 import { SliceRuntime, Step } from "../../model/runtime.js";
 import { modelFingerprint } from "../node/index.js";
+import { Discovery } from "../discovery.js";
 import { Identity } from "../identity.js";
 import { Logger, logger } from "../log.js";
 import { PeerGate } from "../policy.js";
-import { DType, MAX_CONTROL_BYTES, PROTOCOLS, Request, Response } from "../protocol/index.js";
+import { DISCOVER_FAST_MS, DISCOVER_INTERVAL_MS, DType, MAX_CONTROL_BYTES, PROTOCOLS, RECORD_TTL_MS, Request, Response, providerKeys } from "../protocol/index.js";
 import { Caller, request, serveRequests } from "../rpc.js";
 import { Transport } from "../transport.js";
 import { NodeDirectory, NodeEntry } from "./directory.js";
+import { NodeFinder } from "./finder.js";
 import { StepPipeline } from "./pipeline.js";
 import { Router } from "./router.js";
 import { Sessions } from "./sessions.js";
@@ -35,6 +38,10 @@ export interface GatewayOptions {
   localLayers?: number; // run the first K layers here (default 0)
   localTail?: number; // run the last K' layers here (default 0)
   gate?: PeerGate; // bans, and the allow-list of nodes to route through
+  discovery?: Discovery; // find nodes in the swarm's DHT (without it, only nodes that announce themselves)
+  discoverMs?: number; // between discovery rounds (default DISCOVER_INTERVAL_MS)
+  discoverFastMs?: number; // between rounds while some layer has no holder (default DISCOVER_FAST_MS)
+  recordTtlMs?: number; // a node whose record did not arrive again for this long stops serving here (default RECORD_TTL_MS)
 }
 
 export class Gateway implements LayerStack {
@@ -44,6 +51,8 @@ export class Gateway implements LayerStack {
   readonly sessions: Sessions;
   readonly view: GatewayView;
   readonly local: { head?: SliceRuntime; tail?: SliceRuntime };
+  readonly finder?: NodeFinder;
+  private recordTtlMs: number;
   private log: Logger;
   private timers: NodeJS.Timeout[] = [];
   private tailChains = new Map<string, Promise<unknown>>();
@@ -58,7 +67,8 @@ export class Gateway implements LayerStack {
       head: K > 0 ? loadSlice(model.file, model.cfg, { start: 0, end: K }, model.kernels) : undefined,
       tail: K2 > 0 ? loadSlice(model.file, model.cfg, { start: L - K2, end: L }, model.kernels) : undefined,
     };
-    this.dir = new NodeDirectory({ layers: L, dim: model.cfg.dim, fingerprint: modelFingerprint(model.file, model.cfg) }, o.gate ?? new PeerGate(), this.log);
+    const id = { layers: L, dim: model.cfg.dim, fingerprint: modelFingerprint(model.file, model.cfg) };
+    this.dir = new NodeDirectory(id, o.gate ?? new PeerGate(), this.log);
     this.router = new Router(t, this.dir, { start: K, end: L - K2 }, this.log, o.loadTimeoutMs ?? 120_000);
     this.pipe = new StepPipeline(t, this.dir, this.log, { stepTimeoutMs: o.stepTimeoutMs ?? 30_000, dtype: o.dtype ?? DType.F32, lastRowOnlyAllowed: !this.local.tail }, model.cfg.dim);
     this.sessions = new Sessions(t, identity, this.dir, this.router, this.pipe, this.log, {
@@ -67,6 +77,11 @@ export class Gateway implements LayerStack {
       replayDone: (id) => this.local.head?.dropSession(`${id}\u0000replay`),
     });
     this.view = makeView(this);
+    this.recordTtlMs = o.recordTtlMs ?? RECORD_TTL_MS;
+    if (o.discovery)
+      this.finder = new NodeFinder(t, o.discovery, this.dir, id, providerKeys(id.fingerprint, [this.router.span], L), this.log, {
+        intervalMs: o.discoverMs ?? DISCOVER_INTERVAL_MS, fastMs: o.discoverFastMs ?? DISCOVER_FAST_MS, ttlMs: this.recordTtlMs,
+      }, () => this.router.missing().length === 0);
   }
 
   get peerId(): string {
@@ -85,6 +100,13 @@ export class Gateway implements LayerStack {
     }), { maxMessageBytes: MAX_CONTROL_BYTES, maxStreamsPerConnection: 16 });
     await this.pipe.start();
     this.t.onDisconnect((peer) => this.lose(peer, "disconnected"));
+    const ttl = this.recordTtlMs;
+    const sweep = setInterval(() => {
+      for (const peer of this.dir.expired(ttl)) this.lose(peer, `its record was not refreshed for ${ttl / 1000} s`);
+    }, Math.max(10, Math.min(5000, ttl / 4)));
+    sweep.unref();
+    this.timers.push(sweep);
+    this.finder?.start();
   }
 
   private lose(peer: string, reason: string): void {
@@ -206,6 +228,7 @@ export class Gateway implements LayerStack {
 
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
+    this.finder?.stop();
     this.pipe.stop();
     await this.t.stop();
   }

@@ -21,6 +21,8 @@ export interface NodeView {
   batchMs?: number;
   sessions: number;
   since: number;
+  via: "announce" | "dht"; // how the gateway knows it: it announced itself (--join), or discovery found it
+  recordAgeMs: number; // since its record last arrived (it stops serving here past RECORD_TTL_MS)
 }
 
 export interface SessionView {
@@ -60,7 +62,7 @@ export function makeView(gw: Gateway): GatewayView {
         memory: { freeBytes: r.capacity.freeBytes, kvUsedBytes: r.capacity.kvUsedBytes, kvBudgetBytes: r.capacity.kvBudgetBytes },
         layersPerSec: r.capacity.layersPerSec, backend: r.capabilities.backend, rttMs: n.rttMs, links: r.links.map((l) => ({ ...l })),
         batchMs: n.batchMs.length ? Math.round((n.batchMs.reduce((a, b) => a + b, 0) / n.batchMs.length) * 100) / 100 : undefined,
-        sessions: n.sessions, since: n.since,
+        sessions: n.sessions, since: n.since, via: n.via, recordAgeMs: Date.now() - n.refreshedAt,
       };
     }).sort((a, b) => (a.ranges[0]?.start ?? 1e9) - (b.ranges[0]?.start ?? 1e9)),
     coverage: () => {

@@ -19,15 +19,17 @@ import { LayerRange, ModelConfig, configFromGGUF } from "../../model/config.js";
 import { loadSlice } from "../../model/model.js";
 import { SliceRuntime } from "../../model/runtime.js";
 import { layerBytes } from "../../model/weights.js";
+import { Discovery } from "../discovery.js";
 import { Logger, logger } from "../log.js";
 import { Outbox } from "../outbox.js";
-import { chooseRange } from "../placement.js";
+import { Holder, chooseRange } from "../placement.js";
 import { PeerGate, PolicyKind } from "../policy.js";
 import {
-  Ext, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, MAX_CONTROL_BYTES, NUMERICS_VERSION, NodeRecord, PROTOCOLS, Request, Response, SUPPORTED_VERSIONS,
-  ErrorFrame, StepFrame, decodeError, decodeStep, encodeError, encodeResult, encodeStep, expectedSender, extension, firstNonFinite, frameType, maxFrameBytes, openGrant,
+  Ext, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, MAX_CONTROL_BYTES, NUMERICS_VERSION, NodeRecord, PROTOCOLS, PROVIDE_INTERVAL_MS, Request, Response, SUPPORTED_VERSIONS,
+  ErrorFrame, StepFrame, decodeError, decodeStep, encodeError, encodeResult, encodeStep, expectedSender, extension, firstNonFinite, frameType, maxFrameBytes, openGrant, providerKeys,
 } from "../protocol/index.js";
 import { Caller, request, serveRequests } from "../rpc.js";
+import { survey } from "../survey.js";
 import { Transport } from "../transport.js";
 import { NodeSession, SessionTable } from "./sessions.js";
 
@@ -49,6 +51,8 @@ export interface NodeInit {
   batchWindowMs?: number; // how long to gather steps when several sessions are active (default 2)
   sessionIdleMs?: number; // drop sessions not stepped for this long (default 15 minutes)
   announceMs?: number; // how often to announce to --join gateways (default 10 s)
+  discovery?: Discovery; // announce this node in the swarm's DHT (and find holders for --layers auto)
+  provideMs?: number; // how often to provide its block keys again (default PROVIDE_INTERVAL_MS)
   maxUnsentBytes?: number; // bytes waiting for one destination before its sessions pause (default 16 MiB)
   strikesBeforeBan?: number; // refused frames from one peer before it is banned (default 32)
 }
@@ -91,6 +95,9 @@ export class SwarmNode {
   loading?: { start: number; end: number; layers: number; bytes: number; totalBytes: number };
   private stopped = false;
   private timers: NodeJS.Timeout[] = [];
+  private providing?: Promise<boolean>;
+  private provided = false; // announced in the DHT at least once
+  private provideTimer?: NodeJS.Timeout;
   private strikes = new Map<string, { n: number; since: number }>();
   private dropped = new Set<string>(); // recently dropped or evicted session ids: their grants may not open them again
   private pinging = false;
@@ -190,13 +197,11 @@ export class SwarmNode {
 
   // ------------------------------------------------------------ lifecycle
 
-  async start(join: { peer: string; addrs: string[] }[] = [], auto?: { maxLayers: number }): Promise<void> {
+  async start(join: { peer: string; addrs: string[] }[] = [], auto?: { maxLayers: number; surveyMs?: number }): Promise<void> {
     if (auto) {
-      if (!join.length) throw new LayerswarmError("BAD_ARGUMENT", "--layers auto needs --join: the gateway says which layers the swarm lacks");
-      const res = await request(this.t, join[0].peer, join[0].addrs, { type: "holders" }, 10_000);
-      if (res.type !== "holders") throw new LayerswarmError("BAD_MESSAGE", `the gateway answered "holders" with "${res.type}"`);
-      const r = chooseRange(this.cfg.nLayers, res.holders.map((h) => ({ id: h.peer, ranges: h.ranges.filter((x) => x.end <= this.cfg.nLayers) })), auto.maxLayers);
-      this.log("info", "auto layers", { start: r.start, end: r.end });
+      const holders = await this.holders(join, auto.surveyMs ?? 10_000);
+      const r = chooseRange(this.cfg.nLayers, holders.map((h) => ({ id: h.id, ranges: h.ranges.filter((x) => x.end <= this.cfg.nLayers) })), auto.maxLayers);
+      this.log("info", "auto layers", { start: r.start, end: r.end, holders: holders.length });
       await this.loadRange(r);
     }
     for (const r of this.init.ranges) await this.loadRange(r);
@@ -209,6 +214,58 @@ export class SwarmNode {
       { maxMessageBytes: MAX_CONTROL_BYTES, maxStreamsPerConnection: 32 });
     for (const g of join) await this.announce(g);
     if (join.length) this.every(this.init.announceMs ?? 10_000, () => join.forEach((g) => void this.announce(g).catch(() => {})));
+    if (this.init.discovery) this.provideSoon(0);
+  }
+
+  // Who holds what, for --layers auto: the --join gateway says, or the DHT's providers do (each asked directly).
+  private async holders(join: { peer: string; addrs: string[] }[], surveyMs: number): Promise<Holder[]> {
+    if (join.length) {
+      const res = await request(this.t, join[0].peer, join[0].addrs, { type: "holders" }, 10_000);
+      if (res.type !== "holders") throw new LayerswarmError("BAD_MESSAGE", `the gateway answered "holders" with "${res.type}"`);
+      return res.holders.map((h) => ({ id: h.peer, ranges: h.ranges }));
+    }
+    const d = this.init.discovery;
+    if (!d) throw new LayerswarmError("BAD_ARGUMENT", "--layers auto needs --join or discovery (--bootstrap, or mDNS): something must say which layers the swarm lacks");
+    const model = { layers: this.cfg.nLayers, dim: this.cfg.dim, fingerprint: modelFingerprint(this.file, this.cfg) };
+    const out: Holder[] = [];
+    await survey(d, this.t, model, providerKeys(model.fingerprint, [{ start: 0, end: model.layers }], model.layers), {
+      found: (f) => void out.push({ id: f.record.peer, ranges: f.record.ranges }),
+      refused: () => {},
+    }, {}, AbortSignal.timeout(surveyMs));
+    return out;
+  }
+
+  // ------------------------------------------------------------ discovery
+
+  // Provide this node's block keys in the DHT now or after ms, then every
+  // provideMs (every 5 s until the first time works: the swarm may not be reachable yet).
+  private provideSoon(ms: number): void {
+    clearTimeout(this.provideTimer);
+    this.provideTimer = setTimeout(() => void this.provideRound().then((ok) => {
+      if (!this.stopped) this.provideSoon(ok ? this.init.provideMs ?? PROVIDE_INTERVAL_MS : Math.min(5000, this.init.provideMs ?? PROVIDE_INTERVAL_MS));
+    }), ms);
+    this.provideTimer.unref();
+  }
+
+  private provideRound(): Promise<boolean> {
+    const d = this.init.discovery;
+    if (!d || this.stopped) return Promise.resolve(false);
+    if (this.providing) return this.providing.then(() => this.provideRound()); // the ranges may have changed since it began
+    this.providing = (async () => {
+      const keys = providerKeys(modelFingerprint(this.file, this.cfg), this.ranges(), this.cfg.nLayers);
+      try {
+        await d.provide(keys, AbortSignal.timeout(Math.max(1000, Math.min(30_000, this.init.provideMs ?? PROVIDE_INTERVAL_MS))));
+        if (!this.provided) this.log("info", "announced in the swarm's DHT", { keys: keys.length, ranges: this.ranges() });
+        this.provided = true;
+        return true;
+      } catch (e) {
+        this.log(this.provided ? "debug" : "warn", "not announced in the DHT this time", { error: (e as Error).message.slice(0, 200) });
+        return false;
+      } finally {
+        this.providing = undefined;
+      }
+    })();
+    return this.providing;
   }
 
   private every(ms: number, f: () => void): void {
@@ -231,6 +288,7 @@ export class SwarmNode {
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
+    clearTimeout(this.provideTimer);
     await this.t.stop();
   }
 
@@ -256,6 +314,7 @@ export class SwarmNode {
         } finally {
           this.loadingNow = false;
         }
+        if (this.init.discovery) this.provideSoon(0); // the new layers' blocks
         return { type: "record", record: this.record() };
       }
       case "rollback":
