@@ -84,6 +84,11 @@ export interface GenerateOptions extends SamplingParams {
   signal?: AbortSignal;
   onLogits?: (pos: number, logits: Float32Array) => void; // every computed position's logits (tests)
   logprobs?: number; // when given: each token's logprob and this many most likely alternatives (see Sampler.step)
+  // Called with each step's logits (V,) just before sampling, and with the
+  // tokens so far (prompt and generated); it may change them in place (a
+  // constrained output masks tokens with -Infinity). Logit bias and penalties
+  // come after it, and logprobs describe what it leaves.
+  logitsHook?: (logits: Float32Array, history: readonly number[]) => void;
 }
 
 export interface GeneratedToken {
@@ -130,6 +135,7 @@ export async function* generate(model: Model, stack: LayerStack, prompt: number[
     if (!wantAll) logits = await model.head.logitsBatched(outs[chunks.length - 1][0]);
     for (let n = 0; n < maxTokens; n++) {
       const pos = history.length;
+      opts.logitsHook?.(logits!, history);
       const { id, logits: drawnFrom } = sampler.step(logits!, history);
       yield opts.logprobs === undefined ? { id, pos } : { id, pos, ...logprobs(drawnFrom, id, opts.logprobs) };
       history.push(id);

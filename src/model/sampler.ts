@@ -47,7 +47,8 @@ export interface TokenLogprob {
 }
 
 // log_softmax(logits) (V,) at `id`, and the `k` most likely tokens, most likely
-// first (ties: lower id first). Sums in f64.
+// first (ties: lower id first; tokens at -Infinity never: fewer than `k` when
+// fewer can be drawn). Sums in f64.
 export function logprobs(logits: Float32Array, id: number, k: number): { logprob: number; top: TokenLogprob[] } {
   let max = -Infinity;
   for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
@@ -57,6 +58,7 @@ export function logprobs(logits: Float32Array, id: number, k: number): { logprob
   // the k best by insertion into a short sorted list: O(V) for small k
   const best: number[] = [];
   for (let i = 0; i < logits.length && k > 0; i++) {
+    if (logits[i] === -Infinity) continue; // a token that cannot be drawn (masked) is no alternative
     if (best.length === k && logits[i] <= logits[best[k - 1]]) continue;
     let j = best.length < k ? best.length : k - 1;
     while (j > 0 && logits[best[j - 1]] < logits[i]) j--;
