@@ -9,11 +9,20 @@
 // as unlikely, as in OpenAI's API). Text offsets count UTF-16 units from the
 // start of the choice's own text. A token that is not whole UTF-8 shows as
 // `\xNN` escapes (chat; `bytes` holds the bytes) or `bytes:\xNN` (completions).
+//
+// A choice with a grammar (response_format, or a forced tool call) runs with
+// its own JsonConstraint: the logits are masked before sampling (so logprobs
+// describe what could be drawn), each token is accepted, and the choice ends
+// as soon as the text is finished. Stop strings apply to plain text only.
+// When tools are in play, the control tokens that mark calls are written out
+// as text, for the tool-call parser (tools.ts).
 
 import { Model, LayerStack, GeneratedToken, generate } from "../model/model.js";
 import { TextDecoderStream, TokenType, Tokenizer } from "../tokenizer/index.js";
 import { LayerswarmError, throwIfAborted } from "../errors.js";
+import { Grammar, JsonConstraint, VocabIndex } from "./grammar/index.js";
 import { Params } from "./params.js";
+import { ToolCall } from "./tools.js";
 
 const PARALLEL = 64; // choices of one request running at once
 
@@ -83,14 +92,16 @@ export class ChoiceText {
   private decoded = 0; // UTF-16 units decoded so far
   private emitted = 0; // ... and released (the rest may be a stop string's start)
   private pending: TokenEntry[] = [];
-  constructor(private tok: Tokenizer, private prev: number | undefined, stop: string[]) {
+  // `markers`: control tokens written as this text (tool-call markers) instead of nothing
+  constructor(private tok: Tokenizer, private prev: number | undefined, stop: string[], private markers?: ReadonlyMap<number, string>) {
     this.dec = new TextDecoderStream(tok, prev);
     this.stops = new StopMatcher(stop);
   }
 
   push(t: GeneratedToken): Piece & { stopped: boolean } {
     const offset = this.decoded;
-    const text = this.dec.push(t.id);
+    const marker = this.markers?.get(t.id);
+    const text = this.dec.push(t.id) + (marker ?? ""); // (a control token adds no bytes: the decoder only moves on)
     this.decoded += text.length;
     if (t.logprob !== undefined)
       this.pending.push({ bytes: this.bytes(t.id), logprob: t.logprob, top: (t.top ?? []).map((a) => ({ bytes: this.bytes(a.id), logprob: a.logprob })), offset });
@@ -158,11 +169,18 @@ export interface ChoiceJob {
   seed: number;
 }
 
-export type Finish = "stop" | "length";
+export type Finish = "stop" | "length" | "tool_calls";
 
 export interface ChoiceResult {
   finish: Finish;
   tokens: number; // generated, an end-of-generation token included
+}
+
+// How the choices' tokens are drawn and written beyond the sampling parameters.
+export interface ChoiceOptions {
+  grammar?: Grammar | null; // constrained output: each choice gets its own JsonConstraint
+  vocab?: VocabIndex; // the model's, needed with a grammar
+  markers?: ReadonlyMap<number, string>; // control tokens to write out as text (tool-call markers)
 }
 
 export interface RunHooks {
@@ -171,12 +189,14 @@ export interface RunHooks {
 }
 
 // One choice, from its prompt to its end.
-async function runChoice(model: Model, stack: LayerStack, p: Params, job: ChoiceJob, signal: AbortSignal, h: RunHooks): Promise<ChoiceResult> {
-  const text = new ChoiceText(model.tokenizer, job.prompt.at(-1), p.stop);
+async function runChoice(model: Model, stack: LayerStack, p: Params, job: ChoiceJob, signal: AbortSignal, h: RunHooks, o: ChoiceOptions): Promise<ChoiceResult> {
+  const c = o.grammar ? new JsonConstraint(o.grammar, o.vocab!, { prev: job.prompt.at(-1) }) : undefined;
+  const text = new ChoiceText(model.tokenizer, job.prompt.at(-1), c ? [] : p.stop, o.markers);
   let tokens = 0, finish: Finish = "length";
   const opts = {
     maxTokens: job.maxTokens, temperature: p.temperature, topP: p.topP, seed: job.seed, signal,
     presencePenalty: p.presencePenalty, frequencyPenalty: p.frequencyPenalty, logitBias: p.logitBias, logprobs: p.logprobs,
+    logitsHook: c?.hook(job.maxTokens),
   };
   for await (const t of generate(model, stack, job.prompt, opts)) {
     tokens++;
@@ -185,11 +205,17 @@ async function runChoice(model: Model, stack: LayerStack, p: Params, job: Choice
       finish = "stop";
       break;
     }
+    c?.accept(t.id);
     const piece = text.push(t);
     if (piece.text || piece.entries.length) await h.emit(job.index, piece);
     if (piece.stopped) return { finish: "stop", tokens };
+    if (c?.finished) {
+      finish = "stop"; // nothing may follow: no further step
+      break;
+    }
     throwIfAborted(signal);
   }
+  if (finish === "length" && c?.complete) finish = "stop"; // the budget ran out exactly where the text may end
   const rest = text.flush();
   if (rest.text || rest.entries.length) await h.emit(job.index, rest);
   return { finish, tokens };
@@ -197,7 +223,8 @@ async function runChoice(model: Model, stack: LayerStack, p: Params, job: Choice
 
 // Every choice, PARALLEL at a time. The first failure stops the others and is
 // thrown once all have stopped (so nothing is emitted after it).
-export async function runChoices(model: Model, stack: LayerStack, p: Params, jobs: ChoiceJob[], signal: AbortSignal, h: RunHooks): Promise<ChoiceResult[]> {
+export async function runChoices(model: Model, stack: LayerStack, p: Params, jobs: ChoiceJob[], signal: AbortSignal, h: RunHooks, o: ChoiceOptions = {}): Promise<ChoiceResult[]> {
+  if (o.grammar && !o.vocab) throw new LayerswarmError("INTERNAL", "a grammar needs the model's VocabIndex");
   const ac = new AbortController();
   const onAbort = () => ac.abort(signal.reason);
   signal.addEventListener("abort", onAbort, { once: true });
@@ -207,7 +234,7 @@ export async function runChoices(model: Model, stack: LayerStack, p: Params, job
     while (next < jobs.length && !ac.signal.aborted) {
       const i = next++;
       try {
-        results[i] = await runChoice(model, stack, p, jobs[i], ac.signal, h);
+        results[i] = await runChoice(model, stack, p, jobs[i], ac.signal, h, o);
       } catch (e) {
         failure ??= e;
         ac.abort(e);
@@ -254,25 +281,32 @@ export class CompletionObjects {
     if (this.chat) {
       const delta = piece === "start" ? { role: "assistant", content: "" } : typeof piece === "string" ? {} : { content: piece.text };
       const logprobs = typeof piece === "object" ? this.logprobsOf(piece.entries) : null;
-      return { ...this.head("chat.completion.chunk"), choices: [{ index, delta, logprobs, finish_reason: piece === "stop" || piece === "length" ? piece : null }] };
+      return { ...this.head("chat.completion.chunk"), choices: [{ index, delta, logprobs, finish_reason: typeof piece === "string" && piece !== "start" ? piece : null }] };
     }
     const text = typeof piece === "object" ? piece.text : "";
     const logprobs = typeof piece === "object" ? this.logprobsOf(piece.entries) : null;
     return { ...this.head("text_completion"), choices: [{ index, text, logprobs, finish_reason: typeof piece === "string" && piece !== "start" ? piece : null }] };
   }
 
+  // a chat stream's chunk with a choice's tool calls, each whole
+  toolCallsChunk(index: number, calls: ToolCall[]) {
+    const tool_calls = calls.map((c, i) => ({ index: i, id: c.id, type: c.type, function: c.function }));
+    return { ...this.head("chat.completion.chunk"), choices: [{ index, delta: { tool_calls }, logprobs: null, finish_reason: null }] };
+  }
+
   usageChunk(usage: Usage) {
     return { ...this.head(this.chat ? "chat.completion.chunk" : "text_completion"), choices: [], usage };
   }
 
-  // the whole response: choices[i] is the text, logprobs and end of choice i
-  response(choices: (Piece & { finish: Finish })[], usage: Usage) {
+  // the whole response: choices[i] is the text (chat: null when there are only
+  // tool calls), tool calls, logprobs and end of choice i
+  response(choices: { text: string | null; entries: TokenEntry[]; toolCalls?: ToolCall[]; finish: Finish }[], usage: Usage) {
     return {
       ...this.head(this.chat ? "chat.completion" : "text_completion"),
       choices: choices.map((c, index) =>
         this.chat
-          ? { index, message: { role: "assistant", content: c.text, refusal: null }, logprobs: this.logprobsOf(c.entries), finish_reason: c.finish }
-          : { index, text: c.text, logprobs: this.logprobsOf(c.entries), finish_reason: c.finish }),
+          ? { index, message: { role: "assistant", content: c.text, refusal: null, ...(c.toolCalls?.length ? { tool_calls: c.toolCalls } : {}) }, logprobs: this.logprobsOf(c.entries), finish_reason: c.finish }
+          : { index, text: c.text ?? "", logprobs: this.logprobsOf(c.entries), finish_reason: c.finish }),
       usage,
     };
   }

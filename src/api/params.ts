@@ -2,11 +2,16 @@
 // As the OpenAI API: null means "not given" for every optional field, values
 // out of range are refused, and every parameter we do not implement is refused
 // with a 400 naming it, unless it carries the value that asks for nothing.
+// `response_format` is checked (and compiled) by the server, which keeps
+// compiled grammars per model; `tools` and `tool_choice` here (tools.ts).
 
 import { ChatMessage } from "../tokenizer/chat.js";
+import { EncodeOptions } from "../tokenizer/index.js";
 import { HttpError } from "./errors.js";
+import { ToolChoice, ToolParamError, ToolSpec, checkTools, toChatMessages } from "./tools.js";
 
-export type Prompt = { text: string } | { ids: number[] } | { messages: ChatMessage[] };
+// `opts`: how to tokenize the text (a rendered chat prompt parses special tokens)
+export type Prompt = { text: string; opts?: EncodeOptions } | { ids: number[] } | { messages: ChatMessage[] };
 
 export interface Params {
   prompts: Prompt[]; // chat: one (the messages); completions: one or more
@@ -22,6 +27,9 @@ export interface Params {
   frequencyPenalty: number;
   logitBias: Map<number, number>; // token id -> bias (ids checked against the vocabulary later)
   logprobs?: number; // alternatives per token when logprobs are asked for (chat: top_logprobs; completions: logprobs)
+  responseFormat?: unknown; // response_format as given (not null): see grammar/response.ts
+  tools: ToolSpec[]; // chat only; [] when not given
+  toolChoice: ToolChoice; // "none" without tools
 }
 
 export interface EmbeddingParams {
@@ -66,15 +74,11 @@ const numberIn = (lo: number, hi: number, integer = false) => (v: unknown) =>
   typeof v === "number" && Number.isFinite(v) && (!integer || Number.isInteger(v)) && v >= lo && v <= hi ? undefined : `must be ${integer ? "an integer" : "a number"} in [${lo}, ${hi}]`;
 const noTools = (body: Record<string, unknown>) => !given(body.tools) || (Array.isArray(body.tools) && body.tools.length === 0);
 
-export const UNSUPPORTED: Unsupported[] = [
+// `chat`: the parameter is implemented for chat, refused on /v1/completions only
+export const UNSUPPORTED: (Unsupported & { chat?: boolean })[] = [
+  { name: "tools", chat: true, neutralText: "[]", valid: (v) => (Array.isArray(v) ? undefined : "must be an array"), neutral: (v) => (v as unknown[]).length === 0 },
   {
-    name: "response_format", neutralText: '{"type": "text"}',
-    valid: (v) => (isObject(v) && typeof v.type === "string" ? undefined : "must be an object with a 'type'"),
-    neutral: (v) => (v as { type: string }).type === "text",
-  },
-  { name: "tools", neutralText: "[]", valid: (v) => (Array.isArray(v) ? undefined : "must be an array"), neutral: (v) => (v as unknown[]).length === 0 },
-  {
-    name: "tool_choice", neutralText: '"none"',
+    name: "tool_choice", chat: true, neutralText: '"none"',
     valid: (v) => (typeof v === "string" || isObject(v) ? undefined : "must be a string or an object"),
     neutral: (v, body) => v === "none" || (v === "auto" && noTools(body)),
   },
@@ -92,30 +96,22 @@ export const UNSUPPORTED: Unsupported[] = [
 function refuseUnsupported(body: Record<string, unknown>, chat: boolean): void {
   for (const u of UNSUPPORTED) {
     const v = body[u.name];
-    if (!given(v)) continue;
+    if (!given(v) || (chat && u.chat)) continue;
     const wrong = u.valid(v, body, chat);
     if (wrong) throw bad(u.name, `'${u.name}' ${wrong}`);
-    if (!u.neutral(v, body)) throw bad(u.name, `'${u.name}' is not supported by this server: omit it, or send ${u.neutralText}`);
+    if (!u.neutral(v, body))
+      throw bad(u.name, u.chat ? `'${u.name}' is a chat parameter: use /v1/chat/completions, or send ${u.neutralText}` : `'${u.name}' is not supported by this server: omit it, or send ${u.neutralText}`);
   }
 }
 
-function messages(body: Record<string, unknown>): ChatMessage[] {
-  const msgs = body.messages;
-  if (!Array.isArray(msgs) || msgs.length === 0) throw bad("messages", "'messages' must be a non-empty array");
-  return msgs.map((m, i) => {
-    const mm = m as { role?: unknown; content?: unknown };
-    if (!mm || typeof mm.role !== "string") throw bad(`messages[${i}].role`, `'messages[${i}].role' must be a string`);
-    let content: string;
-    if (typeof mm.content === "string") content = mm.content;
-    else if (Array.isArray(mm.content))
-      content = mm.content.map((p: { type?: string; text?: unknown }, j: number) => {
-        if (p?.type !== "text" || typeof p.text !== "string") throw bad(`messages[${i}].content`, `'messages[${i}].content[${j}]' must be a text part`);
-        return p.text;
-      }).join("");
-    else if (!given(mm.content)) content = "";
-    else throw bad(`messages[${i}].content`, `'messages[${i}].content' must be a string or an array of text parts`);
-    return { role: mm.role, content };
-  });
+// tools.ts's errors name their field: 400s with that `param`
+function toolParam<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof ToolParamError) throw bad(e.param, e.message);
+    throw e;
+  }
 }
 
 const isIds = (x: unknown): x is number[] => Array.isArray(x) && x.length > 0 && x.every(isInt);
@@ -179,7 +175,8 @@ export function parseParams(body: Record<string, unknown>, chat: boolean): Param
     if (!stream) throw bad("stream_options", "'stream_options' is only allowed when 'stream' is true");
     includeUsage = bool(so, "include_usage") ?? false;
   }
-  const prompts = chat ? [{ messages: messages(body) }] : texts(body.prompt, "prompt");
+  const prompts = chat ? [{ messages: toolParam(() => toChatMessages(body.messages)) }] : texts(body.prompt, "prompt");
+  const { tools, choice } = chat ? toolParam(() => checkTools(body.tools, body.tool_choice)) : { tools: [], choice: "none" as const };
   const n = num(body, "n", 1, 128, true) ?? 1;
   if (n * prompts.length > MAX_CHOICES) throw bad("n", `n x prompts is ${n * prompts.length}; at most ${MAX_CHOICES} choices are allowed in one request`);
   return {
@@ -196,6 +193,9 @@ export function parseParams(body: Record<string, unknown>, chat: boolean): Param
     frequencyPenalty: num(body, "frequency_penalty", -2, 2) ?? 0,
     logitBias: logitBias(body),
     logprobs: logprobsParam(body, chat),
+    responseFormat: given(body.response_format) ? body.response_format : undefined,
+    tools,
+    toolChoice: choice,
   };
 }
 

@@ -10,6 +10,14 @@
 // tokenized in slices, yielding to other requests in between, and refused as
 // soon as it cannot fit the context (before tokenizing at all when its length
 // alone proves it). A client that goes away aborts its generation.
+//
+// Structured output and tools: response_format compiles to a grammar, and a
+// forced tool call (tool_choice "required" or a named function) to the
+// grammar of one call in the model's tool format; compiled grammars are kept
+// in a small LRU per server (so their mask caches serve later requests), over
+// one VocabIndex built when first needed. With tools, the prompt goes through
+// toolPrompt (the template's own tool rendering, or a Hermes system prompt)
+// and the output through the tool-call parser (whole, or streamed).
 
 import * as http from "node:http";
 import { randomBytes, randomInt, timingSafeEqual } from "node:crypto";
@@ -22,7 +30,9 @@ import { EncodeOptions } from "../tokenizer/index.js";
 import { HttpError, toHttpError } from "./errors.js";
 import { BodyTooLarge, answerAndDrain, corsHeaders, eventStream, json, originAllowed, readBody, serveFile, staticFile } from "./http.js";
 import { Params, Prompt, parseEmbeddingParams, parseParams } from "./params.js";
-import { ChoiceJob, CompletionObjects, Piece, Usage, runChoices } from "./completions.js";
+import { ChoiceJob, ChoiceOptions, CompletionObjects, Finish, Piece, Usage, runChoices } from "./completions.js";
+import { Grammar, SchemaError, VocabIndex, responseFormatGrammar } from "./grammar/index.js";
+import { ToolCall, ToolCallStream, ToolFormat, forcedToolCall, parseToolCalls, toolFormat, toolMarkerTokens, toolPrompt } from "./tools.js";
 import { base64, embedding } from "./embeddings.js";
 import { LayerswarmError, throwIfAborted } from "../errors.js";
 
@@ -49,11 +59,23 @@ export interface ApiOptions {
 type Env = { Bindings: HttpBindings; Variables: { requestId: string } };
 
 const SLICE_MS = 10; // tokenizing yields to other requests this often
+const GRAMMARS = 16; // compiled grammars kept per server (each with its own mask cache)
+
+// How a request's output is shaped beyond sampling: its grammar, and, when
+// tools are in play, how calls are read from the text (`prefix`: a call's
+// control-token marker already put in the prompt, Mistral's [TOOL_CALLS]).
+interface OutputPlan {
+  grammar: Grammar | null;
+  tools?: { format: ToolFormat; prefix: string };
+  markers?: ReadonlyMap<number, string>;
+}
 
 export class ApiServer {
   readonly app: Hono<Env>;
   private server: http.Server;
   private template: ChatTemplate;
+  private vocabIndex?: VocabIndex; // built on the first constrained request
+  private grammars = new Map<string, { grammar: Grammar | null; prefix: string }>(); // LRU: most recently used last
   readonly created = Math.floor(Date.now() / 1000);
   active = 0;
 
@@ -175,7 +197,7 @@ export class ApiServer {
         throw new HttpError(400, `'${param}' token ids must be in [0, ${this.model.cfg.vocabSize})`, "invalid_request_error", param);
       return p.ids;
     }
-    const { text, opts }: { text: string; opts: EncodeOptions } = "messages" in p ? this.template.prompt(p.messages) : { text: p.text, opts: {} };
+    const { text, opts }: { text: string; opts: EncodeOptions } = "messages" in p ? this.template.prompt(p.messages) : { text: p.text, opts: p.opts ?? {} };
     const atLeast = Math.ceil(Buffer.byteLength(text) / tok.maxTokenBytes);
     if (atLeast >= ctx) throw tooLong(`at least ${atLeast}`);
     const ids: number[] = [];
@@ -206,13 +228,60 @@ export class ApiServer {
     return out;
   }
 
+  // A compiled grammar (with its call prefix), from the LRU or made and kept.
+  // A SchemaError becomes a 400 naming `param`.
+  private compiled(key: string, param: string, make: () => { grammar: Grammar | null; prefix: string }): { grammar: Grammar | null; prefix: string } {
+    let hit = this.grammars.get(key);
+    if (hit) this.grammars.delete(key);
+    else {
+      try {
+        hit = make();
+      } catch (e) {
+        if (e instanceof SchemaError) throw new HttpError(400, e.message, "invalid_request_error", param);
+        throw e;
+      }
+    }
+    this.grammars.set(key, hit);
+    for (const k of this.grammars.keys()) {
+      if (this.grammars.size <= GRAMMARS) break;
+      this.grammars.delete(k);
+    }
+    return hit;
+  }
+
+  private get vocab(): VocabIndex {
+    return (this.vocabIndex ??= VocabIndex.fromTokenizer(this.model.tokenizer));
+  }
+
+  // The prompts as they will be tokenized (chat: through toolPrompt, with a
+  // forced call's prefix) and how the output is shaped.
+  private plan(p: Params, chat: boolean): { prompts: Prompt[]; out: OutputPlan } {
+    const rf = p.responseFormat === undefined ? null : this.compiled(`response_format ${JSON.stringify(p.responseFormat)}`, "response_format", () => ({ grammar: responseFormatGrammar(p.responseFormat), prefix: "" })).grammar;
+    if (!chat) return { prompts: p.prompts, out: { grammar: rf } };
+    const tok = this.model.tokenizer, choice = p.toolChoice;
+    const format = toolFormat(this.template);
+    const forced = choice === "required" || typeof choice === "object"
+      ? this.compiled(`tool_call ${JSON.stringify([format, p.tools, choice])}`, "tools", () => forcedToolCall(format, p.tools, choice, tok))
+      : undefined;
+    const prompts = p.prompts.map((x): Prompt => {
+      if (!("messages" in x)) return x;
+      const { text, opts } = toolPrompt(this.template, x.messages, choice === "none" ? [] : p.tools);
+      return { text: text + (forced?.prefix ?? ""), opts };
+    });
+    // calls are read from the text when one is forced, or may come (not when the text is held to response_format's JSON)
+    const parse = forced !== undefined || (choice !== "none" && p.tools.length > 0 && rf === null);
+    if (!parse) return { prompts, out: { grammar: rf } };
+    return { prompts, out: { grammar: forced?.grammar ?? rf, tools: { format, prefix: forced?.prefix ?? "" }, markers: toolMarkerTokens(tok, format) } };
+  }
+
   // POST /v1/completions and /v1/chat/completions
   private async complete(c: Context<Env>, chat: boolean): Promise<Response> {
     const p = parseParams(await this.body(c), chat);
     for (const t of p.logitBias.keys())
       if (t >= this.model.cfg.vocabSize) throw new HttpError(400, `'logit_bias' names token ${t}; the vocabulary is [0, ${this.model.cfg.vocabSize})`, "invalid_request_error", "logit_bias");
+    const { prompts: rendered, out } = this.plan(p, chat);
     const signal = c.req.raw.signal;
-    const prompts = await this.allPromptTokens(p.prompts, chat ? "messages" : "prompt", signal);
+    const prompts = await this.allPromptTokens(rendered, chat ? "messages" : "prompt", signal);
     if (!prompts) return gone();
     const ctx = this.model.cfg.contextLength;
     const seed = p.seed ?? randomInt(2 ** 47); // choice i draws with seed + i
@@ -223,7 +292,8 @@ export class ApiServer {
     const objects = new CompletionObjects(chat, this.o.modelId, p.logprobs !== undefined, randomBytes(12).toString("hex"));
     const promptTokens = prompts.reduce((a, x) => a + x.length, 0);
     const usage = (completion: number) => ({ prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion });
-    return p.stream ? this.stream(c, chat, p, jobs, objects, usage) : await this.whole(p, jobs, objects, usage, signal);
+    const opts: ChoiceOptions = { grammar: out.grammar, vocab: out.grammar ? this.vocab : undefined, markers: out.markers };
+    return p.stream ? this.stream(c, chat, p, jobs, objects, usage, opts, out) : await this.whole(p, jobs, objects, usage, signal, opts, out);
   }
 
   // Counts the request as active while `f` runs, and reports its first token's delay.
@@ -242,7 +312,7 @@ export class ApiServer {
     }
   }
 
-  private async whole(p: Params, jobs: ChoiceJob[], objects: CompletionObjects, usage: (n: number) => Usage, signal: AbortSignal): Promise<Response> {
+  private async whole(p: Params, jobs: ChoiceJob[], objects: CompletionObjects, usage: (n: number) => Usage, signal: AbortSignal, opts: ChoiceOptions, out: OutputPlan): Promise<Response> {
     const acc = jobs.map((): Piece => ({ text: "", entries: [] }));
     try {
       const results = await this.running((onToken) => runChoices(this.model, this.stack, p, jobs, signal, {
@@ -251,8 +321,12 @@ export class ApiServer {
           acc[i].text += piece.text;
           for (const e of piece.entries) acc[i].entries.push(e);
         },
-      }));
-      const choices = results.map((r, i) => ({ ...acc[i], finish: r.finish }));
+      }, opts));
+      const choices = results.map((r, i): { text: string | null; entries: Piece["entries"]; toolCalls?: ToolCall[]; finish: Finish } => {
+        if (!out.tools) return { ...acc[i], finish: r.finish };
+        const { content, toolCalls } = parseToolCalls(out.tools.prefix + acc[i].text, out.tools.format);
+        return toolCalls.length ? { text: content, entries: acc[i].entries, toolCalls, finish: "tool_calls" } : { ...acc[i], finish: r.finish };
+      });
       return json(200, objects.response(choices, usage(results.reduce((a, r) => a + r.tokens, 0))));
     } catch (e) {
       if (signal.aborted) return gone();
@@ -260,12 +334,44 @@ export class ApiServer {
     }
   }
 
-  private stream(c: Context<Env>, chat: boolean, p: Params, jobs: ChoiceJob[], objects: CompletionObjects, usage: (n: number) => Usage): Response {
+  private stream(c: Context<Env>, chat: boolean, p: Params, jobs: ChoiceJob[], objects: CompletionObjects, usage: (n: number) => Usage, opts: ChoiceOptions, plan: OutputPlan): Response {
     return eventStream(c, (out) => this.running(async (onToken) => {
       try {
         if (chat) for (const j of jobs) await out.send(objects.chunk(j.index, "start"));
-        const results = await runChoices(this.model, this.stack, p, jobs, out.signal, { onToken, emit: (i, piece) => out.send(objects.chunk(i, piece)) });
-        for (const [i, r] of results.entries()) await out.send(objects.chunk(jobs[i].index, r.finish));
+        // With tools: content passes as it comes, a call is held and sent whole
+        // at the end. Whitespace that opens a choice waits for other content,
+        // so an answer that is only calls has none (as when not streamed).
+        // (jobs[i].index is i.)
+        const tools = plan.tools;
+        const calls = tools ? jobs.map(() => new ToolCallStream(tools.format)) : undefined;
+        const lead = jobs.map(() => ""), begun = jobs.map(() => false);
+        const content = (i: number, text: string, entries: Piece["entries"]) => {
+          if (!begun[i]) {
+            text = lead[i] + text;
+            lead[i] = text.trim() ? "" : text;
+            begun[i] = lead[i] === "" && text !== "";
+            if (!begun[i]) text = "";
+          }
+          return text || entries.length ? out.send(objects.chunk(i, { text, entries })) : Promise.resolve();
+        };
+        for (const [i, s] of (calls ?? []).entries()) await content(i, s.push(tools!.prefix), []);
+        const emit = (i: number, piece: Piece) => (calls ? content(i, calls[i].push(piece.text), piece.entries) : out.send(objects.chunk(i, piece)));
+        const results = await runChoices(this.model, this.stack, p, jobs, out.signal, { onToken, emit }, opts);
+        for (const [i, r] of results.entries()) {
+          let finish = r.finish;
+          if (calls) {
+            const end = calls[i].end();
+            if (end.toolCalls.length) {
+              await content(i, end.content ?? "", []);
+              await out.send(objects.toolCallsChunk(i, end.toolCalls));
+              finish = "tool_calls";
+            } else {
+              const rest = lead[i] + (end.content ?? "");
+              if (rest) await out.send(objects.chunk(i, { text: rest, entries: [] }));
+            }
+          }
+          await out.send(objects.chunk(jobs[i].index, finish));
+        }
         if (p.includeUsage) await out.send(objects.usageChunk(usage(results.reduce((a, r) => a + r.tokens, 0))));
       } catch (e) {
         if (out.signal.aborted) return; // the client went away
