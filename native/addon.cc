@@ -119,6 +119,7 @@ Geometry geometry(int type) {
     case GGML_TYPE_Q4_0: return {32, sizeof(block_q4_0), sizeof(packed_q4_0)};
     case GGML_TYPE_Q4_1: return {32, sizeof(block_q4_1), sizeof(packed_q4_1)};
     case GGML_TYPE_Q5_0: return {32, sizeof(block_q5_0), sizeof(packed_q5_0)};
+    case GGML_TYPE_Q5_1: return {32, sizeof(block_q5_1), sizeof(packed_q5_1)};
     case GGML_TYPE_Q4_K: return {256, sizeof(block_q4_K), sizeof(packed_q4_K)};
     case GGML_TYPE_Q6_K: return {256, sizeof(block_q6_K), sizeof(packed_q6_K)};
   }
@@ -171,6 +172,19 @@ void pack_block(const block_q5_0& s, packed_q5_0& o, int r) {
   uint32_t qh;
   memcpy(&qh, s.qh, 4);
   uint8_t v[32];  // 0..31, the value + 16
+  for (int i = 0; i < 16; i++) {
+    v[i] = (uint8_t)((s.qs[i] & 0xF) | (((qh >> i) & 1) << 4));
+    v[i + 16] = (uint8_t)((s.qs[i] >> 4) | (((qh >> (i + 16)) & 1) << 4));
+  }
+  put_nibbles(&o.q[0][0], r, v, 32);
+  put_masks(o.qh, r, v, 32, 4);
+}
+void pack_block(const block_q5_1& s, packed_q5_1& o, int r) {
+  o.d[r] = s.d;
+  o.m[r] = s.m;
+  uint32_t qh;
+  memcpy(&qh, s.qh, 4);
+  uint8_t v[32];
   for (int i = 0; i < 16; i++) {
     v[i] = (uint8_t)((s.qs[i] & 0xF) | (((qh >> i) & 1) << 4));
     v[i + 16] = (uint8_t)((s.qs[i] >> 4) | (((qh >> (i + 16)) & 1) << 4));
@@ -232,6 +246,7 @@ void pack(int type, int rows, int cols, const uint8_t* src, uint8_t* dst) {
     case GGML_TYPE_Q4_0: return pack_quantized<block_q4_0, packed_q4_0>(rows, cols, src, dst, 32);
     case GGML_TYPE_Q4_1: return pack_quantized<block_q4_1, packed_q4_1>(rows, cols, src, dst, 32);
     case GGML_TYPE_Q5_0: return pack_quantized<block_q5_0, packed_q5_0>(rows, cols, src, dst, 32);
+    case GGML_TYPE_Q5_1: return pack_quantized<block_q5_1, packed_q5_1>(rows, cols, src, dst, 32);
     case GGML_TYPE_Q4_K: return pack_quantized<block_q4_K, packed_q4_K>(rows, cols, src, dst, 256);
     case GGML_TYPE_Q6_K: return pack_quantized<block_q6_K, packed_q6_K>(rows, cols, src, dst, 256);
   }

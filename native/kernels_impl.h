@@ -137,7 +137,18 @@ static inline int32_t xpair(const int16_t* q, int j) { int32_t v; memcpy(&v, q +
 // Words (native/ggml.h): one 32-bit word per lane.
 static inline u32x16 ldw(const uint32_t* p) { u32x16 v; memcpy(&v, p, 64); return v; }
 // pair i (0..3) of a nibble word: (even, odd) in 0..15
+#ifdef KNS_AVX512
+// Bit shifts of 512-bit vectors share port 0 with vpdpwssd; byte shifts (within
+// 128-bit lanes, port 5) move pairs 2 and 3 down by 8 bits instead.
+static inline i32x16 nibbles(const uint32_t* w, int i) {
+  __m512i v = _mm512_loadu_si512(w);
+  if (i >= 2) v = _mm512_bsrli_epi128(v, 1);
+  if (i & 1) v = _mm512_srli_epi32(v, 4);
+  return (i32x16)_mm512_and_si512(v, _mm512_set1_epi32(0x000F000F));
+}
+#else
 static inline i32x16 nibbles(const uint32_t* w, int i) { return (i32x16)((ldw(w) >> (4 * i)) & 0x000F000Fu); }
+#endif
 // v + c in the int16s that the pair mask m selects (bit 2r+e: element e of lane r)
 #ifdef KNS_AVX512
 static inline i32x16 add_where(i32x16 v, const uint32_t* m, int16_t c) {
@@ -151,19 +162,25 @@ static inline i32x16 add_where(i32x16 v, const uint32_t* m, int16_t c) {
 }
 #endif
 
-// isum[g][t] = sum over pairs p in [p0, p0+np) of w_g(p) . x_t(pair p)
+// isum[g][t] = sum over pairs p in [0, np) of w_g(p) . x_t(pair p). Integer sums are
+// exact in any order: with few tiles, even and odd pairs go to separate sums so
+// that enough independent vpdpwssd chains hide its latency.
 template <int G, int TT, typename W>
 static inline __attribute__((always_inline)) void idot(W w, int np, const int16_t* xq, int cols, i32x16 (&isum)[G][TT]) {
-  for (int g = 0; g < G; g++) for (int t = 0; t < TT; t++) isum[g][t] = i32x16{};
+  constexpr int S = G * TT >= 8 ? 1 : 2;
+  i32x16 part[S][G][TT];
+  for (int s = 0; s < S; s++) for (int g = 0; g < G; g++) for (int t = 0; t < TT; t++) part[s][g][t] = i32x16{};
 #pragma GCC unroll 16
   for (int p = 0; p < np; p++) {
     i32x16 wv[G];
     for (int g = 0; g < G; g++) wv[g] = w(g, p);
     for (int t = 0; t < TT; t++) {
       int32_t xp = xpair(xq + (size_t)t * cols, 2 * p);
-      for (int g = 0; g < G; g++) isum[g][t] = dp(isum[g][t], wv[g], xp);
+      for (int g = 0; g < G; g++) part[p % S][g][t] = dp(part[p % S][g][t], wv[g], xp);
     }
   }
+  for (int g = 0; g < G; g++)
+    for (int t = 0; t < TT; t++) isum[g][t] = S == 1 ? part[0][g][t] : part[0][g][t] + part[S - 1][g][t];
 }
 
 template <int G, int TT>
@@ -209,6 +226,13 @@ template <> struct Q<GGML_TYPE_Q5_0> {
   enum { SUB = 32, NSUB = 1, MIN = 0, BIAS = 16 };
   static i32x16 pair(const B* b, int, int p) { return add_where(nibbles(b->q[p >> 2], p & 3), &b->qh[p], 16); }
   static f32x16 scale(const B* b, int) { return f16x16(b->d); }
+};
+template <> struct Q<GGML_TYPE_Q5_1> {  // w = d*q + m: the min term is -m
+  typedef packed_q5_1 B;
+  enum { SUB = 32, NSUB = 1, MIN = 1, BIAS = 0 };
+  static i32x16 pair(const B* b, int, int p) { return add_where(nibbles(b->q[p >> 2], p & 3), &b->qh[p], 16); }
+  static f32x16 scale(const B* b, int) { return f16x16(b->d); }
+  static f32x16 min(const B* b, int) { return -f16x16(b->m); }
 };
 template <> struct Q<GGML_TYPE_Q4_K> {
   typedef packed_q4_K B;
@@ -330,7 +354,7 @@ void matmul_groups(int type, const uint8_t* packed, int rows, int cols, const fl
   switch (type) {
 #define CASE(t) case t: return groups_typed<t>(packed, rows, cols, x, q, T, out, ga, gb);
     CASE(GGML_TYPE_F32) CASE(GGML_TYPE_F16) CASE(GGML_TYPE_BF16)
-    CASE(GGML_TYPE_Q8_0) CASE(GGML_TYPE_Q4_0) CASE(GGML_TYPE_Q4_1) CASE(GGML_TYPE_Q5_0)
+    CASE(GGML_TYPE_Q8_0) CASE(GGML_TYPE_Q4_0) CASE(GGML_TYPE_Q4_1) CASE(GGML_TYPE_Q5_0) CASE(GGML_TYPE_Q5_1)
     CASE(GGML_TYPE_Q4_K) CASE(GGML_TYPE_Q6_K)
 #undef CASE
   }

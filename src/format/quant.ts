@@ -47,7 +47,7 @@ const INFO: Record<number, TypeInfo> = {
   [GGMLType.Q4_0]: { name: "Q4_0", blockSize: 32, typeSize: 18, supported: true },
   [GGMLType.Q4_1]: { name: "Q4_1", blockSize: 32, typeSize: 20, supported: true },
   [GGMLType.Q5_0]: { name: "Q5_0", blockSize: 32, typeSize: 22, supported: true },
-  [GGMLType.Q5_1]: { name: "Q5_1", blockSize: 32, typeSize: 24, supported: false },
+  [GGMLType.Q5_1]: { name: "Q5_1", blockSize: 32, typeSize: 24, supported: true },
   [GGMLType.Q2_K]: { name: "Q2_K", blockSize: 256, typeSize: 84, supported: false },
   [GGMLType.Q3_K]: { name: "Q3_K", blockSize: 256, typeSize: 110, supported: false },
   [GGMLType.Q4_K]: { name: "Q4_K", blockSize: 256, typeSize: 144, supported: true },
@@ -148,6 +148,16 @@ const LAYOUTS: Record<number, QuantLayout> = {
     for (let i = 0; i < 16; i++) {
       q[qo + i] = ((b[o + 6 + i] & 0xf) | (((qh >>> i) & 1) << 4)) - 16;
       q[qo + i + 16] = ((b[o + 6 + i] >> 4) | (((qh >>> (i + 16)) & 1) << 4)) - 16;
+    }
+  } },
+  // d f16 | m f16 | qh u32 | qs[16]: element i = d * ((qs[i] & 15) | bit i << 4) + m, i + 16 from the high nibble
+  [GGMLType.Q5_1]: { sub: 32, min: true, decode(b, dv, o, q, qo, dW, mW, so) {
+    dW[so] = f16(dv, o);
+    mW[so] = -f16(dv, o + 2);
+    const qh = dv.getUint32(o + 4, true);
+    for (let i = 0; i < 16; i++) {
+      q[qo + i] = (b[o + 8 + i] & 0xf) | (((qh >>> i) & 1) << 4);
+      q[qo + i + 16] = (b[o + 8 + i] >> 4) | (((qh >>> (i + 16)) & 1) << 4);
     }
   } },
   // d f16 | dmin f16 | scales[12] (eight 6-bit scale, min pairs) | qs[128]: sub-block j of 32
@@ -265,6 +275,9 @@ export function quantizeRow(type: number, src: Float32Array, sOff: number, n: nu
       return;
     case GGMLType.Q5_0:
       for (let b = 0; b < n / 32; b++) quantizeQ5_0(src, sOff + b * 32, dst, off + b * 22, dv);
+      return;
+    case GGMLType.Q5_1:
+      for (let b = 0; b < n / 32; b++) quantizeAffine32(src, sOff + b * 32, dst, off + b * 24, dv, 5);
       return;
     case GGMLType.Q4_K:
       for (let b = 0; b < n / 256; b++) quantizeQ4K(src, sOff + b * 256, dst, off + b * 144, dv);
