@@ -4,7 +4,7 @@
 import { Command, InvalidArgumentError } from "commander";
 import { LayerswarmError } from "../errors.js";
 import { generateCommand, inspectCommand, convertCommand, synthCommand } from "./commands.js";
-import { gatewayCommand, generateOverSwarm, nodeCommand, runCommand, statusCommand } from "./swarm.js";
+import { bootstrapCommand, gatewayCommand, generateOverSwarm, nodeCommand, runCommand, statusCommand } from "./swarm.js";
 
 function int(v: string): number {
   const n = Number(v);
@@ -72,9 +72,11 @@ program
   .command("node")
   .description("serve a slice of a model's layers to a swarm")
   .requiredOption("-m, --model <file|url|hf:owner/repo/file>", "GGUF model; from a URL only this node's tensors are fetched (HTTP range requests, cached)")
-  .option("--join <address>", "gateway multiaddr (repeatable)", collect)
+  .option("--bootstrap <address>", "a peer of the swarm to start from: multiaddr (with or without /p2p/) or host:port (repeatable)", collect)
+  .option("--no-mdns", "do not look for the swarm on the LAN by mDNS")
+  .option("--join <address>", "announce to this gateway directly: its multiaddr ending in /p2p/<peer id> (repeatable)", collect)
   .option("--layers <range>", "START:END (half-open), several separated by commas, or auto", "auto")
-  .option("--listen <multiaddr>", "address to listen on (repeatable)", collect)
+  .option("--listen <multiaddr>", "swarm address to listen on (repeatable; default: every interface, any port)", collect)
   .option("--max-memory <size>", "memory this node may use, e.g. 6GB (default: 80% of free memory)")
   .option("--threads <k>", "compute threads", int, 1)
   .option("--max-sessions <n>", "sessions held at once", int, 256)
@@ -86,10 +88,12 @@ program
 
 program
   .command("gateway")
-  .description("coordinate a swarm and serve the OpenAI API")
+  .description("find a swarm's nodes (DHT, mDNS, or nodes that --join it) and serve the OpenAI API")
   .requiredOption("-m, --model <file|url|hf:owner/repo/file>", "GGUF model; from a URL only the embedding and head are fetched")
-  .option("--listen <multiaddr>", "swarm address to listen on (repeatable)", collect)
-  .option("--port <port>", "HTTP port", int, 8080)
+  .option("--bootstrap <address>", "a peer of the swarm to start from: multiaddr (with or without /p2p/) or host:port (repeatable)", collect)
+  .option("--no-mdns", "do not look for the swarm on the LAN by mDNS")
+  .option("--listen <multiaddr>", "swarm address to listen on (repeatable; default: every interface, any port)", collect)
+  .option("--port <port>", "HTTP port (0: any free port)", int, 8080)
   .option("--host <host>", "HTTP address", "127.0.0.1")
   .option("--api-key <key>", "require this key (Authorization: Bearer KEY)", process.env.LAYERSWARM_API_KEY)
   .option("--key <file>", "ed25519 identity, created if missing (default: gateway.key in the state directory)")
@@ -102,6 +106,16 @@ program
   .option("--step-timeout <ms>", "a step slower than this fails over", int, 30_000)
   .option("--dtype <t>", "hidden states on the wire: f32 | f16 | bf16", "f32")
   .action(gatewayCommand);
+
+program
+  .command("bootstrap")
+  .description("run a peer that only serves the swarm's DHT, for nodes and gateways to --bootstrap from")
+  .option("--listen <multiaddr>", "address to listen on, e.g. /ip4/0.0.0.0/tcp/4001 (repeatable; default: every interface, any port)", collect)
+  .option("--bootstrap <address>", "another peer of the swarm to connect to (repeatable)", collect)
+  .option("--key <file>", "ed25519 identity, created if missing (default: bootstrap.key in the state directory)")
+  .option("--swarm-key <key>", "pre-shared swarm key (64 hex or a swarm.key file)")
+  .option("--no-mdns", "do not announce this peer on the LAN by mDNS")
+  .action(bootstrapCommand);
 
 program
   .command("status")

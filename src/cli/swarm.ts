@@ -1,5 +1,5 @@
-// The swarm commands: node, gateway, run (a local swarm serving the API) and
-// generate --nodes N.
+// The swarm commands: node, gateway, bootstrap (a peer that only serves the
+// DHT), run (a local swarm serving the API) and generate --nodes N.
 
 import { ChildProcess, spawn } from "node:child_process";
 import * as net from "node:net";
@@ -20,7 +20,7 @@ import { Libp2pTransport } from "../swarm/libp2p.js";
 import { SwarmNode } from "../swarm/node/index.js";
 import { withLinkDelay } from "../swarm/delay.js";
 import { allocateLayers } from "../swarm/placement.js";
-import { PeerGate, PolicyKind, policyNotice, readAllowList } from "../swarm/policy.js";
+import { PeerGate, PolicyKind, policyNotice, readAllowList, thisMachine } from "../swarm/policy.js";
 import { loadOrCreateIdentity } from "../swarm/identity.js";
 import { parseDType } from "../swarm/protocol/index.js";
 import { logger } from "../swarm/log.js";
@@ -59,6 +59,8 @@ export function parseBytes(s: string): number {
 export interface NodeFlags {
   model: string;
   join?: string[];
+  bootstrap?: string[];
+  mdns?: boolean;
   layers?: string;
   listen?: string[];
   maxMemory?: string;
@@ -82,17 +84,62 @@ export function parseJoin(addr: string): { peer: string; addrs: string[] } {
   return { peer, addrs: [addr] };
 }
 
+// A peer to bootstrap from: a multiaddr, with or without /p2p/<peer id>, or host:port.
+export function parseBootstrap(addr: string): string {
+  const bad = (why: string) => new LayerswarmError("BAD_ARGUMENT", `--bootstrap ${addr}: ${why} (give a multiaddr such as /ip4/192.168.1.5/tcp/4001[/p2p/<peer id>], or host:port)`);
+  if (addr.startsWith("/")) {
+    try {
+      const ma = multiaddr(addr);
+      if (!ma.getComponents().some((c) => c.name === "tcp")) throw bad("no /tcp/ port");
+      return ma.toString();
+    } catch (e) {
+      throw e instanceof LayerswarmError ? e : bad(`not a multiaddr (${(e as Error).message})`);
+    }
+  }
+  const m = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(addr) ?? /^([^:/\s]+):(\d+)$/.exec(addr);
+  if (!m) throw bad("not a multiaddr or host:port");
+  const port = Number(m[2]);
+  if (!(port >= 1 && port <= 65535)) throw bad(`port ${m[2]} is not between 1 and 65535`);
+  const host = m[1] === "localhost" ? "127.0.0.1" : m[1];
+  const proto = net.isIPv4(host) ? "ip4" : net.isIPv6(host) ? "ip6" : "dns";
+  return `/${proto}/${host}/tcp/${port}`;
+}
+
+// Where swarm processes listen unless told (--listen): node, gateway and
+// bootstrap on every interface, so that other machines (a LAN found by mDNS, a
+// --bootstrap address) can reach them; the local swarms of run and generate
+// --nodes on loopback only. The HTTP API has its own --host (127.0.0.1).
+export const LISTEN_ALL = ["/ip4/0.0.0.0/tcp/0"];
+export const LISTEN_LOCAL = ["/ip4/127.0.0.1/tcp/0"];
+
+// mDNS on the LAN unless turned off; LAYERSWARM_MDNS_SERVICE names the service
+// (swarms under different names on one LAN do not see each other).
+function mdnsOption(on: boolean): boolean | string {
+  return on ? process.env.LAYERSWARM_MDNS_SERVICE || true : false;
+}
+
+// The line each process prints at start, for people to pass to --bootstrap (or --join).
+// Addresses other machines can use first, loopback last.
+function dialable(t: { peerId: string; addrs(): string[] }): string[] {
+  const loopback = (a: string) => /^\/ip4\/127\.|^\/ip6\/::1\//.test(a);
+  return t.addrs().map((a) => (a.includes("/p2p/") ? a : `${a}/p2p/${t.peerId}`)).sort((a, b) => Number(loopback(a)) - Number(loopback(b)));
+}
+
 function policyOf(o: { allow?: string; swarmKey?: string }): { gate: PeerGate; kind: PolicyKind } {
   const allow = o.allow ? readAllowList(o.allow) : undefined;
-  return { gate: new PeerGate({ allow }), kind: allow ? "allow-list" : o.swarmKey ? "swarm-key" : "open" };
+  return { gate: new PeerGate({ allow, local: thisMachine() }), kind: allow ? "allow-list" : o.swarmKey ? "swarm-key" : "open" };
 }
 
 export async function nodeCommand(o: NodeFlags): Promise<void> {
   const join = (o.join ?? []).map(parseJoin);
+  const bootstrap = (o.bootstrap ?? []).map(parseBootstrap);
   const { gate, kind } = policyOf(o);
   const identity = await loadOrCreateIdentity(o.key ?? path.join(stateDir(), "node.key"), true);
-  const t = withLinkDelay(await Libp2pTransport.create({ identity, listen: o.listen, swarmKey: o.swarmKey, gate }));
+  const lt = await Libp2pTransport.create({ identity, listen: o.listen ?? LISTEN_ALL, swarmKey: o.swarmKey, gate, dht: true, bootstrap, mdns: mdnsOption(o.mdns !== false) });
+  const t = withLinkDelay(lt);
   process.stderr.write(policyNotice("node", kind) + "\n");
+  if (!join.length && !bootstrap.length && o.mdns === false)
+    process.stderr.write("layerswarm: no --bootstrap, --join or mDNS: only peers that bootstrap from this node will find it\n");
   let modelPath = o.model;
   let fetchLayers: ((r: LayerRange) => Promise<void>) | undefined;
   if (isRemote(o.model)) {
@@ -119,11 +166,12 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
   };
   const node = new SwarmNode({
     modelPath, fetchLayers, ranges, onProgress, kernels: createKernels({ threads: o.threads }), kvBudgetBytes: kvBudget, maxSessions: o.maxSessions, name: o.name,
-    maxLayers, gate, policy: kind,
+    maxLayers, gate, policy: kind, discovery: lt.discovery(),
   }, t);
   await node.start(join, auto ? { maxLayers } : undefined);
   log("info", "node ready", { peer: t.peerId, addrs: t.addrs(), ranges: node.ranges() });
-  process.stdout.write(JSON.stringify({ event: "node-ready", peer: t.peerId, addrs: t.addrs(), ranges: node.ranges(), pid: process.pid }) + "\n");
+  process.stderr.write(`layerswarm: node ${t.peerId} serves layers ${node.ranges().map((r) => `[${r.start}, ${r.end})`).join(" ")}; others can --bootstrap ${dialable(t)[0]}\n`);
+  process.stdout.write(JSON.stringify({ event: "node-ready", peer: t.peerId, addrs: dialable(t), ranges: node.ranges(), pid: process.pid }) + "\n");
   const stop = () => void node.stop().finally(() => process.exit(0));
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
@@ -133,6 +181,8 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
 export interface GatewayFlags {
   model: string;
   listen?: string[];
+  bootstrap?: string[];
+  mdns?: boolean; // default off here: the commands say
   port: number;
   host: string;
   apiKey?: string;
@@ -148,13 +198,17 @@ export interface GatewayFlags {
 }
 
 export async function startGateway(o: GatewayFlags) {
+  const bootstrap = (o.bootstrap ?? []).map(parseBootstrap);
   const { gate, kind } = policyOf(o);
   const identity = await loadOrCreateIdentity(o.key ?? path.join(stateDir(), "gateway.key"), true);
-  const t = withLinkDelay(await Libp2pTransport.create({ identity, listen: o.listen, swarmKey: o.swarmKey, gate }));
+  const lt = await Libp2pTransport.create({ identity, listen: o.listen ?? LISTEN_LOCAL, swarmKey: o.swarmKey, gate, dht: true, bootstrap, mdns: mdnsOption(o.mdns === true) });
+  const t = withLinkDelay(lt);
   process.stderr.write(policyNotice("gateway", kind) + "\n");
   const local = isRemote(o.model) ? (await openRemoteSlice(o.model, (g) => tensorsFor(g, [], true), progress("gateway tensors"))).path : o.model;
   const model = Model.gateway(local, { threads: o.threads });
-  const gw = new Gateway(model, t, identity, { stepTimeoutMs: o.stepTimeout, dtype: parseDType(o.dtype), gate, localLayers: o.localLayers, localTail: o.localTail });
+  const gw = new Gateway(model, t, identity, {
+    stepTimeoutMs: o.stepTimeout, dtype: parseDType(o.dtype), gate, localLayers: o.localLayers, localTail: o.localTail, discovery: lt.discovery(),
+  });
   const mon = new SwarmMonitor(gw.view); // from the start, so it sees every node join
   await gw.start();
   return { gw, model, t, mon };
@@ -171,7 +225,7 @@ export async function serveApi(gw: Gateway, mon: SwarmMonitor, model: Model, o: 
     routes: mon.routes(), // /v1/swarm, /v1/swarm/events, /metrics
   });
   const port = await api.listen(o.port, o.host);
-  process.stdout.write(JSON.stringify({ event: "api-ready", url: `http://${o.host}:${port}/v1`, port, gateway: gw.addrs() }) + "\n");
+  process.stdout.write(JSON.stringify({ event: "api-ready", url: `http://${o.host}:${port}/v1`, port, peer: gw.peerId, gateway: dialable(gw) }) + "\n");
   process.stderr.write(`layerswarm: serving the OpenAI API at http://${o.host}:${port}/v1${o.apiKey ? " (API key required)" : ""}\n`);
   return api;
 }
@@ -179,8 +233,10 @@ export async function serveApi(gw: Gateway, mon: SwarmMonitor, model: Model, o: 
 export async function gatewayCommand(o: GatewayFlags): Promise<void> {
   await checkPort(o.port, o.host);
   checkWeightTypes(await modelHeader(o.model, progress("header")), o.model);
-  const { gw, model, t, mon } = await startGateway(o);
-  process.stderr.write(`layerswarm: gateway ${t.peerId}\n  nodes join with: --join ${gw.addrs().find((a) => a.includes("/p2p/")) ?? gw.addrs()[0]}\n`);
+  const { gw, model, t, mon } = await startGateway({ ...o, listen: o.listen ?? LISTEN_ALL, mdns: o.mdns !== false });
+  const via = [o.bootstrap?.length ? "its --bootstrap peers" : "", o.mdns !== false ? "mDNS on the LAN" : ""].filter(Boolean).join(" and ");
+  process.stderr.write(`layerswarm: gateway ${t.peerId} finds nodes in the swarm's DHT, reached through ${via || "nobody yet (no --bootstrap, no mDNS): only nodes that --join it or bootstrap from it"}\n` +
+    `  others can --bootstrap ${dialable(gw)[0]}; nodes can also --join it\n`);
   const api = await serveApi(gw, mon, model, o);
   const stop = () => void Promise.all([api.close(), gw.stop()]).finally(() => process.exit(0));
   process.once("SIGINT", stop);
@@ -201,7 +257,7 @@ export async function spawnLocalNodes(model: string, n: number, gw: Gateway, o: 
   const ranges = allocateLayers(cfg.nLayers, Array.from({ length: n }, (_, i) => ({ id: `local-${i}`, speed: 1, maxLayers })));
   const keys = path.join(stateDir(), "keys");
   const children = ranges.map((r, i) => {
-    const args = [CLI, "node", "--model", model, "--join", joinAddr, "--layers", `${r.start}:${r.end}`, "--threads", String(o.threads),
+    const args = [CLI, "node", "--model", model, "--join", joinAddr, "--no-mdns", "--listen", LISTEN_LOCAL[0], "--layers", `${r.start}:${r.end}`, "--threads", String(o.threads),
       "--key", path.join(keys, `local-node-${i}.key`), "--name", `local-${i}`, ...(o.swarmKey ? ["--swarm-key", o.swarmKey] : []), ...(o.extra ?? [])];
     // an IPC channel: a node started by `run` exits when its parent does, however the parent dies
     const c = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit", "ipc"] });
@@ -329,4 +385,37 @@ export async function statusCommand(o: { gateway: string; apiKey?: string; json?
   const lines = [`${s.model.name}: ${L} layers · ${s.coverage.covered ? "all layers covered" : `MISSING ${s.coverage.missing.map((m) => `[${m.start},${m.end})`).join(" ")}`} · ${s.totals.tokPerSec} tok/s · ${s.totals.requests} requests · ${s.sessions.length} sessions`, ""];
   for (const r of rows) lines.push(r.map((c, i) => c.padEnd(widths[i])).join("  "));
   process.stdout.write(lines.join("\n") + "\n");
+}
+
+export interface BootstrapFlags {
+  listen?: string[];
+  bootstrap?: string[];
+  key?: string;
+  swarmKey?: string;
+  mdns?: boolean;
+}
+
+// layerswarm bootstrap: a peer that only serves the swarm's DHT (relaying comes
+// later), so that nodes and gateways have somewhere to start. It keeps its
+// identity (bootstrap.key), so its address stays the same across restarts.
+export async function bootstrapCommand(o: BootstrapFlags): Promise<void> {
+  const bootstrap = (o.bootstrap ?? []).map(parseBootstrap);
+  const identity = await loadOrCreateIdentity(o.key ?? path.join(stateDir(), "bootstrap.key"), true);
+  const gate = new PeerGate({ local: thisMachine() });
+  const t = await Libp2pTransport.create({ identity, listen: o.listen ?? LISTEN_ALL, swarmKey: o.swarmKey, gate, dht: true, bootstrap, mdns: mdnsOption(o.mdns !== false) });
+  const addrs = dialable(t);
+  process.stderr.write(`layerswarm: bootstrap peer ${t.peerId}; nodes and gateways start with --bootstrap ${addrs[0]}\n`);
+  process.stdout.write(JSON.stringify({ event: "bootstrap-ready", peer: t.peerId, addrs, pid: process.pid }) + "\n");
+  let last = -1;
+  const timer = setInterval(() => {
+    const n = t.dhtPeers();
+    if (n !== last) log("info", "DHT peers", { peers: n });
+    last = n;
+  }, 10_000);
+  const stop = () => {
+    clearInterval(timer);
+    void t.stop().finally(() => process.exit(0));
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
 }

@@ -5,11 +5,18 @@
 // and (after repeated bans) by address, since identities cost nothing.
 
 import * as fs from "node:fs";
+import * as os from "node:os";
 import { LayerswarmError } from "../errors.js";
 import { isPeerId } from "./identity.js";
 import { ConnectionGate } from "./transport.js";
 
 const isLoopback = (ip: string) => ip.startsWith("127.") || ip === "::1";
+
+// This machine's interface addresses (a process here that dials another one's
+// LAN address connects from one of them).
+export function thisMachine(): Set<string> {
+  return new Set(Object.values(os.networkInterfaces()).flatMap((l) => (l ?? []).map((i) => i.address)));
+}
 
 export type PolicyKind = "open" | "allow-list" | "swarm-key";
 
@@ -34,6 +41,7 @@ export interface GateOptions {
   allow?: Set<string>; // undefined: open
   maxConnectionsPerIp?: number; // default 32
   banMs?: number; // default 10 minutes
+  local?: Set<string>; // addresses treated like loopback: this machine's (thisMachine())
 }
 
 export class PeerGate implements ConnectionGate {
@@ -82,9 +90,10 @@ export class PeerGate implements ConnectionGate {
   }
 
   allowIp(ip: string): boolean {
-    // a local swarm (layerswarm run) is one address, and whoever is on this
-    // machine has it anyway: loopback is never banned or capped as an address
-    if (isLoopback(ip)) return true;
+    // a local swarm (layerswarm run, or several processes on one machine) is
+    // one address, and whoever is on this machine has it anyway: this
+    // machine's addresses are never banned or capped as addresses
+    if (isLoopback(ip) || this.o.local?.has(ip)) return true;
     const s = this.ipStrikes.get(ip);
     if (s && s.until > Date.now()) return false;
     return (this.connectionsPerIp.get(ip) ?? 0) < (this.o.maxConnectionsPerIp ?? 32);

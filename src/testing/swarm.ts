@@ -25,7 +25,8 @@ let nodeCounter = 0;
 
 export function spawnNode(model: string, join: string, layers: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<{ proc: ChildProcess; peer: string; addrs: string[] }> {
   const key = extra.includes("--key") ? [] : ["--key", path.join(keyDir, `node-${++nodeCounter}.key`)];
-  const proc = spawn(process.execPath, [CLI, "node", "--model", model, "--join", join, "--layers", layers, "--max-memory", "4GB", ...key, ...extra], {
+  const listen = extra.includes("--listen") ? [] : ["--listen", "/ip4/127.0.0.1/tcp/0"];
+  const proc = spawn(process.execPath, [CLI, "node", "--model", model, "--join", join, "--no-mdns", ...listen, "--layers", layers, "--max-memory", "4GB", ...key, ...extra], {
     stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LAYERSWARM_LOG: "warn", ...env },
   });
   let err = "";
