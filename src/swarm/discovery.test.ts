@@ -91,6 +91,27 @@ describe.each(implementations)("Discovery compliance: %s", (_name, make) => {
   });
 });
 
+describe("the DHT under a flood (libp2p)", () => {
+  it("a peer providing keys by the hundred fills no one's memory: provider records are capped per provider and in all", async () => {
+    const mk = async (o: Partial<Parameters<typeof Libp2pTransport.create>[0]> = {}) => Libp2pTransport.create({ identity: await Identity.generate(), dht: true, ...o });
+    const victim = await mk({ maxProviderRecords: { total: 40, perPeer: 10 } });
+    const flooder = await mk({ bootstrap: [victim.addrs()[0]] });
+    const honest = await mk({ bootstrap: [victim.addrs()[0]] });
+    const finder = await mk({ bootstrap: [victim.addrs()[0]] });
+    try {
+      const keys = Array.from({ length: 30 }, (_, i) => blockKey("flood", r(i, i + 1)));
+      await flooder.discovery().provide(keys, AbortSignal.timeout(20_000)).catch(() => {}); // refused past its share
+      const before = victim.providerRecords();
+      expect(before).toBe(10); // the flooder's share of the 30 it sent
+      await honest.discovery().provide([key("honest")], AbortSignal.timeout(10_000));
+      expect(victim.providerRecords()).toBe(before + 1); // an honest provider still gets in
+      expect(await collect(finder.discovery(), key("honest"))).toEqual([honest.peerId]);
+    } finally {
+      await Promise.all([victim, flooder, honest, finder].map((t) => t.stop()));
+    }
+  });
+});
+
 let sw: OpenSwarm | undefined;
 afterEach(async () => {
   await sw?.stop();

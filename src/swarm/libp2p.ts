@@ -24,6 +24,7 @@ import { peerIdFromString } from "@libp2p/peer-id";
 import { LengthPrefixedDecoder } from "@libp2p/utils";
 import { kadDHT, passthroughMapper, MessageType, type KadDHT } from "@libp2p/kad-dht";
 import { mdns } from "@libp2p/mdns";
+import { MemoryDatastore } from "datastore-core/memory";
 import { multiaddr, Multiaddr } from "@multiformats/multiaddr";
 import { CID } from "multiformats/cid";
 import * as raw from "multiformats/codecs/raw";
@@ -47,6 +48,7 @@ export interface Libp2pOptions {
   dht?: boolean; // take part in the swarm's Kad-DHT (as a server): discovery() works
   bootstrap?: string[]; // multiaddrs, with or without /p2p/: dialled at start and whenever this peer has no DHT peer
   mdns?: boolean | string; // find peers on the LAN by mDNS (a string: the service name, default MDNS_SERVICE)
+  maxProviderRecords?: { total: number; perPeer: number }; // provider records this peer keeps for the DHT (default 100,000; 256 per provider)
 }
 
 // A swarm key in the go-ipfs format: "/key/swarm/psk/1.0.0/\n/base16/\n<64 hex>"
@@ -157,6 +159,43 @@ class StreamChannel implements Channel {
   }
 }
 
+// libp2p's store (peer records, the DHT's provider records), in memory, with
+// the provider records capped per provider and in total: a peer that provides
+// keys by the million is refused past its share instead of filling our memory
+// (records expire DHT_VALIDITY_MS after they were provided and are swept every
+// minute, so what a crowd of identities fills empties again).
+const PROVIDER_PREFIX = "/dht/provider/"; // kad-dht's: /dht/provider/<key>/<provider peer id>
+class BoundedDatastore extends MemoryDatastore {
+  private providers = new Set<string>();
+  private perPeer = new Map<string, number>();
+  constructor(private max: { total: number; perPeer: number }) {
+    super();
+  }
+  get providerRecords(): number {
+    return this.providers.size;
+  }
+  override put(...a: Parameters<MemoryDatastore["put"]>): ReturnType<MemoryDatastore["put"]> {
+    const k = a[0].toString();
+    if (k.startsWith(PROVIDER_PREFIX) && !this.providers.has(k)) {
+      const peer = k.slice(k.lastIndexOf("/") + 1), n = this.perPeer.get(peer) ?? 0;
+      if (n >= this.max.perPeer || this.providers.size >= this.max.total)
+        throw new LayerswarmError("BUSY", `provider records full (${n} of ${this.max.perPeer} for this provider, ${this.providers.size} of ${this.max.total} in all)`);
+      this.providers.add(k);
+      this.perPeer.set(peer, n + 1);
+    }
+    return super.put(...a);
+  }
+  override delete(...a: Parameters<MemoryDatastore["delete"]>): ReturnType<MemoryDatastore["delete"]> {
+    const k = a[0].toString();
+    if (this.providers.delete(k)) {
+      const peer = k.slice(k.lastIndexOf("/") + 1), n = (this.perPeer.get(peer) ?? 1) - 1;
+      if (n > 0) this.perPeer.set(peer, n);
+      else this.perPeer.delete(peer);
+    }
+    return super.delete(...a);
+  }
+}
+
 // A DHT key (32 bytes, a SHA-256 digest) as the CID the DHT indexes providers by.
 const cidOf = (key: Uint8Array) => CID.createV1(raw.code, Digest.create(sha256.code, key));
 
@@ -168,7 +207,7 @@ export class Libp2pTransport implements Transport {
   private stopped = false;
   private log: Logger;
 
-  private constructor(private node: Libp2p, readonly gate: PeerGate, private bootstrapAddrs: Multiaddr[]) {
+  private constructor(private node: Libp2p, readonly gate: PeerGate, private bootstrapAddrs: Multiaddr[], private store: BoundedDatastore) {
     this.log = logger(`libp2p:${node.peerId.toString().slice(-6)}`);
     node.addEventListener("peer:disconnect", (e) => {
       const peer = e.detail.toString();
@@ -190,8 +229,10 @@ export class Libp2pTransport implements Transport {
         throw new LayerswarmError("BAD_ARGUMENT", `bootstrap address ${a}: ${(e as Error).message}`);
       }
     });
+    const store = new BoundedDatastore(o.maxProviderRecords ?? { total: 100_000, perPeer: 256 });
     const node = await createLibp2p({
       privateKey: o.identity.key,
+      datastore: store,
       addresses: { listen: o.listen ?? ["/ip4/127.0.0.1/tcp/0"] },
       transports: [tcp()],
       connectionEncrypters: [noise()],
@@ -218,11 +259,16 @@ export class Libp2pTransport implements Transport {
         denyDialPeer: (peer) => !gate.allowPeer(peer.toString()),
       },
     });
-    return new Libp2pTransport(node, gate, bootstrap);
+    return new Libp2pTransport(node, gate, bootstrap, store);
   }
 
   private get dht(): (KadDHT & { routingTable?: { size: number } }) | undefined {
     return (this.node.services as { dht?: KadDHT & { routingTable?: { size: number } } }).dht;
+  }
+
+  // Provider records kept here for the DHT (ours and others').
+  providerRecords(): number {
+    return this.store.providerRecords;
   }
 
   // Peers in this peer's DHT routing table (0: alone).
