@@ -121,6 +121,7 @@ Geometry geometry(int type) {
     case GGML_TYPE_Q5_0: return {32, sizeof(block_q5_0), sizeof(packed_q5_0)};
     case GGML_TYPE_Q5_1: return {32, sizeof(block_q5_1), sizeof(packed_q5_1)};
     case GGML_TYPE_Q4_K: return {256, sizeof(block_q4_K), sizeof(packed_q4_K)};
+    case GGML_TYPE_Q5_K: return {256, sizeof(block_q5_K), sizeof(packed_q5_K)};
     case GGML_TYPE_Q6_K: return {256, sizeof(block_q6_K), sizeof(packed_q6_K)};
   }
   return {0, 0, 0};
@@ -199,6 +200,19 @@ void pack_block(const block_q4_K& s, packed_q4_K& o, int r) {
   auto nib = [&](int e) { uint8_t v = s.qs[32 * (e >> 6) + (e & 31)]; return (e & 32) ? v >> 4 : v & 0xF; };
   for (int p = 0; p < 128; p++) o.q[p][r] = (uint8_t)(nib(2 * p) | (nib(2 * p + 1) << 4));
 }
+void pack_block(const block_q5_K& s, packed_q5_K& o, int r) {
+  o.d[r] = s.d;
+  o.dmin[r] = s.dmin;
+  for (int j = 0; j < 8; j++) scale_min_k4(j, s.scales, o.sc[j][r], o.m[j][r]);
+  uint8_t v[256];
+  for (int e = 0; e < 256; e++) {
+    const int j = e >> 5, l = e & 31;
+    const uint8_t byte = s.qs[32 * (j >> 1) + l];
+    v[e] = (uint8_t)(((j & 1) ? byte >> 4 : byte & 0xF) | (((s.qh[l] >> j) & 1) << 4));
+  }
+  put_nibbles(&o.q[0][0], r, v, 256);
+  put_masks(o.qh, r, v, 256, 4);
+}
 void pack_block(const block_q6_K& s, packed_q6_K& o, int r) {
   o.d[r] = s.d;
   for (int j = 0; j < 16; j++) o.sc[j][r] = s.scales[j];
@@ -248,6 +262,7 @@ void pack(int type, int rows, int cols, const uint8_t* src, uint8_t* dst) {
     case GGML_TYPE_Q5_0: return pack_quantized<block_q5_0, packed_q5_0>(rows, cols, src, dst, 32);
     case GGML_TYPE_Q5_1: return pack_quantized<block_q5_1, packed_q5_1>(rows, cols, src, dst, 32);
     case GGML_TYPE_Q4_K: return pack_quantized<block_q4_K, packed_q4_K>(rows, cols, src, dst, 256);
+    case GGML_TYPE_Q5_K: return pack_quantized<block_q5_K, packed_q5_K>(rows, cols, src, dst, 256);
     case GGML_TYPE_Q6_K: return pack_quantized<block_q6_K, packed_q6_K>(rows, cols, src, dst, 256);
   }
 }

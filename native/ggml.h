@@ -32,6 +32,7 @@ struct block_q4_1 { uint16_t d, m; uint8_t qs[16]; };
 struct block_q5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; };
 struct block_q5_1 { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; };
 struct block_q4_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; };
+struct block_q5_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; };
 struct block_q6_K { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; };
 static_assert(sizeof(block_q8_0) == 34, "block_q8_0");
 static_assert(sizeof(block_q4_0) == 18, "block_q4_0");
@@ -39,6 +40,7 @@ static_assert(sizeof(block_q4_1) == 20, "block_q4_1");
 static_assert(sizeof(block_q5_0) == 22, "block_q5_0");
 static_assert(sizeof(block_q5_1) == 24, "block_q5_1");
 static_assert(sizeof(block_q4_K) == 144, "block_q4_K");
+static_assert(sizeof(block_q5_K) == 176, "block_q5_K");
 static_assert(sizeof(block_q6_K) == 210, "block_q6_K");
 
 // ---------------------------------------------------------------- packed blocks
@@ -59,6 +61,7 @@ struct packed_q4_1 { uint16_t d[16]; uint16_t m[16]; uint32_t q[4][16]; };    //
 struct packed_q5_0 { uint16_t d[16]; uint32_t q[4][16]; uint32_t qh[16]; };  // nibble words, pair masks
 struct packed_q5_1 { uint16_t d[16]; uint16_t m[16]; uint32_t q[4][16]; uint32_t qh[16]; };
 struct packed_q4_K { uint16_t d[16]; uint16_t dmin[16]; uint8_t sc[8][16]; uint8_t m[8][16]; uint8_t q[128][16]; };
+struct packed_q5_K { uint16_t d[16]; uint16_t dmin[16]; uint8_t sc[8][16]; uint8_t m[8][16]; uint32_t q[32][16]; uint32_t qh[128]; };
 struct packed_q6_K { uint16_t d[16]; int8_t sc[16][16]; int8_t q[128][16][2]; };
 static_assert(sizeof(packed_q8_0) == 544, "packed_q8_0");
 static_assert(sizeof(packed_q4_0) == 288, "packed_q4_0");
@@ -66,4 +69,5 @@ static_assert(sizeof(packed_q4_1) == 16 * 20, "packed_q4_1: as compact as ggml's
 static_assert(sizeof(packed_q5_0) == 16 * 22, "packed_q5_0: as compact as ggml's");
 static_assert(sizeof(packed_q5_1) == 16 * 24, "packed_q5_1: as compact as ggml's");
 static_assert(sizeof(packed_q4_K) == 2368, "packed_q4_K");
+static_assert(sizeof(packed_q5_K) == 2880, "packed_q5_K: ggml's 2816 + the scales unpacked");
 static_assert(sizeof(packed_q6_K) == 4384, "packed_q6_K");

@@ -241,6 +241,13 @@ template <> struct Q<GGML_TYPE_Q4_K> {
   static f32x16 scale(const B* b, int j) { return f16x16(b->d) * itof(u8toi(b->sc[j])); }
   static f32x16 min(const B* b, int j) { return f16x16(b->dmin) * itof(u8toi(b->m[j])); }
 };
+template <> struct Q<GGML_TYPE_Q5_K> {
+  typedef packed_q5_K B;
+  enum { SUB = 32, NSUB = 8, MIN = 1, BIAS = 0 };
+  static i32x16 pair(const B* b, int j, int p) { return add_where(nibbles(b->q[4 * j + (p >> 2)], p & 3), &b->qh[16 * j + p], 16); }
+  static f32x16 scale(const B* b, int j) { return f16x16(b->d) * itof(u8toi(b->sc[j])); }
+  static f32x16 min(const B* b, int j) { return f16x16(b->dmin) * itof(u8toi(b->m[j])); }
+};
 template <> struct Q<GGML_TYPE_Q6_K> {
   typedef packed_q6_K B;
   enum { SUB = 16, NSUB = 16, MIN = 0, BIAS = 0 };
@@ -355,7 +362,7 @@ void matmul_groups(int type, const uint8_t* packed, int rows, int cols, const fl
 #define CASE(t) case t: return groups_typed<t>(packed, rows, cols, x, q, T, out, ga, gb);
     CASE(GGML_TYPE_F32) CASE(GGML_TYPE_F16) CASE(GGML_TYPE_BF16)
     CASE(GGML_TYPE_Q8_0) CASE(GGML_TYPE_Q4_0) CASE(GGML_TYPE_Q4_1) CASE(GGML_TYPE_Q5_0) CASE(GGML_TYPE_Q5_1)
-    CASE(GGML_TYPE_Q4_K) CASE(GGML_TYPE_Q6_K)
+    CASE(GGML_TYPE_Q4_K) CASE(GGML_TYPE_Q5_K) CASE(GGML_TYPE_Q6_K)
 #undef CASE
   }
 }

@@ -51,7 +51,7 @@ const INFO: Record<number, TypeInfo> = {
   [GGMLType.Q2_K]: { name: "Q2_K", blockSize: 256, typeSize: 84, supported: false },
   [GGMLType.Q3_K]: { name: "Q3_K", blockSize: 256, typeSize: 110, supported: false },
   [GGMLType.Q4_K]: { name: "Q4_K", blockSize: 256, typeSize: 144, supported: true },
-  [GGMLType.Q5_K]: { name: "Q5_K", blockSize: 256, typeSize: 176, supported: false },
+  [GGMLType.Q5_K]: { name: "Q5_K", blockSize: 256, typeSize: 176, supported: true },
   [GGMLType.Q6_K]: { name: "Q6_K", blockSize: 256, typeSize: 210, supported: true },
   [GGMLType.IQ4_NL]: { name: "IQ4_NL", blockSize: 32, typeSize: 18, supported: false },
   [GGMLType.IQ4_XS]: { name: "IQ4_XS", blockSize: 256, typeSize: 136, supported: false },
@@ -174,6 +174,20 @@ const LAYOUTS: Record<number, QuantLayout> = {
       }
     }
   } },
+  // d f16 | dmin f16 | scales[12] | qh[32] | qs[128]: Q4_K's values with a 5th bit, bit j of qh[l]
+  // for element l of sub-block j
+  [GGMLType.Q5_K]: { sub: 32, min: true, decode(b, dv, o, q, qo, dW, mW, so) {
+    const d = f16(dv, o), dmin = f16(dv, o + 2);
+    for (let j = 0; j < 8; j++) {
+      const [sc, m] = scaleMinK4(j, b, o + 4);
+      dW[so + j] = fr(d * sc);
+      mW[so + j] = fr(dmin * m);
+      for (let l = 0; l < 32; l++) {
+        const byte = b[o + 48 + 32 * (j >> 1) + l];
+        q[qo + 32 * j + l] = (j & 1 ? byte >> 4 : byte & 0xf) | (((b[o + 16 + l] >> j) & 1) << 4);
+      }
+    }
+  } },
   // ql[128] | qh[64] | scales[16] i8 | d f16: 6-bit values - 32, one scale per 16 elements
   [GGMLType.Q6_K]: { sub: 16, min: false, decode(b, dv, o, q, qo, dW, _mW, so) {
     const d = f16(dv, o + 208);
@@ -280,7 +294,10 @@ export function quantizeRow(type: number, src: Float32Array, sOff: number, n: nu
       for (let b = 0; b < n / 32; b++) quantizeAffine32(src, sOff + b * 32, dst, off + b * 24, dv, 5);
       return;
     case GGMLType.Q4_K:
-      for (let b = 0; b < n / 256; b++) quantizeQ4K(src, sOff + b * 256, dst, off + b * 144, dv);
+      for (let b = 0; b < n / 256; b++) quantizeK(src, sOff + b * 256, dst, off + b * 144, dv, 4);
+      return;
+    case GGMLType.Q5_K:
+      for (let b = 0; b < n / 256; b++) quantizeK(src, sOff + b * 256, dst, off + b * 176, dv, 5);
       return;
     case GGMLType.Q6_K:
       for (let b = 0; b < n / 256; b++) quantizeQ6K(src, sOff + b * 256, dst, off + b * 210, dv);
@@ -331,9 +348,12 @@ function quantizeAffine32(x: Float32Array, s: number, dst: Uint8Array, o: number
   if (bits === 5) dv.setUint32(o + 4, qh >>> 0, true);
 }
 
-// A simple, valid Q4_K encoder: per 32-element sub-block an affine (scale, min)
-// grid, the sub-block scales and mins quantised to 6 bits against the block's d, dmin.
-function quantizeQ4K(x: Float32Array, s: number, dst: Uint8Array, o: number, dv: DataView): void {
+// A simple, valid Q4_K / Q5_K encoder: per 32-element sub-block an affine (scale, min)
+// grid of 2^bits levels, the sub-block scales and mins quantised to 6 bits against
+// the block's d, dmin. Q4_K: d | dmin | scales[12] | qs[128]; Q5_K puts qh[32] (the
+// 5th bits: bit j of qh[l] for element l of sub-block j) before qs.
+function quantizeK(x: Float32Array, s: number, dst: Uint8Array, o: number, dv: DataView, bits: 4 | 5): void {
+  const top = (1 << bits) - 1;
   const scales = new Float32Array(8), mins = new Float32Array(8);
   for (let j = 0; j < 8; j++) {
     let lo = 0, hi = 0;
@@ -342,7 +362,7 @@ function quantizeQ4K(x: Float32Array, s: number, dst: Uint8Array, o: number, dv:
       lo = Math.min(lo, v);
       hi = Math.max(hi, v);
     }
-    scales[j] = (hi - lo) / 15;
+    scales[j] = (hi - lo) / top;
     mins[j] = -lo;
   }
   const maxS = Math.max(...scales), maxM = Math.max(...mins);
@@ -364,11 +384,17 @@ function quantizeQ4K(x: Float32Array, s: number, dst: Uint8Array, o: number, dv:
     const step = d * sc[j], m = dmin * mn[j];
     for (let l = 0; l < 32; l++) {
       const v = x[s + 32 * j + l];
-      q[32 * j + l] = step > 0 ? Math.min(15, Math.max(0, Math.round((v + m) / step))) : 0;
+      q[32 * j + l] = step > 0 ? Math.min(top, Math.max(0, Math.round((v + m) / step))) : 0;
     }
   }
+  const qs = o + (bits === 5 ? 48 : 16);
+  if (bits === 5) dst.fill(0, o + 16, o + 48);
   for (let c = 0; c < 4; c++)
-    for (let l = 0; l < 32; l++) dst[o + 16 + 32 * c + l] = q[64 * c + l] | (q[64 * c + 32 + l] << 4);
+    for (let l = 0; l < 32; l++) {
+      const a = q[64 * c + l], b = q[64 * c + 32 + l];
+      dst[qs + 32 * c + l] = (a & 0xf) | ((b & 0xf) << 4);
+      if (bits === 5) dst[o + 16 + l] |= ((a >> 4) << (2 * c)) | ((b >> 4) << (2 * c + 1));
+    }
 }
 
 // A simple, valid Q6_K encoder: symmetric 6-bit values, int8 sub-block scales.

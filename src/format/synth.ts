@@ -8,7 +8,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { LayerswarmError } from "../errors.js";
 import { GGUFValueType, TensorToWrite, TypedMeta, meta, writeGGUF } from "./gguf.js";
-import { GGMLType, dequantizeRow, quantizeRow, rowBytes, typeFromName, typeName } from "./quant.js";
+import { GGMLType, dequantizeRow, quantizeRow, rowBytes, typeFromName, typeInfo, typeName } from "./quant.js";
 import { trainSpmVocab, trainBpeVocab } from "./synthvocab.js";
 
 export interface SynthSpec {
@@ -124,7 +124,7 @@ function typedTensors(s: SynthSpec): TensorToWrite[] {
   const gain = (cols: number) => Math.sqrt(3 / cols); // unit-variance outputs for unit-variance inputs
   const t: TensorToWrite[] = [];
   // embeddings: rows are looked up; keep them in the matrix type unless it is K-quant-incompatible
-  const embType = C % 256 === 0 || (base !== GGMLType.Q4_K && base !== GGMLType.Q6_K) ? base : GGMLType.F32;
+  const embType = C % typeInfo(base)!.blockSize === 0 ? base : GGMLType.F32;
   t.push(randomTensor("token_embd.weight", [C, V], embType, s.seed, 1));
   t.push(randomTensor("output_norm.weight", [C], GGMLType.F32, s.seed, 0.1, 1));
   if (!s.tied) t.push(s.peaked ? peakedOutput(s, hi) : randomTensor("output.weight", [C, V], hi, s.seed, gain(C) * (s.logitScale ?? 4)));
