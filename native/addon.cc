@@ -120,6 +120,7 @@ Geometry geometry(int type) {
     case GGML_TYPE_Q4_1: return {32, sizeof(block_q4_1), sizeof(packed_q4_1)};
     case GGML_TYPE_Q5_0: return {32, sizeof(block_q5_0), sizeof(packed_q5_0)};
     case GGML_TYPE_Q5_1: return {32, sizeof(block_q5_1), sizeof(packed_q5_1)};
+    case GGML_TYPE_Q3_K: return {256, sizeof(block_q3_K), sizeof(packed_q3_K)};
     case GGML_TYPE_Q4_K: return {256, sizeof(block_q4_K), sizeof(packed_q4_K)};
     case GGML_TYPE_Q5_K: return {256, sizeof(block_q5_K), sizeof(packed_q5_K)};
     case GGML_TYPE_Q6_K: return {256, sizeof(block_q6_K), sizeof(packed_q6_K)};
@@ -145,6 +146,9 @@ void scale_min_k4(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
 // Row r's values v[0..n) into words [n / per word][16] (see native/ggml.h).
 void put_nibbles(uint32_t* words, int r, const uint8_t* v, int n) {
   for (int e = 0; e < n; e++) words[(e >> 3) * 16 + r] |= (uint32_t)(v[e] & 15) << ((e & 1) * 16 + 4 * ((e >> 1) & 3));
+}
+void put_crumbs(uint32_t* words, int r, const uint8_t* v, int n) {
+  for (int e = 0; e < n; e++) words[(e >> 4) * 16 + r] |= (uint32_t)(v[e] & 3) << ((e & 1) * 16 + 2 * ((e >> 1) & 7));
 }
 // Row r's bit `bit` of values v[0..n) into pair masks [n / 2].
 void put_masks(uint32_t* masks, int r, const uint8_t* v, int n, int bit) {
@@ -192,6 +196,20 @@ void pack_block(const block_q5_1& s, packed_q5_1& o, int r) {
   }
   put_nibbles(&o.q[0][0], r, v, 32);
   put_masks(o.qh, r, v, 32, 4);
+}
+void pack_block(const block_q3_K& s, packed_q3_K& o, int r) {
+  o.d[r] = s.d;
+  for (int j = 0; j < 16; j++) {
+    const int low = j < 8 ? s.scales[j] & 0xF : s.scales[j - 8] >> 4;
+    o.sc[j][r] = (int8_t)((low | (((s.scales[8 + (j & 3)] >> (2 * (j >> 2))) & 3) << 4)) - 32);
+  }
+  uint8_t v[256];  // value + 4: 0..7
+  for (int e = 0; e < 256; e++) {
+    const int n = e >> 7, k = (e >> 5) & 3, l = e & 31;
+    v[e] = (uint8_t)(((s.qs[32 * n + l] >> (2 * k)) & 3) | (((s.hmask[l] >> (4 * n + k)) & 1) << 2));
+  }
+  put_crumbs(&o.q[0][0], r, v, 256);
+  put_masks(o.qh, r, v, 256, 2);
 }
 void pack_block(const block_q4_K& s, packed_q4_K& o, int r) {
   o.d[r] = s.d;
@@ -261,6 +279,7 @@ void pack(int type, int rows, int cols, const uint8_t* src, uint8_t* dst) {
     case GGML_TYPE_Q4_1: return pack_quantized<block_q4_1, packed_q4_1>(rows, cols, src, dst, 32);
     case GGML_TYPE_Q5_0: return pack_quantized<block_q5_0, packed_q5_0>(rows, cols, src, dst, 32);
     case GGML_TYPE_Q5_1: return pack_quantized<block_q5_1, packed_q5_1>(rows, cols, src, dst, 32);
+    case GGML_TYPE_Q3_K: return pack_quantized<block_q3_K, packed_q3_K>(rows, cols, src, dst, 256);
     case GGML_TYPE_Q4_K: return pack_quantized<block_q4_K, packed_q4_K>(rows, cols, src, dst, 256);
     case GGML_TYPE_Q5_K: return pack_quantized<block_q5_K, packed_q5_K>(rows, cols, src, dst, 256);
     case GGML_TYPE_Q6_K: return pack_quantized<block_q6_K, packed_q6_K>(rows, cols, src, dst, 256);

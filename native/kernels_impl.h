@@ -149,6 +149,17 @@ static inline i32x16 nibbles(const uint32_t* w, int i) {
 #else
 static inline i32x16 nibbles(const uint32_t* w, int i) { return (i32x16)((ldw(w) >> (4 * i)) & 0x000F000Fu); }
 #endif
+// pair i (0..7) of a crumb word: (even, odd) in 0..3
+#ifdef KNS_AVX512
+static inline i32x16 crumbs(const uint32_t* w, int i) {
+  __m512i v = _mm512_loadu_si512(w);
+  if (i >= 4) v = _mm512_bsrli_epi128(v, 1);
+  if (i & 3) v = _mm512_srli_epi32(v, 2 * (i & 3));
+  return (i32x16)_mm512_and_si512(v, _mm512_set1_epi32(0x00030003));
+}
+#else
+static inline i32x16 crumbs(const uint32_t* w, int i) { return (i32x16)((ldw(w) >> (2 * i)) & 0x00030003u); }
+#endif
 // v + c in the int16s that the pair mask m selects (bit 2r+e: element e of lane r)
 #ifdef KNS_AVX512
 static inline i32x16 add_where(i32x16 v, const uint32_t* m, int16_t c) {
@@ -233,6 +244,12 @@ template <> struct Q<GGML_TYPE_Q5_1> {  // w = d*q + m: the min term is -m
   static i32x16 pair(const B* b, int, int p) { return add_where(nibbles(b->q[p >> 2], p & 3), &b->qh[p], 16); }
   static f32x16 scale(const B* b, int) { return f16x16(b->d); }
   static f32x16 min(const B* b, int) { return -f16x16(b->m); }
+};
+template <> struct Q<GGML_TYPE_Q3_K> {  // values stored + 4 (0..7)
+  typedef packed_q3_K B;
+  enum { SUB = 16, NSUB = 16, MIN = 0, BIAS = 4 };
+  static i32x16 pair(const B* b, int j, int p) { return add_where(crumbs(b->q[j], p), &b->qh[8 * j + p], 4); }
+  static f32x16 scale(const B* b, int j) { return f16x16(b->d) * i8tof(b->sc[j]); }
 };
 template <> struct Q<GGML_TYPE_Q4_K> {
   typedef packed_q4_K B;
@@ -362,7 +379,7 @@ void matmul_groups(int type, const uint8_t* packed, int rows, int cols, const fl
 #define CASE(t) case t: return groups_typed<t>(packed, rows, cols, x, q, T, out, ga, gb);
     CASE(GGML_TYPE_F32) CASE(GGML_TYPE_F16) CASE(GGML_TYPE_BF16)
     CASE(GGML_TYPE_Q8_0) CASE(GGML_TYPE_Q4_0) CASE(GGML_TYPE_Q4_1) CASE(GGML_TYPE_Q5_0) CASE(GGML_TYPE_Q5_1)
-    CASE(GGML_TYPE_Q4_K) CASE(GGML_TYPE_Q5_K) CASE(GGML_TYPE_Q6_K)
+    CASE(GGML_TYPE_Q3_K) CASE(GGML_TYPE_Q4_K) CASE(GGML_TYPE_Q5_K) CASE(GGML_TYPE_Q6_K)
 #undef CASE
   }
 }

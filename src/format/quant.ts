@@ -49,7 +49,7 @@ const INFO: Record<number, TypeInfo> = {
   [GGMLType.Q5_0]: { name: "Q5_0", blockSize: 32, typeSize: 22, supported: true },
   [GGMLType.Q5_1]: { name: "Q5_1", blockSize: 32, typeSize: 24, supported: true },
   [GGMLType.Q2_K]: { name: "Q2_K", blockSize: 256, typeSize: 84, supported: false },
-  [GGMLType.Q3_K]: { name: "Q3_K", blockSize: 256, typeSize: 110, supported: false },
+  [GGMLType.Q3_K]: { name: "Q3_K", blockSize: 256, typeSize: 110, supported: true },
   [GGMLType.Q4_K]: { name: "Q4_K", blockSize: 256, typeSize: 144, supported: true },
   [GGMLType.Q5_K]: { name: "Q5_K", blockSize: 256, typeSize: 176, supported: true },
   [GGMLType.Q6_K]: { name: "Q6_K", blockSize: 256, typeSize: 210, supported: true },
@@ -160,6 +160,16 @@ const LAYOUTS: Record<number, QuantLayout> = {
       q[qo + i + 16] = (b[o + 8 + i] >> 4) | (((qh >>> (i + 16)) & 1) << 4);
     }
   } },
+  // hmask[32] | qs[64] | scales[12] | d f16: sixteen 6-bit scales (minus 32), one per 16 elements;
+  // element e = 128n + 32k + l (l < 32): (qs[32n + l] >> 2k) & 3, minus 4 unless bit 4n+k of hmask[l]
+  [GGMLType.Q3_K]: { sub: 16, min: false, decode(b, dv, o, q, qo, dW, _mW, so) {
+    const d = f16(dv, o + 108);
+    for (let j = 0; j < 16; j++) dW[so + j] = fr(d * (q3Scale(b, o + 96, j) - 32));
+    for (let e = 0; e < 256; e++) {
+      const n = e >> 7, k = (e >> 5) & 3, l = e & 31;
+      q[qo + e] = ((b[o + 32 + 32 * n + l] >> (2 * k)) & 3) - ((b[o + l] >> (4 * n + k)) & 1 ? 0 : 4);
+    }
+  } },
   // d f16 | dmin f16 | scales[12] (eight 6-bit scale, min pairs) | qs[128]: sub-block j of 32
   // elements is the low (j even) or high (j odd) nibbles of qs[32 (j >> 1) ..]
   [GGMLType.Q4_K]: { sub: 32, min: true, decode(b, dv, o, q, qo, dW, mW, so) {
@@ -195,6 +205,13 @@ const LAYOUTS: Record<number, QuantLayout> = {
     for (let e = 0; e < 256; e++) q[qo + e] = q6At(b, o, e);
   } },
 };
+
+// Q3_K packs sixteen 6-bit scales into 12 bytes: low nibbles in bytes 0-7 (scales 0-7, then
+// the high nibbles for 8-15), the top two bits of scale j in byte 8 + j % 4 at bit 2 (j >> 2).
+function q3Scale(b: Uint8Array, o: number, j: number): number {
+  const low = j < 8 ? b[o + j] & 0xf : b[o + j - 8] >> 4;
+  return low | (((b[o + 8 + (j & 3)] >> (2 * (j >> 2))) & 3) << 4);
+}
 
 export function quantLayout(type: number): QuantLayout | undefined {
   return LAYOUTS[type];
@@ -292,6 +309,9 @@ export function quantizeRow(type: number, src: Float32Array, sOff: number, n: nu
       return;
     case GGMLType.Q5_1:
       for (let b = 0; b < n / 32; b++) quantizeAffine32(src, sOff + b * 32, dst, off + b * 24, dv, 5);
+      return;
+    case GGMLType.Q3_K:
+      for (let b = 0; b < n / 256; b++) quantizeQ3K(src, sOff + b * 256, dst, off + b * 110, dv);
       return;
     case GGMLType.Q4_K:
       for (let b = 0; b < n / 256; b++) quantizeK(src, sOff + b * 256, dst, off + b * 144, dv, 4);
@@ -395,6 +415,34 @@ function quantizeK(x: Float32Array, s: number, dst: Uint8Array, o: number, dv: D
       dst[qs + 32 * c + l] = (a & 0xf) | ((b & 0xf) << 4);
       if (bits === 5) dst[o + 16 + l] |= ((a >> 4) << (2 * c)) | ((b >> 4) << (2 * c + 1));
     }
+}
+
+// A simple, valid Q3_K encoder: per 16 elements a symmetric scale (the largest
+// magnitude maps to -4, as ggml's), the scales quantised to 6 bits (-32..31) against d.
+function quantizeQ3K(x: Float32Array, s: number, dst: Uint8Array, o: number, dv: DataView): void {
+  const sub = new Float32Array(16);
+  let maxScale = 0;
+  for (let j = 0; j < 16; j++) {
+    sub[j] = signedMax(x, s + 16 * j, 16) / -4;
+    if (Math.abs(sub[j]) > Math.abs(maxScale)) maxScale = sub[j];
+  }
+  const iscale = maxScale ? -32 / maxScale : 0;
+  const d = F16_TO_F32[f32ToF16(iscale ? 1 / iscale : 0)];
+  dst.fill(0, o, o + 110);
+  dv.setUint16(o + 108, f32ToF16(d), true);
+  for (let j = 0; j < 16; j++) {
+    const L = Math.max(-32, Math.min(31, Math.round(iscale * sub[j])));
+    const u = L + 32;
+    dst[o + 96 + (j & 7)] |= (u & 0xf) << (j < 8 ? 0 : 4);
+    dst[o + 96 + 8 + (j & 3)] |= (u >> 4) << (2 * (j >> 2));
+    const step = d * L;
+    for (let l = 0; l < 16; l++) {
+      const e = 16 * j + l, v = (step !== 0 ? Math.max(-4, Math.min(3, Math.round(x[s + e] / step))) : 0) + 4;
+      const n = e >> 7, k = (e >> 5) & 3, i = e & 31;
+      dst[o + 32 + 32 * n + i] |= (v & 3) << (2 * k);
+      dst[o + i] |= (v >> 2) << (4 * n + k);
+    }
+  }
 }
 
 // A simple, valid Q6_K encoder: symmetric 6-bit values, int8 sub-block scales.
