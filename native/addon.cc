@@ -120,6 +120,7 @@ Geometry geometry(int type) {
     case GGML_TYPE_Q4_1: return {32, sizeof(block_q4_1), sizeof(packed_q4_1)};
     case GGML_TYPE_Q5_0: return {32, sizeof(block_q5_0), sizeof(packed_q5_0)};
     case GGML_TYPE_Q5_1: return {32, sizeof(block_q5_1), sizeof(packed_q5_1)};
+    case GGML_TYPE_Q2_K: return {256, sizeof(block_q2_K), sizeof(packed_q2_K)};
     case GGML_TYPE_Q3_K: return {256, sizeof(block_q3_K), sizeof(packed_q3_K)};
     case GGML_TYPE_Q4_K: return {256, sizeof(block_q4_K), sizeof(packed_q4_K)};
     case GGML_TYPE_Q5_K: return {256, sizeof(block_q5_K), sizeof(packed_q5_K)};
@@ -196,6 +197,14 @@ void pack_block(const block_q5_1& s, packed_q5_1& o, int r) {
   }
   put_nibbles(&o.q[0][0], r, v, 32);
   put_masks(o.qh, r, v, 32, 4);
+}
+void pack_block(const block_q2_K& s, packed_q2_K& o, int r) {
+  o.d[r] = s.d;
+  o.dmin[r] = s.dmin;
+  for (int j = 0; j < 16; j++) o.sc[j][r] = s.scales[j];
+  uint8_t v[256];
+  for (int e = 0; e < 256; e++) v[e] = (s.qs[32 * (e >> 7) + (e & 31)] >> (2 * ((e >> 5) & 3))) & 3;
+  put_crumbs(&o.q[0][0], r, v, 256);
 }
 void pack_block(const block_q3_K& s, packed_q3_K& o, int r) {
   o.d[r] = s.d;
@@ -279,6 +288,7 @@ void pack(int type, int rows, int cols, const uint8_t* src, uint8_t* dst) {
     case GGML_TYPE_Q4_1: return pack_quantized<block_q4_1, packed_q4_1>(rows, cols, src, dst, 32);
     case GGML_TYPE_Q5_0: return pack_quantized<block_q5_0, packed_q5_0>(rows, cols, src, dst, 32);
     case GGML_TYPE_Q5_1: return pack_quantized<block_q5_1, packed_q5_1>(rows, cols, src, dst, 32);
+    case GGML_TYPE_Q2_K: return pack_quantized<block_q2_K, packed_q2_K>(rows, cols, src, dst, 256);
     case GGML_TYPE_Q3_K: return pack_quantized<block_q3_K, packed_q3_K>(rows, cols, src, dst, 256);
     case GGML_TYPE_Q4_K: return pack_quantized<block_q4_K, packed_q4_K>(rows, cols, src, dst, 256);
     case GGML_TYPE_Q5_K: return pack_quantized<block_q5_K, packed_q5_K>(rows, cols, src, dst, 256);

@@ -31,6 +31,7 @@ struct block_q4_0 { uint16_t d; uint8_t qs[16]; };
 struct block_q4_1 { uint16_t d, m; uint8_t qs[16]; };
 struct block_q5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; };
 struct block_q5_1 { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; };
+struct block_q2_K { uint8_t scales[16]; uint8_t qs[64]; uint16_t d, dmin; };
 struct block_q3_K { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; };
 struct block_q4_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; };
 struct block_q5_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; };
@@ -40,6 +41,7 @@ static_assert(sizeof(block_q4_0) == 18, "block_q4_0");
 static_assert(sizeof(block_q4_1) == 20, "block_q4_1");
 static_assert(sizeof(block_q5_0) == 22, "block_q5_0");
 static_assert(sizeof(block_q5_1) == 24, "block_q5_1");
+static_assert(sizeof(block_q2_K) == 84, "block_q2_K");
 static_assert(sizeof(block_q3_K) == 110, "block_q3_K");
 static_assert(sizeof(block_q4_K) == 144, "block_q4_K");
 static_assert(sizeof(block_q5_K) == 176, "block_q5_K");
@@ -63,6 +65,7 @@ struct packed_q4_0 { uint16_t d[16]; uint8_t q[16][16]; };        // q[p][r] = e
 struct packed_q4_1 { uint16_t d[16]; uint16_t m[16]; uint32_t q[4][16]; };    // nibble words
 struct packed_q5_0 { uint16_t d[16]; uint32_t q[4][16]; uint32_t qh[16]; };  // nibble words, pair masks
 struct packed_q5_1 { uint16_t d[16]; uint16_t m[16]; uint32_t q[4][16]; uint32_t qh[16]; };
+struct packed_q2_K { uint16_t d[16]; uint16_t dmin[16]; uint8_t sc[16][16]; uint32_t q[16][16]; };  // sc: scale | min << 4; crumb words
 struct packed_q3_K { uint16_t d[16]; int8_t sc[16][16]; uint32_t q[16][16]; uint32_t qh[128]; };  // sc: scale - 32; crumb words; values + 4
 struct packed_q4_K { uint16_t d[16]; uint16_t dmin[16]; uint8_t sc[8][16]; uint8_t m[8][16]; uint8_t q[128][16]; };
 struct packed_q5_K { uint16_t d[16]; uint16_t dmin[16]; uint8_t sc[8][16]; uint8_t m[8][16]; uint32_t q[32][16]; uint32_t qh[128]; };
@@ -72,6 +75,7 @@ static_assert(sizeof(packed_q4_0) == 288, "packed_q4_0");
 static_assert(sizeof(packed_q4_1) == 16 * 20, "packed_q4_1: as compact as ggml's");
 static_assert(sizeof(packed_q5_0) == 16 * 22, "packed_q5_0: as compact as ggml's");
 static_assert(sizeof(packed_q5_1) == 16 * 24, "packed_q5_1: as compact as ggml's");
+static_assert(sizeof(packed_q2_K) == 16 * 84, "packed_q2_K: as compact as ggml's");
 static_assert(sizeof(packed_q3_K) == 1824, "packed_q3_K: ggml's 1760 + the scales unpacked");
 static_assert(sizeof(packed_q4_K) == 2368, "packed_q4_K");
 static_assert(sizeof(packed_q5_K) == 2880, "packed_q5_K: ggml's 2816 + the scales unpacked");

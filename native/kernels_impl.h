@@ -245,6 +245,13 @@ template <> struct Q<GGML_TYPE_Q5_1> {  // w = d*q + m: the min term is -m
   static f32x16 scale(const B* b, int) { return f16x16(b->d); }
   static f32x16 min(const B* b, int) { return -f16x16(b->m); }
 };
+template <> struct Q<GGML_TYPE_Q2_K> {
+  typedef packed_q2_K B;
+  enum { SUB = 16, NSUB = 16, MIN = 1, BIAS = 0 };
+  static i32x16 pair(const B* b, int j, int p) { return crumbs(b->q[j], p); }
+  static f32x16 scale(const B* b, int j) { return f16x16(b->d) * itof(u8toi(b->sc[j]) & 15); }
+  static f32x16 min(const B* b, int j) { return f16x16(b->dmin) * itof(u8toi(b->sc[j]) >> 4); }
+};
 template <> struct Q<GGML_TYPE_Q3_K> {  // values stored + 4 (0..7)
   typedef packed_q3_K B;
   enum { SUB = 16, NSUB = 16, MIN = 0, BIAS = 4 };
@@ -379,7 +386,7 @@ void matmul_groups(int type, const uint8_t* packed, int rows, int cols, const fl
 #define CASE(t) case t: return groups_typed<t>(packed, rows, cols, x, q, T, out, ga, gb);
     CASE(GGML_TYPE_F32) CASE(GGML_TYPE_F16) CASE(GGML_TYPE_BF16)
     CASE(GGML_TYPE_Q8_0) CASE(GGML_TYPE_Q4_0) CASE(GGML_TYPE_Q4_1) CASE(GGML_TYPE_Q5_0) CASE(GGML_TYPE_Q5_1)
-    CASE(GGML_TYPE_Q3_K) CASE(GGML_TYPE_Q4_K) CASE(GGML_TYPE_Q5_K) CASE(GGML_TYPE_Q6_K)
+    CASE(GGML_TYPE_Q2_K) CASE(GGML_TYPE_Q3_K) CASE(GGML_TYPE_Q4_K) CASE(GGML_TYPE_Q5_K) CASE(GGML_TYPE_Q6_K)
 #undef CASE
   }
 }

@@ -30,7 +30,7 @@ const F16_AT: Partial<Record<GGMLType, number[]>> = {
 // symmetric types, whose positive side is one step short, half a step for the affine ones, with room for the scales
 const MAX_ERROR: Partial<Record<GGMLType, number>> = {
   [GGMLType.Q8_0]: 0.01, [GGMLType.Q4_0]: 0.13, [GGMLType.Q4_1]: 0.075, [GGMLType.Q5_0]: 0.07, [GGMLType.Q5_1]: 0.04,
-  [GGMLType.Q2_K]: 0.5, [GGMLType.Q3_K]: 0.25, [GGMLType.Q4_K]: 0.13, [GGMLType.Q5_K]: 0.07, [GGMLType.Q6_K]: 0.04,
+  [GGMLType.Q2_K]: 0.4, [GGMLType.Q3_K]: 0.25, [GGMLType.Q4_K]: 0.13, [GGMLType.Q5_K]: 0.07, [GGMLType.Q6_K]: 0.04,
   [GGMLType.IQ4_NL]: 0.12, [GGMLType.IQ4_XS]: 0.15,
 };
 

@@ -48,7 +48,7 @@ const INFO: Record<number, TypeInfo> = {
   [GGMLType.Q4_1]: { name: "Q4_1", blockSize: 32, typeSize: 20, supported: true },
   [GGMLType.Q5_0]: { name: "Q5_0", blockSize: 32, typeSize: 22, supported: true },
   [GGMLType.Q5_1]: { name: "Q5_1", blockSize: 32, typeSize: 24, supported: true },
-  [GGMLType.Q2_K]: { name: "Q2_K", blockSize: 256, typeSize: 84, supported: false },
+  [GGMLType.Q2_K]: { name: "Q2_K", blockSize: 256, typeSize: 84, supported: true },
   [GGMLType.Q3_K]: { name: "Q3_K", blockSize: 256, typeSize: 110, supported: true },
   [GGMLType.Q4_K]: { name: "Q4_K", blockSize: 256, typeSize: 144, supported: true },
   [GGMLType.Q5_K]: { name: "Q5_K", blockSize: 256, typeSize: 176, supported: true },
@@ -159,6 +159,16 @@ const LAYOUTS: Record<number, QuantLayout> = {
       q[qo + i] = (b[o + 8 + i] & 0xf) | (((qh >>> i) & 1) << 4);
       q[qo + i + 16] = (b[o + 8 + i] >> 4) | (((qh >>> (i + 16)) & 1) << 4);
     }
+  } },
+  // scales[16] (scale | min << 4, per 16 elements) | qs[64] | d f16 | dmin f16:
+  // element e = 128n + 32k + l (l < 32): (qs[32n + l] >> 2k) & 3
+  [GGMLType.Q2_K]: { sub: 16, min: true, decode(b, dv, o, q, qo, dW, mW, so) {
+    const d = f16(dv, o + 80), dmin = f16(dv, o + 82);
+    for (let j = 0; j < 16; j++) {
+      dW[so + j] = fr(d * (b[o + j] & 0xf));
+      mW[so + j] = fr(dmin * (b[o + j] >> 4));
+    }
+    for (let e = 0; e < 256; e++) q[qo + e] = (b[o + 16 + 32 * (e >> 7) + (e & 31)] >> (2 * ((e >> 5) & 3))) & 3;
   } },
   // hmask[32] | qs[64] | scales[12] | d f16: sixteen 6-bit scales (minus 32), one per 16 elements;
   // element e = 128n + 32k + l (l < 32): (qs[32n + l] >> 2k) & 3, minus 4 unless bit 4n+k of hmask[l]
@@ -310,6 +320,9 @@ export function quantizeRow(type: number, src: Float32Array, sOff: number, n: nu
     case GGMLType.Q5_1:
       for (let b = 0; b < n / 32; b++) quantizeAffine32(src, sOff + b * 32, dst, off + b * 24, dv, 5);
       return;
+    case GGMLType.Q2_K:
+      for (let b = 0; b < n / 256; b++) quantizeQ2K(src, sOff + b * 256, dst, off + b * 84, dv);
+      return;
     case GGMLType.Q3_K:
       for (let b = 0; b < n / 256; b++) quantizeQ3K(src, sOff + b * 256, dst, off + b * 110, dv);
       return;
@@ -415,6 +428,32 @@ function quantizeK(x: Float32Array, s: number, dst: Uint8Array, o: number, dv: D
       dst[qs + 32 * c + l] = (a & 0xf) | ((b & 0xf) << 4);
       if (bits === 5) dst[o + 16 + l] |= ((a >> 4) << (2 * c)) | ((b >> 4) << (2 * c + 1));
     }
+}
+
+// A simple, valid Q2_K encoder: per 16 elements an affine grid of 4 levels from the
+// minimum (at most 0), its scale and min quantised to 4 bits against d and dmin.
+function quantizeQ2K(x: Float32Array, s: number, dst: Uint8Array, o: number, dv: DataView): void {
+  const scales = new Float32Array(16), mins = new Float32Array(16);
+  for (let j = 0; j < 16; j++) {
+    let lo = 0, hi = 0;
+    for (let l = 0; l < 16; l++) (lo = Math.min(lo, x[s + 16 * j + l])), (hi = Math.max(hi, x[s + 16 * j + l]));
+    scales[j] = (hi - lo) / 3;
+    mins[j] = -lo;
+  }
+  const d = F16_TO_F32[f32ToF16(Math.max(...scales) / 15)], dmin = F16_TO_F32[f32ToF16(Math.max(...mins) / 15)];
+  dst.fill(0, o, o + 84);
+  dv.setUint16(o + 80, f32ToF16(d), true);
+  dv.setUint16(o + 82, f32ToF16(dmin), true);
+  for (let j = 0; j < 16; j++) {
+    const sc = d > 0 ? Math.min(15, Math.ceil(scales[j] / d)) : 0;
+    const mn = dmin > 0 ? Math.min(15, Math.round(mins[j] / dmin)) : 0;
+    dst[o + j] = sc | (mn << 4);
+    const step = d * sc, m = dmin * mn;
+    for (let l = 0; l < 16; l++) {
+      const e = 16 * j + l, v = step > 0 ? Math.min(3, Math.max(0, Math.round((x[s + e] + m) / step))) : 0;
+      dst[o + 16 + 32 * (e >> 7) + (e & 31)] |= v << (2 * ((e >> 5) & 3));
+    }
+  }
 }
 
 // A simple, valid Q3_K encoder: per 16 elements a symmetric scale (the largest

@@ -41,7 +41,7 @@ describe.each(backends)("%s kernels equal the reference bit for bit", (name, mak
     ["Q8_0", GGMLType.Q8_0, 70, 96], ["Q4_0", GGMLType.Q4_0, 33, 128], ["Q4_K", GGMLType.Q4_K, 40, 512], ["Q6_K", GGMLType.Q6_K, 24, 256],
     ["Q5_0", GGMLType.Q5_0, 70, 896], ["Q8_0 896", GGMLType.Q8_0, 70, 896],
     ["Q4_1", GGMLType.Q4_1, 70, 896], ["Q5_1", GGMLType.Q5_1, 70, 896],
-    ["Q5_K", GGMLType.Q5_K, 70, 768], ["Q3_K", GGMLType.Q3_K, 70, 768],
+    ["Q5_K", GGMLType.Q5_K, 70, 768], ["Q3_K", GGMLType.Q3_K, 70, 768], ["Q2_K", GGMLType.Q2_K, 70, 768],
   ];
   it.each(shapes)("matmul %s, T = 1, 3, 9, threads 1 and 2", (_n, type, rows, cols) => {
     const m = matrix(type, rows, cols, rows * 31 + cols);

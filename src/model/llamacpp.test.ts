@@ -22,7 +22,7 @@ const DIFFUSE_TOLERANCE_QUANT = 2e-2;
 // keeps activations in f32 too): only our 16-bit activations differ, ~1e-5, and
 // both implementations' f32 rounding; a misread weight moves probabilities by far more.
 const EXACT_WEIGHTS_TOLERANCE = 1e-3;
-const TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K", "Q4_K_M", "Q5_0", "Q4_1", "Q5_1", "Q5_K", "Q3_K"];
+const TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K", "Q4_K_M", "Q5_0", "Q4_1", "Q5_1", "Q5_K", "Q3_K", "Q2_K"];
 const FLOAT = ["F32", "F16", "BF16", "F32+rope_freqs"];
 const dir = tmpDir();
 let llama: Llama;
