@@ -120,6 +120,8 @@ Geometry geometry(int type) {
     case GGML_TYPE_Q4_1: return {32, sizeof(block_q4_1), sizeof(packed_q4_1)};
     case GGML_TYPE_Q5_0: return {32, sizeof(block_q5_0), sizeof(packed_q5_0)};
     case GGML_TYPE_Q5_1: return {32, sizeof(block_q5_1), sizeof(packed_q5_1)};
+    case GGML_TYPE_IQ4_NL: return {32, sizeof(block_iq4_nl), sizeof(packed_iq4_nl)};
+    case GGML_TYPE_IQ4_XS: return {256, sizeof(block_iq4_xs), sizeof(packed_iq4_xs)};
     case GGML_TYPE_Q2_K: return {256, sizeof(block_q2_K), sizeof(packed_q2_K)};
     case GGML_TYPE_Q3_K: return {256, sizeof(block_q3_K), sizeof(packed_q3_K)};
     case GGML_TYPE_Q4_K: return {256, sizeof(block_q4_K), sizeof(packed_q4_K)};
@@ -197,6 +199,22 @@ void pack_block(const block_q5_1& s, packed_q5_1& o, int r) {
   }
   put_nibbles(&o.q[0][0], r, v, 32);
   put_masks(o.qh, r, v, 32, 4);
+}
+void pack_block(const block_iq4_nl& s, packed_iq4_nl& o, int r) {
+  o.d[r] = s.d;
+  uint8_t v[32];  // level indexes
+  for (int i = 0; i < 16; i++) v[i] = s.qs[i] & 0xF, v[i + 16] = s.qs[i] >> 4;
+  put_nibbles(&o.q[0][0], r, v, 32);
+}
+void pack_block(const block_iq4_xs& s, packed_iq4_xs& o, int r) {
+  o.d[r] = s.d;
+  uint8_t v[256];
+  for (int j = 0; j < 8; j++) {
+    const int ls = ((s.scales_l[j >> 1] >> (4 * (j & 1))) & 0xF) | (((s.scales_h >> (2 * j)) & 3) << 4);
+    o.sc[j][r] = (int8_t)(ls - 32);
+    for (int i = 0; i < 16; i++) v[32 * j + i] = s.qs[16 * j + i] & 0xF, v[32 * j + i + 16] = s.qs[16 * j + i] >> 4;
+  }
+  put_nibbles(&o.q[0][0], r, v, 256);
 }
 void pack_block(const block_q2_K& s, packed_q2_K& o, int r) {
   o.d[r] = s.d;
@@ -288,6 +306,8 @@ void pack(int type, int rows, int cols, const uint8_t* src, uint8_t* dst) {
     case GGML_TYPE_Q4_1: return pack_quantized<block_q4_1, packed_q4_1>(rows, cols, src, dst, 32);
     case GGML_TYPE_Q5_0: return pack_quantized<block_q5_0, packed_q5_0>(rows, cols, src, dst, 32);
     case GGML_TYPE_Q5_1: return pack_quantized<block_q5_1, packed_q5_1>(rows, cols, src, dst, 32);
+    case GGML_TYPE_IQ4_NL: return pack_quantized<block_iq4_nl, packed_iq4_nl>(rows, cols, src, dst, 32);
+    case GGML_TYPE_IQ4_XS: return pack_quantized<block_iq4_xs, packed_iq4_xs>(rows, cols, src, dst, 256);
     case GGML_TYPE_Q2_K: return pack_quantized<block_q2_K, packed_q2_K>(rows, cols, src, dst, 256);
     case GGML_TYPE_Q3_K: return pack_quantized<block_q3_K, packed_q3_K>(rows, cols, src, dst, 256);
     case GGML_TYPE_Q4_K: return pack_quantized<block_q4_K, packed_q4_K>(rows, cols, src, dst, 256);

@@ -36,7 +36,11 @@ struct block_q3_K { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint1
 struct block_q4_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; };
 struct block_q5_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; };
 struct block_q6_K { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; };
+struct block_iq4_nl { uint16_t d; uint8_t qs[16]; };
+struct block_iq4_xs { uint16_t d; uint16_t scales_h; uint8_t scales_l[4]; uint8_t qs[128]; };
 static_assert(sizeof(block_q8_0) == 34, "block_q8_0");
+static_assert(sizeof(block_iq4_nl) == 18, "block_iq4_nl");
+static_assert(sizeof(block_iq4_xs) == 136, "block_iq4_xs");
 static_assert(sizeof(block_q4_0) == 18, "block_q4_0");
 static_assert(sizeof(block_q4_1) == 20, "block_q4_1");
 static_assert(sizeof(block_q5_0) == 22, "block_q5_0");
@@ -70,7 +74,14 @@ struct packed_q3_K { uint16_t d[16]; int8_t sc[16][16]; uint32_t q[16][16]; uint
 struct packed_q4_K { uint16_t d[16]; uint16_t dmin[16]; uint8_t sc[8][16]; uint8_t m[8][16]; uint8_t q[128][16]; };
 struct packed_q5_K { uint16_t d[16]; uint16_t dmin[16]; uint8_t sc[8][16]; uint8_t m[8][16]; uint32_t q[32][16]; uint32_t qh[128]; };
 struct packed_q6_K { uint16_t d[16]; int8_t sc[16][16]; int8_t q[128][16][2]; };
+struct packed_iq4_nl { uint16_t d[16]; uint32_t q[4][16]; };                         // nibble words of level indexes
+struct packed_iq4_xs { uint16_t d[16]; int8_t sc[8][16]; uint32_t q[32][16]; };      // sc: scale - 32
 static_assert(sizeof(packed_q8_0) == 544, "packed_q8_0");
+static_assert(sizeof(packed_iq4_nl) == 16 * 18, "packed_iq4_nl: as compact as ggml's");
+static_assert(sizeof(packed_iq4_xs) == 2208, "packed_iq4_xs: ggml's 2176 + the scales unpacked");
+
+// the 16 levels of IQ4_NL and IQ4_XS (ggml's kvalues_iq4nl)
+static const int8_t kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 static_assert(sizeof(packed_q4_0) == 288, "packed_q4_0");
 static_assert(sizeof(packed_q4_1) == 16 * 20, "packed_q4_1: as compact as ggml's");
 static_assert(sizeof(packed_q5_0) == 16 * 22, "packed_q5_0: as compact as ggml's");

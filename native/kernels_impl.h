@@ -149,6 +149,20 @@ static inline i32x16 nibbles(const uint32_t* w, int i) {
 #else
 static inline i32x16 nibbles(const uint32_t* w, int i) { return (i32x16)((ldw(w) >> (4 * i)) & 0x000F000Fu); }
 #endif
+// pair i of a nibble word of IQ4 level indexes: the levels (-127..113)
+#ifdef KNS_AVX512
+static inline i32x16 iq4_levels(const uint32_t* w, int i) {
+  const __m512i table = _mm512_cvtepi8_epi16(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)kvalues_iq4nl)));
+  return (i32x16)_mm512_permutexvar_epi16((__m512i)nibbles(w, i), table);
+}
+#else
+static inline i32x16 iq4_levels(const uint32_t* w, int i) {
+  const i32x16 n = nibbles(w, i);
+  i32x16 r;
+  for (int l = 0; l < 16; l++) r[l] = (int32_t)(uint16_t)(int16_t)kvalues_iq4nl[n[l] & 15] | ((int32_t)kvalues_iq4nl[n[l] >> 16] << 16);
+  return r;
+}
+#endif
 // pair i (0..7) of a crumb word: (even, odd) in 0..3
 #ifdef KNS_AVX512
 static inline i32x16 crumbs(const uint32_t* w, int i) {
@@ -244,6 +258,18 @@ template <> struct Q<GGML_TYPE_Q5_1> {  // w = d*q + m: the min term is -m
   static i32x16 pair(const B* b, int, int p) { return add_where(nibbles(b->q[p >> 2], p & 3), &b->qh[p], 16); }
   static f32x16 scale(const B* b, int) { return f16x16(b->d); }
   static f32x16 min(const B* b, int) { return -f16x16(b->m); }
+};
+template <> struct Q<GGML_TYPE_IQ4_NL> {
+  typedef packed_iq4_nl B;
+  enum { SUB = 32, NSUB = 1, MIN = 0, BIAS = 0 };
+  static i32x16 pair(const B* b, int, int p) { return iq4_levels(b->q[p >> 2], p & 3); }
+  static f32x16 scale(const B* b, int) { return f16x16(b->d); }
+};
+template <> struct Q<GGML_TYPE_IQ4_XS> {
+  typedef packed_iq4_xs B;
+  enum { SUB = 32, NSUB = 8, MIN = 0, BIAS = 0 };
+  static i32x16 pair(const B* b, int j, int p) { return iq4_levels(b->q[4 * j + (p >> 2)], p & 3); }
+  static f32x16 scale(const B* b, int j) { return f16x16(b->d) * i8tof(b->sc[j]); }
 };
 template <> struct Q<GGML_TYPE_Q2_K> {
   typedef packed_q2_K B;
@@ -387,6 +413,7 @@ void matmul_groups(int type, const uint8_t* packed, int rows, int cols, const fl
     CASE(GGML_TYPE_F32) CASE(GGML_TYPE_F16) CASE(GGML_TYPE_BF16)
     CASE(GGML_TYPE_Q8_0) CASE(GGML_TYPE_Q4_0) CASE(GGML_TYPE_Q4_1) CASE(GGML_TYPE_Q5_0) CASE(GGML_TYPE_Q5_1)
     CASE(GGML_TYPE_Q2_K) CASE(GGML_TYPE_Q3_K) CASE(GGML_TYPE_Q4_K) CASE(GGML_TYPE_Q5_K) CASE(GGML_TYPE_Q6_K)
+    CASE(GGML_TYPE_IQ4_NL) CASE(GGML_TYPE_IQ4_XS)
 #undef CASE
   }
 }

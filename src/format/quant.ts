@@ -53,8 +53,8 @@ const INFO: Record<number, TypeInfo> = {
   [GGMLType.Q4_K]: { name: "Q4_K", blockSize: 256, typeSize: 144, supported: true },
   [GGMLType.Q5_K]: { name: "Q5_K", blockSize: 256, typeSize: 176, supported: true },
   [GGMLType.Q6_K]: { name: "Q6_K", blockSize: 256, typeSize: 210, supported: true },
-  [GGMLType.IQ4_NL]: { name: "IQ4_NL", blockSize: 32, typeSize: 18, supported: false },
-  [GGMLType.IQ4_XS]: { name: "IQ4_XS", blockSize: 256, typeSize: 136, supported: false },
+  [GGMLType.IQ4_NL]: { name: "IQ4_NL", blockSize: 32, typeSize: 18, supported: true },
+  [GGMLType.IQ4_XS]: { name: "IQ4_XS", blockSize: 256, typeSize: 136, supported: true },
   // Known, so that files holding them can be inspected, but not computed with.
   [GGMLType.Q8_1]: { name: "Q8_1", blockSize: 32, typeSize: 36, supported: false },
   [GGMLType.Q8_K]: { name: "Q8_K", blockSize: 256, typeSize: 292, supported: false },
@@ -118,6 +118,9 @@ export interface QuantLayout {
 
 const f16 = (dv: DataView, o: number) => F16_TO_F32[dv.getUint16(o, true)];
 
+// The 16 non-linear levels of IQ4_NL and IQ4_XS (ggml's kvalues_iq4nl).
+export const IQ4_LEVELS = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
 const LAYOUTS: Record<number, QuantLayout> = {
   // d f16 | q[32] i8
   [GGMLType.Q8_0]: { sub: 32, min: false, decode(_b, dv, o, q, qo, dW, _mW, so) {
@@ -178,6 +181,27 @@ const LAYOUTS: Record<number, QuantLayout> = {
     for (let e = 0; e < 256; e++) {
       const n = e >> 7, k = (e >> 5) & 3, l = e & 31;
       q[qo + e] = ((b[o + 32 + 32 * n + l] >> (2 * k)) & 3) - ((b[o + l] >> (4 * n + k)) & 1 ? 0 : 4);
+    }
+  } },
+  // d f16 | qs[16]: element i = IQ4_LEVELS[qs[i] & 15], element i + 16 from the high nibble
+  [GGMLType.IQ4_NL]: { sub: 32, min: false, decode(b, dv, o, q, qo, dW, _mW, so) {
+    dW[so] = f16(dv, o);
+    for (let i = 0; i < 16; i++) {
+      q[qo + i] = IQ4_LEVELS[b[o + 2 + i] & 0xf];
+      q[qo + i + 16] = IQ4_LEVELS[b[o + 2 + i] >> 4];
+    }
+  } },
+  // d f16 | scales_h u16 | scales_l[4] | qs[128]: eight 6-bit scales (minus 32), sub-block j's
+  // low 4 bits in nibble j & 1 of scales_l[j >> 1], its top 2 at bit 2j of scales_h; values as IQ4_NL's
+  [GGMLType.IQ4_XS]: { sub: 32, min: false, decode(b, dv, o, q, qo, dW, _mW, so) {
+    const d = f16(dv, o), sh = dv.getUint16(o + 2, true);
+    for (let j = 0; j < 8; j++) {
+      const ls = ((b[o + 4 + (j >> 1)] >> (4 * (j & 1))) & 0xf) | (((sh >> (2 * j)) & 3) << 4);
+      dW[so + j] = fr(d * (ls - 32));
+      for (let i = 0; i < 16; i++) {
+        q[qo + 32 * j + i] = IQ4_LEVELS[b[o + 8 + 16 * j + i] & 0xf];
+        q[qo + 32 * j + i + 16] = IQ4_LEVELS[b[o + 8 + 16 * j + i] >> 4];
+      }
     }
   } },
   // d f16 | dmin f16 | scales[12] (eight 6-bit scale, min pairs) | qs[128]: sub-block j of 32
@@ -325,6 +349,16 @@ export function quantizeRow(type: number, src: Float32Array, sOff: number, n: nu
       return;
     case GGMLType.Q3_K:
       for (let b = 0; b < n / 256; b++) quantizeQ3K(src, sOff + b * 256, dst, off + b * 110, dv);
+      return;
+    case GGMLType.IQ4_NL:
+      for (let b = 0; b < n / 32; b++) {
+        const d = fr(signedMax(src, sOff + b * 32, 32) / IQ4_LEVELS[0]);
+        dv.setUint16(off + b * 18, f32ToF16(d), true);
+        quantizeIQ4(src, sOff + b * 32, F16_TO_F32[f32ToF16(d)], dst, off + b * 18 + 2);
+      }
+      return;
+    case GGMLType.IQ4_XS:
+      for (let b = 0; b < n / 256; b++) quantizeIQ4XS(src, sOff + b * 256, dst, off + b * 136, dv);
       return;
     case GGMLType.Q4_K:
       for (let b = 0; b < n / 256; b++) quantizeK(src, sOff + b * 256, dst, off + b * 144, dv, 4);
@@ -482,6 +516,38 @@ function quantizeQ3K(x: Float32Array, s: number, dst: Uint8Array, o: number, dv:
       dst[o + i] |= (v >> 2) << (4 * n + k);
     }
   }
+}
+
+// 32 values to the nearest of IQ4_LEVELS times d, as nibbles (i | i + 16 << 4) at dst[o..o+16).
+function quantizeIQ4(x: Float32Array, s: number, d: number, dst: Uint8Array, o: number): void {
+  const nearest = (v: number) => {
+    let best = 0;
+    for (let k = 1; k < 16; k++) if (Math.abs(d * IQ4_LEVELS[k] - v) < Math.abs(d * IQ4_LEVELS[best] - v)) best = k;
+    return best;
+  };
+  for (let i = 0; i < 16; i++) dst[o + i] = d !== 0 ? nearest(x[s + i]) | (nearest(x[s + i + 16]) << 4) : 0x88;
+}
+
+// IQ4_XS: per 32 elements the scale that maps the largest magnitude to -127, the
+// scales quantised to 6 bits (-32..31) against d = -(largest scale) / 32, as ggml's.
+function quantizeIQ4XS(x: Float32Array, s: number, dst: Uint8Array, o: number, dv: DataView): void {
+  const sub = new Float32Array(8);
+  let maxScale = 0;
+  for (let j = 0; j < 8; j++) {
+    sub[j] = signedMax(x, s + 32 * j, 32) / IQ4_LEVELS[0];
+    if (Math.abs(sub[j]) > Math.abs(maxScale)) maxScale = sub[j];
+  }
+  const d = F16_TO_F32[f32ToF16(-maxScale / 32)];
+  dv.setUint16(o, f32ToF16(d), true);
+  let sh = 0;
+  dst.fill(0, o + 4, o + 8);
+  for (let j = 0; j < 8; j++) {
+    const L = d !== 0 ? Math.max(-32, Math.min(31, Math.round(sub[j] / d))) : 0;
+    dst[o + 4 + (j >> 1)] |= ((L + 32) & 0xf) << (4 * (j & 1));
+    sh |= ((L + 32) >> 4) << (2 * j);
+    quantizeIQ4(x, s + 32 * j, fr(d * L), dst, o + 8 + 16 * j);
+  }
+  dv.setUint16(o + 2, sh, true);
 }
 
 // A simple, valid Q6_K encoder: symmetric 6-bit values, int8 sub-block scales.

@@ -42,6 +42,7 @@ describe.each(backends)("%s kernels equal the reference bit for bit", (name, mak
     ["Q5_0", GGMLType.Q5_0, 70, 896], ["Q8_0 896", GGMLType.Q8_0, 70, 896],
     ["Q4_1", GGMLType.Q4_1, 70, 896], ["Q5_1", GGMLType.Q5_1, 70, 896],
     ["Q5_K", GGMLType.Q5_K, 70, 768], ["Q3_K", GGMLType.Q3_K, 70, 768], ["Q2_K", GGMLType.Q2_K, 70, 768],
+    ["IQ4_NL", GGMLType.IQ4_NL, 70, 896], ["IQ4_XS", GGMLType.IQ4_XS, 70, 768],
   ];
   it.each(shapes)("matmul %s, T = 1, 3, 9, threads 1 and 2", (_n, type, rows, cols) => {
     const m = matrix(type, rows, cols, rows * 31 + cols);

@@ -16,13 +16,15 @@ const PROB_TOLERANCE = 0.005; // peaked models, every greedy step
 // F32 weights agree to ~1e-4; llama.cpp rounds activations to F16/BF16 for
 // 16-bit weights and to 8 bits for quantised weights (ours stay f32 and 16-bit),
 // which moves its probabilities by up to ~1e-3 and ~1e-2.
-const DIFFUSE_TOLERANCE: Record<string, number> = { F32: 1e-3, F16: 5e-3, BF16: 5e-3 };
+// IQ4_XS: llama.cpp quantises activations to 8 bits per 256 for it, and its qwen2
+// result moves 2.9e-2 from its own result on the same weights as F32 (ours: 9e-5).
+const DIFFUSE_TOLERANCE: Record<string, number> = { F32: 1e-3, F16: 5e-3, BF16: 5e-3, IQ4_XS: 4e-2 };
 const DIFFUSE_TOLERANCE_QUANT = 2e-2;
 // quantised weights against llama.cpp on the same weights stored as F32 (where it
 // keeps activations in f32 too): only our 16-bit activations differ, ~1e-5, and
 // both implementations' f32 rounding; a misread weight moves probabilities by far more.
 const EXACT_WEIGHTS_TOLERANCE = 1e-3;
-const TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K", "Q4_K_M", "Q5_0", "Q4_1", "Q5_1", "Q5_K", "Q3_K", "Q2_K"];
+const TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K", "Q4_K_M", "Q5_0", "Q4_1", "Q5_1", "Q5_K", "Q3_K", "Q2_K", "IQ4_NL", "IQ4_XS"];
 const FLOAT = ["F32", "F16", "BF16", "F32+rope_freqs"];
 const dir = tmpDir();
 let llama: Llama;
@@ -150,7 +152,7 @@ describe("quantised weights read as llama.cpp reads them: ours against llama.cpp
 });
 
 describe("rows not a multiple of 256 (Qwen2.5-0.5B's width 896), where llama.cpp's presets fall back to 32-element blocks", () => {
-  const narrow = ["Q8_0", "Q5_0", "Q4_1", "Q5_1"];
+  const narrow = ["Q8_0", "Q5_0", "Q4_1", "Q5_1", "IQ4_NL"];
   it.each(narrow)("%s: 32 greedy tokens identical", async (type) => {
     await expectSameGreedy(synthesize(qwenNarrow(type), `${dir}/narrow-${type}.gguf`), `qwen2 dim 896 ${type}`);
   });
