@@ -22,10 +22,10 @@ const CLI = path.join(REPO, "dist/src/cli/index.js");
 const dir = tmpDir();
 const demo = fs.readFileSync(DEMO_MODEL);
 
-// The demo with one matrix declared Q5_0 (smaller than F32, so the file stays valid GGUF).
+// The demo with one matrix declared Q8_1 (ggml's activation type, never a weight type we load; smaller than F32, so the file stays valid GGUF).
 const q5 = Buffer.from(demo);
 const name = Buffer.from("blk.2.attn_q.weight");
-q5.writeUInt32LE(GGMLType.Q5_0, q5.indexOf(name) + name.length + 4 + 16); // after n_dims and two dims
+q5.writeUInt32LE(GGMLType.Q8_1, q5.indexOf(name) + name.length + 4 + 16); // after n_dims and two dims
 const q5File = path.join(dir, "q5.gguf");
 fs.writeFileSync(q5File, q5);
 
@@ -55,7 +55,7 @@ describe("the model a command serves", () => {
     const r = spawnSync(process.execPath, [CLI, "run", "--model", q5File, "--nodes", "2", "--port", "0"], { encoding: "utf8", timeout: 60_000, env: { ...process.env, LAYERSWARM_HOME: path.join(dir, "state") } });
     expect(r.status).toBe(2);
     expect(r.stdout).toBe(""); // no node-ready
-    expect(r.stderr).toMatch(/error \[UNSUPPORTED\]: .*q5\.gguf holds weight types not supported yet: Q5_0 \(1 tensor, e.g\. blk\.2\.attn_q\.weight\); supported: ([A-Z0-9_]+, )+[A-Z0-9_]+\. Choose a file/);
+    expect(r.stderr).toMatch(/error \[UNSUPPORTED\]: .*q5\.gguf holds weight types not supported yet: Q8_1 \(1 tensor, e.g\. blk\.2\.attn_q\.weight\); supported: ([A-Z0-9_]+, )+[A-Z0-9_]+\. Choose a file/);
     expect(r.stderr).toContain(`supported: ${supportedTypes().join(", ")}.`);
     expect(supportedTypes()).toEqual(expect.arrayContaining(["F32", "Q8_0", "Q4_K", "Q6_K"]));
     expect(r.stderr).not.toMatch(/OPEN swarm/); // nothing was started
