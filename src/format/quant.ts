@@ -520,13 +520,18 @@ function quantizeQ3K(x: Float32Array, s: number, dst: Uint8Array, o: number, dv:
 
 // 32 values to the nearest of IQ4_LEVELS times d, as nibbles (i | i + 16 << 4) at dst[o..o+16).
 function quantizeIQ4(x: Float32Array, s: number, d: number, dst: Uint8Array, o: number): void {
+  if (d === 0) return void dst.fill(0x88, o, o + 16);
+  // the levels in increasing order of value (d may be negative) and the midpoints between them
+  const order = d > 0 ? IQ4_ORDER : IQ4_ORDER_REVERSED, mid = new Float64Array(15);
+  for (let k = 0; k < 15; k++) mid[k] = (d * IQ4_LEVELS[order[k]] + d * IQ4_LEVELS[order[k + 1]]) / 2;
   const nearest = (v: number) => {
-    let best = 0;
-    for (let k = 1; k < 16; k++) if (Math.abs(d * IQ4_LEVELS[k] - v) < Math.abs(d * IQ4_LEVELS[best] - v)) best = k;
-    return best;
+    let k = 0;
+    while (k < 15 && v > mid[k]) k++;
+    return order[k];
   };
-  for (let i = 0; i < 16; i++) dst[o + i] = d !== 0 ? nearest(x[s + i]) | (nearest(x[s + i + 16]) << 4) : 0x88;
+  for (let i = 0; i < 16; i++) dst[o + i] = nearest(x[s + i]) | (nearest(x[s + i + 16]) << 4);
 }
+const IQ4_ORDER = Array.from({ length: 16 }, (_, k) => k), IQ4_ORDER_REVERSED = IQ4_ORDER.slice().reverse();
 
 // IQ4_XS: per 32 elements the scale that maps the largest magnitude to -127, the
 // scales quantised to 6 bits (-32..31) against d = -(largest scale) / 32, as ggml's.

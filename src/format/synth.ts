@@ -10,6 +10,7 @@ import { LayerswarmError } from "../errors.js";
 import { GGUFValueType, TensorToWrite, TypedMeta, meta, writeGGUF } from "./gguf.js";
 import { GGMLType, dequantizeRow, quantizeRow, rowBytes, typeFromName, typeInfo, typeName } from "./quant.js";
 import { trainSpmVocab, trainBpeVocab } from "./synthvocab.js";
+import { FILE_TYPE, Preset, isPreset, presetType } from "./presets.js";
 
 export interface SynthSpec {
   arch: "llama" | "qwen2" | "qwen3";
@@ -20,7 +21,7 @@ export interface SynthSpec {
   ffn: number;
   vocab: number;
   context: number;
-  type: string; // weight type of the matrices (any type format/quant.ts can quantise to), or Q4_K_M (Q4_K with Q6_K for attn_v, ffn_down, output)
+  type: string; // weight type of the matrices (any type format/quant.ts can quantise to), or a llama.cpp preset (presets.ts: Q4_K_M, ...)
   tied: boolean; // output shares token_embd
   seed: number;
   headDim?: number; // qwen3 may differ from dim / heads
@@ -111,6 +112,19 @@ function asF32(t: TensorToWrite): TensorToWrite {
   };
 }
 
+// The weight type of each matrix: a llama.cpp preset's per-tensor choice
+// (format/presets.ts), or one type for all (the embedding in F32 where its rows
+// do not fit the type's blocks).
+function matrixTypes(s: SynthSpec): (name: string, dims: number[]) => GGMLType {
+  const up = s.type.toUpperCase();
+  if (isPreset(up)) {
+    const ctx = { nLayers: s.layers, tied: s.tied, gqa: s.heads / s.kvHeads };
+    return (name, dims) => presetType(up, name, dims, ctx)!;
+  }
+  const t = typeFromName(s.type);
+  return (name, dims) => (name === "token_embd.weight" && dims[0] % typeInfo(t)!.blockSize !== 0 ? GGMLType.F32 : t);
+}
+
 export function synthTensors(s: SynthSpec): TensorToWrite[] {
   const t = typedTensors(s);
   return s.dequantized ? t.map(asF32) : t;
@@ -118,23 +132,20 @@ export function synthTensors(s: SynthSpec): TensorToWrite[] {
 
 function typedTensors(s: SynthSpec): TensorToWrite[] {
   const C = s.dim, hd = s.headDim ?? C / s.heads, qDim = s.heads * hd, kvDim = s.kvHeads * hd, F = s.ffn, V = s.vocab;
-  const mixed = s.type.toUpperCase() === "Q4_K_M";
-  const base = mixed ? GGMLType.Q4_K : typeFromName(s.type);
-  const hi = mixed ? GGMLType.Q6_K : base;
+  const type = matrixTypes(s);
   const gain = (cols: number) => Math.sqrt(3 / cols); // unit-variance outputs for unit-variance inputs
   const t: TensorToWrite[] = [];
-  // embeddings: rows are looked up; keep them in the matrix type unless it is K-quant-incompatible
-  const embType = C % typeInfo(base)!.blockSize === 0 ? base : GGMLType.F32;
-  t.push(randomTensor("token_embd.weight", [C, V], embType, s.seed, 1));
+  t.push(randomTensor("token_embd.weight", [C, V], type("token_embd.weight", [C, V]), s.seed, 1));
   t.push(randomTensor("output_norm.weight", [C], GGMLType.F32, s.seed, 0.1, 1));
-  if (!s.tied) t.push(s.peaked ? peakedOutput(s, hi) : randomTensor("output.weight", [C, V], hi, s.seed, gain(C) * (s.logitScale ?? 4)));
+  const out = type("output.weight", [C, V]);
+  if (!s.tied) t.push(s.peaked ? peakedOutput(s, out) : randomTensor("output.weight", [C, V], out, s.seed, gain(C) * (s.logitScale ?? 4)));
   if (s.llama3RopeFreqs) t.push(randomTensor("rope_freqs.weight", [hd / 2], GGMLType.F32, s.seed, 0.5, 1.5));
   for (let l = 0; l < s.layers; l++) {
     const p = `blk.${l}.`;
     t.push(randomTensor(p + "attn_norm.weight", [C], GGMLType.F32, s.seed, 0.1, 1));
-    t.push(randomTensor(p + "attn_q.weight", [C, qDim], base, s.seed, gain(C)));
-    t.push(randomTensor(p + "attn_k.weight", [C, kvDim], base, s.seed, gain(C)));
-    t.push(randomTensor(p + "attn_v.weight", [C, kvDim], hi, s.seed, gain(C)));
+    t.push(randomTensor(p + "attn_q.weight", [C, qDim], type(p + "attn_q.weight", [C, qDim]), s.seed, gain(C)));
+    t.push(randomTensor(p + "attn_k.weight", [C, kvDim], type(p + "attn_k.weight", [C, kvDim]), s.seed, gain(C)));
+    t.push(randomTensor(p + "attn_v.weight", [C, kvDim], type(p + "attn_v.weight", [C, kvDim]), s.seed, gain(C)));
     if (s.arch === "qwen2") {
       t.push(randomTensor(p + "attn_q.bias", [qDim], GGMLType.F32, s.seed, 0.1));
       t.push(randomTensor(p + "attn_k.bias", [kvDim], GGMLType.F32, s.seed, 0.1));
@@ -144,11 +155,11 @@ function typedTensors(s: SynthSpec): TensorToWrite[] {
       t.push(randomTensor(p + "attn_q_norm.weight", [hd], GGMLType.F32, s.seed, 0.1, 1));
       t.push(randomTensor(p + "attn_k_norm.weight", [hd], GGMLType.F32, s.seed, 0.1, 1));
     }
-    t.push(randomTensor(p + "attn_output.weight", [qDim, C], base, s.seed, gain(qDim) * (s.residualScale ?? 0.5)));
+    t.push(randomTensor(p + "attn_output.weight", [qDim, C], type(p + "attn_output.weight", [qDim, C]), s.seed, gain(qDim) * (s.residualScale ?? 0.5)));
     t.push(randomTensor(p + "ffn_norm.weight", [C], GGMLType.F32, s.seed, 0.1, 1));
-    t.push(randomTensor(p + "ffn_gate.weight", [C, F], base, s.seed, gain(C)));
-    t.push(randomTensor(p + "ffn_up.weight", [C, F], base, s.seed, gain(C)));
-    t.push(randomTensor(p + "ffn_down.weight", [F, C], hi, s.seed, gain(F) * (s.residualScale ?? 0.5)));
+    t.push(randomTensor(p + "ffn_gate.weight", [C, F], type(p + "ffn_gate.weight", [C, F]), s.seed, gain(C)));
+    t.push(randomTensor(p + "ffn_up.weight", [C, F], type(p + "ffn_up.weight", [C, F]), s.seed, gain(C)));
+    t.push(randomTensor(p + "ffn_down.weight", [F, C], type(p + "ffn_down.weight", [F, C]), s.seed, gain(F) * (s.residualScale ?? 0.5)));
   }
   return t;
 }
@@ -158,7 +169,7 @@ export function synthMetadata(s: SynthSpec): Record<string, TypedMeta> {
   const m: Record<string, TypedMeta> = {
     "general.architecture": meta.str(a),
     "general.name": meta.str(`synthetic-${a}-${s.dim}x${s.layers}-${s.type}`),
-    "general.file_type": meta.u32(1),
+    "general.file_type": meta.u32(isPreset(s.type.toUpperCase()) ? FILE_TYPE[s.type.toUpperCase() as Preset] : 1),
     [`${a}.context_length`]: meta.u32(s.context),
     [`${a}.embedding_length`]: meta.u32(s.dim),
     [`${a}.block_count`]: meta.u32(s.layers),
@@ -207,7 +218,8 @@ export function cacheDir(): string {
 }
 
 export function synthPath(s: SynthSpec): string {
-  const key = crypto.createHash("sha256").update(JSON.stringify({ v: 1, ...s })).digest("hex").slice(0, 12);
+  // v2: presets follow llama.cpp's per-tensor rules (a v1 "Q4_K_M" gave every attn_v and ffn_down Q6_K)
+  const key = crypto.createHash("sha256").update(JSON.stringify({ v: isPreset(s.type.toUpperCase()) ? 2 : 1, ...s })).digest("hex").slice(0, 12);
   return path.join(cacheDir(), "synth", `${s.arch}-${s.dim}x${s.layers}-${s.type}-${key}.gguf`);
 }
 
@@ -224,5 +236,6 @@ export function synthesize(s: SynthSpec, out?: string): string {
 }
 
 export function describeSpec(s: SynthSpec): string {
-  return `${s.arch} dim ${s.dim}, ${s.layers} layers, ${s.heads}/${s.kvHeads} heads, ffn ${s.ffn}, vocab ${s.vocab}, ${typeName(typeFromName(s.type === "Q4_K_M" ? "Q4_K" : s.type))}${s.type === "Q4_K_M" ? "_M" : ""}`;
+  const type = isPreset(s.type.toUpperCase()) ? `${s.type.toUpperCase()} (llama.cpp's preset)` : typeName(typeFromName(s.type));
+  return `${s.arch} dim ${s.dim}, ${s.layers} layers, ${s.heads}/${s.kvHeads} heads, ffn ${s.ffn}, vocab ${s.vocab}, ${type}`;
 }
