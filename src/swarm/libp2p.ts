@@ -165,8 +165,9 @@ class StreamChannel implements Channel {
 // (records expire DHT_VALIDITY_MS after they were provided and are swept every
 // minute, so what a crowd of identities fills empties again).
 const PROVIDER_PREFIX = "/dht/provider/"; // kad-dht's: /dht/provider/<key>/<provider peer id>
-class BoundedDatastore extends MemoryDatastore {
+export class BoundedDatastore extends MemoryDatastore {
   private providers = new Set<string>();
+  private peers = new Set<string>();
   private perPeer = new Map<string, number>();
   constructor(private max: { total: number; perPeer: number }) {
     super();
@@ -176,6 +177,16 @@ class BoundedDatastore extends MemoryDatastore {
   }
   override put(...a: Parameters<MemoryDatastore["put"]>): ReturnType<MemoryDatastore["put"]> {
     const k = a[0].toString();
+    // Bytes, not only records: our keys are 34-byte multihashes (about 60 characters
+    // in base32), so a longer key is someone else's or an attack (a CID may be megabytes);
+    // a provider record's value is a timestamp, a peer's record a few addresses.
+    if (k.length > 512) throw new LayerswarmError("BAD_MESSAGE", `a datastore key of ${k.length} characters`);
+    const value = a[1] as Uint8Array;
+    if (value?.length > (k.startsWith("/peers/") ? 16 * 1024 : 1024)) throw new LayerswarmError("BAD_MESSAGE", `a datastore value of ${value.length} bytes under ${k.slice(0, 40)}`);
+    if (k.startsWith("/peers/") && !this.peers.has(k)) {
+      if (this.peers.size >= this.max.total / 10) throw new LayerswarmError("BUSY", `the peer store holds ${this.peers.size} peers`);
+      this.peers.add(k);
+    }
     if (k.startsWith(PROVIDER_PREFIX) && !this.providers.has(k)) {
       const peer = k.slice(k.lastIndexOf("/") + 1), n = this.perPeer.get(peer) ?? 0;
       if (n >= this.max.perPeer || this.providers.size >= this.max.total)
@@ -187,6 +198,7 @@ class BoundedDatastore extends MemoryDatastore {
   }
   override delete(...a: Parameters<MemoryDatastore["delete"]>): ReturnType<MemoryDatastore["delete"]> {
     const k = a[0].toString();
+    this.peers.delete(k);
     if (this.providers.delete(k)) {
       const peer = k.slice(k.lastIndexOf("/") + 1), n = (this.perPeer.get(peer) ?? 1) - 1;
       if (n > 0) this.perPeer.set(peer, n);

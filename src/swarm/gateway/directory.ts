@@ -97,12 +97,15 @@ export class NodeDirectory {
     this.emit({ type: "node-joined", peer: from, ranges: record.ranges });
   }
 
-  // A fresher record from a node we asked (info poll, load): same checks.
+  // A fresher record from a node we asked directly (info poll, load): same
+  // checks; it keeps the node alive here however discovery fares (20 fake
+  // providers crowding a DHT lookup cannot make a node that answers expire).
   update(peer: string, record: NodeRecord): void {
     const e = this.nodes.get(peer);
     if (!e) return;
     checkRecord(record, this.model, peer);
     e.record = record;
+    e.refreshedAt = Date.now();
   }
 
   // Serving nodes whose record has not arrived again within ttlMs.

@@ -71,12 +71,17 @@ export class NodeFinder {
         }
       },
       refused: (peer, e) => this.refused(peer, e),
-    }, { skip: (p) => this.ignored.has(p) }, signal);
+    }, { skip: (p) => this.ignored.has(p) || !this.dir.gate.allowed(p) }, signal); // never dial strangers an --allow list excludes
     this.log("debug", "discovery round", { providers, serving: this.dir.serving().length });
   }
 
   private refused(peer: string, e: LayerswarmError): void {
-    if (e.code !== "BAD_MESSAGE") return; // unreachable or slow: not refreshed, so it expires unless it comes back
+    if (e.code !== "BAD_MESSAGE") {
+      // unreachable or slow: not refreshed (it expires unless it comes back), and not asked again for a minute
+      this.ignored.set(peer, Date.now() + 60_000);
+      if (this.ignored.size > 4096) this.ignored.delete(this.ignored.keys().next().value!);
+      return;
+    }
     this.stats.ignored++;
     this.ignored.set(peer, Date.now() + this.o.ttlMs);
     if (this.ignored.size > 4096) this.ignored.delete(this.ignored.keys().next().value!);

@@ -102,7 +102,11 @@ export class Gateway implements LayerStack {
     this.t.onDisconnect((peer) => this.lose(peer, "disconnected"));
     const ttl = this.recordTtlMs;
     const sweep = setInterval(() => {
-      for (const peer of this.dir.expired(ttl)) this.lose(peer, `its record was not refreshed for ${ttl / 1000} s`);
+      try {
+        for (const peer of this.dir.expired(ttl)) this.lose(peer, `its record was not refreshed for ${ttl / 1000} s`);
+      } catch (e) {
+        this.log("error", "record sweep failed", { error: (e as Error).message });
+      }
     }, Math.max(10, Math.min(5000, ttl / 4)));
     sweep.unref();
     this.timers.push(sweep);
