@@ -28,3 +28,14 @@ describe("the bounded datastore behind the DHT", () => {
     await d.put(new Key("/peers/p2"), v(100));
   });
 });
+
+describe("peers found by mDNS", () => {
+  it("are dialled only at LAN addresses over TCP", async () => {
+    const { isLanTcp } = await import("./libp2p.js");
+    const { multiaddr } = await import("@multiformats/multiaddr");
+    const ok = ["/ip4/192.168.1.5/tcp/4001", "/ip4/10.0.0.2/tcp/1", "/ip4/172.20.3.4/tcp/9", "/ip4/127.0.0.1/tcp/5", "/ip6/fe80::1/tcp/5", "/ip6/fd00::2/tcp/5"];
+    const no = ["/ip4/8.8.8.8/tcp/53", "/ip4/172.32.0.1/tcp/1", "/dns4/example.com/tcp/443", "/ip4/192.168.1.5/udp/4001", "/ip6/2001:db8::1/tcp/5"];
+    expect(ok.filter((a) => isLanTcp(multiaddr(a)))).toEqual(ok);
+    expect(no.filter((a) => isLanTcp(multiaddr(a)))).toEqual([]);
+  });
+});

@@ -165,6 +165,16 @@ class StreamChannel implements Channel {
 // (records expire DHT_VALIDITY_MS after they were provided and are swept every
 // minute, so what a crowd of identities fills empties again).
 const PROVIDER_PREFIX = "/dht/provider/"; // kad-dht's: /dht/provider/<key>/<provider peer id>
+// TCP to a private, link-local or loopback address: what a LAN peer may be found at.
+export function isLanTcp(ma: Multiaddr): boolean {
+  const c = ma.getComponents();
+  if (c[1]?.name !== "tcp") return false;
+  const ip = c[0]?.value ?? "";
+  if (c[0]?.name === "ip4") return /^(10\.|127\.|192\.168\.|169\.254\.|172\.(1[6-9]|2\d|3[01])\.)/.test(ip);
+  if (c[0]?.name === "ip6") return /^(fe80:|fc|fd|::1$)/i.test(ip);
+  return false;
+}
+
 export class BoundedDatastore extends MemoryDatastore {
   private providers = new Set<string>();
   private peers = new Set<string>();
@@ -316,14 +326,27 @@ export class Libp2pTransport implements Transport {
     }));
   }
 
-  // A peer found on the LAN: connect, so that the DHT learns it.
+  // A peer found on the LAN: connect, so that the DHT learns it. Anyone on the
+  // LAN can answer mDNS, so: only TCP over private, link-local or loopback
+  // addresses (no DNS names, no public hosts to reflect dials at), at most 4 of
+  // them, at most 8 dials at once, and a peer not tried again for a minute.
+  private mdnsDialing = 0;
+  private mdnsTried = new Map<string, number>();
   private async dialFound(p: PeerInfo): Promise<void> {
-    if (this.stopped || this.node.getConnections(p.id).length > 0) return;
+    const id = p.id.toString(), now = Date.now();
+    if (this.stopped || this.node.getConnections(p.id).length > 0 || this.mdnsDialing >= 8 || (this.mdnsTried.get(id) ?? 0) > now - 60_000) return;
+    const addrs = p.multiaddrs.filter(isLanTcp).slice(0, 4);
+    if (!addrs.length) return;
+    this.mdnsTried.set(id, now);
+    if (this.mdnsTried.size > 4096) this.mdnsTried.delete(this.mdnsTried.keys().next().value!);
+    this.mdnsDialing++;
     try {
-      await this.node.peerStore.merge(p.id, { multiaddrs: p.multiaddrs });
+      await this.node.peerStore.merge(p.id, { multiaddrs: addrs });
       await this.node.dial(p.id, { signal: AbortSignal.timeout(10_000) });
     } catch (e) {
-      this.log("debug", "cannot reach a peer found by mDNS", { peer: p.id.toString(), error: (e as Error).message.slice(0, 200) });
+      this.log("debug", "cannot reach a peer found by mDNS", { peer: id, error: (e as Error).message.slice(0, 200) });
+    } finally {
+      this.mdnsDialing--;
     }
   }
 
