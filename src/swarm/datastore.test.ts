@@ -39,3 +39,20 @@ describe("peers found by mDNS", () => {
     expect(no.filter((a) => isLanTcp(multiaddr(a)))).toEqual([]);
   });
 });
+
+describe("provider lookups", () => {
+  it("read one key's providers from an index, the same records a full walk finds", async () => {
+    const d = new BoundedDatastore({ total: 1000, perPeer: 100 });
+    for (let c = 0; c < 20; c++) for (let p = 0; p < 5; p++) await d.put(new Key(`/dht/provider/cid${c}/peer${p}`), v(8));
+    const got: string[] = [];
+    for await (const e of d.query({ prefix: "/dht/provider/cid7" })) got.push(e.key.toString());
+    expect(got.sort()).toEqual([0, 1, 2, 3, 4].map((p) => `/dht/provider/cid7/peer${p}`));
+    await d.delete(new Key("/dht/provider/cid7/peer2"));
+    let all = 0;
+    for await (const _ of d.query({ prefix: "/dht/provider" })) all++;
+    expect(all).toBe(99);
+    const after: string[] = [];
+    for await (const e of d.query({ prefix: "/dht/provider/cid7" })) after.push(e.key.toString());
+    expect(after).toHaveLength(4);
+  });
+});

@@ -25,6 +25,7 @@ import { LengthPrefixedDecoder } from "@libp2p/utils";
 import { kadDHT, passthroughMapper, MessageType, type KadDHT } from "@libp2p/kad-dht";
 import { mdns } from "@libp2p/mdns";
 import { MemoryDatastore } from "datastore-core/memory";
+import { Key } from "interface-datastore";
 import { multiaddr, Multiaddr } from "@multiformats/multiaddr";
 import { CID } from "multiformats/cid";
 import * as raw from "multiformats/codecs/raw";
@@ -177,6 +178,7 @@ export function isLanTcp(ma: Multiaddr): boolean {
 
 export class BoundedDatastore extends MemoryDatastore {
   private providers = new Set<string>();
+  private byCid = new Map<string, Set<string>>(); // "/dht/provider/<cid>" -> its records' keys
   private peers = new Set<string>();
   private perPeer = new Map<string, number>();
   constructor(private max: { total: number; perPeer: number }) {
@@ -202,14 +204,35 @@ export class BoundedDatastore extends MemoryDatastore {
       if (n >= this.max.perPeer || this.providers.size >= this.max.total)
         throw new LayerswarmError("BUSY", `provider records full (${n} of ${this.max.perPeer} for this provider, ${this.providers.size} of ${this.max.total} in all)`);
       this.providers.add(k);
+      const cid = k.slice(0, k.lastIndexOf("/"));
+      (this.byCid.get(cid) ?? this.byCid.set(cid, new Set()).get(cid)!).add(k);
       this.perPeer.set(peer, n + 1);
     }
     return super.put(...a);
   }
+  // One key's providers without walking (and re-encoding) every record in the
+  // store: each GET_PROVIDERS from anyone would otherwise cost all of it.
+  override query(...a: Parameters<MemoryDatastore["query"]>): ReturnType<MemoryDatastore["query"]> {
+    const [q] = a;
+    const set = q.prefix !== undefined && !q.filters?.length && !q.orders?.length && q.offset === undefined && q.limit === undefined ? this.byCid.get(q.prefix) : undefined;
+    if (!set) return super.query(...a);
+    const keys = [...set];
+    const self = this;
+    return (async function* () {
+      for (const k of keys) {
+        const key = new Key(k);
+        if (await self.has(key)) yield { key, value: await self.get(key) };
+      }
+    })();
+  }
+
   override delete(...a: Parameters<MemoryDatastore["delete"]>): ReturnType<MemoryDatastore["delete"]> {
     const k = a[0].toString();
     this.peers.delete(k);
     if (this.providers.delete(k)) {
+      const cid = k.slice(0, k.lastIndexOf("/")), set = this.byCid.get(cid);
+      set?.delete(k);
+      if (set?.size === 0) this.byCid.delete(cid);
       const peer = k.slice(k.lastIndexOf("/") + 1), n = (this.perPeer.get(peer) ?? 1) - 1;
       if (n > 0) this.perPeer.set(peer, n);
       else this.perPeer.delete(peer);
