@@ -21,6 +21,11 @@ describe("the bounded datastore behind the DHT", () => {
     for (let i = 0; i < 3; i++) await d.put(new Key(`/dht/provider/k${i}/flooder`), v(8));
     expect(() => d.put(new Key("/dht/provider/k9/flooder"), v(8))).toThrow(/provider records full/);
     await d.put(new Key("/dht/provider/k9/honest"), v(8)); // someone else still gets in
+    const mine = new BoundedDatastore({ total: 2, perPeer: 1 }, "me");
+    await mine.put(new Key("/dht/provider/a/x"), v(8));
+    await mine.put(new Key("/dht/provider/b/y"), v(8));
+    expect(() => mine.put(new Key("/dht/provider/c/z"), v(8))).toThrow(/full/);
+    for (const k of ["a", "b", "c"]) await mine.put(new Key(`/dht/provider/${k}/me`), v(8)); // our own always fit
     await d.put(new Key("/peers/p0"), v(100));
     await d.put(new Key("/peers/p1"), v(100));
     expect(() => d.put(new Key("/peers/p2"), v(100))).toThrow(/peer store holds 2 peers/);

@@ -181,7 +181,7 @@ export class BoundedDatastore extends MemoryDatastore {
   private byCid = new Map<string, Set<string>>(); // "/dht/provider/<cid>" -> its records' keys
   private peers = new Set<string>();
   private perPeer = new Map<string, number>();
-  constructor(private max: { total: number; perPeer: number }) {
+  constructor(private max: { total: number; perPeer: number }, private self?: string) {
     super();
   }
   get providerRecords(): number {
@@ -201,7 +201,8 @@ export class BoundedDatastore extends MemoryDatastore {
     }
     if (k.startsWith(PROVIDER_PREFIX) && !this.providers.has(k)) {
       const peer = k.slice(k.lastIndexOf("/") + 1), n = this.perPeer.get(peer) ?? 0;
-      if (n >= this.max.perPeer || this.providers.size >= this.max.total)
+      // our own records always fit: a store others filled must not stop us announcing what we serve
+      if (peer !== this.self && (n >= this.max.perPeer || this.providers.size >= this.max.total))
         throw new LayerswarmError("BUSY", `provider records full (${n} of ${this.max.perPeer} for this provider, ${this.providers.size} of ${this.max.total} in all)`);
       this.providers.add(k);
       const cid = k.slice(0, k.lastIndexOf("/"));
@@ -274,7 +275,7 @@ export class Libp2pTransport implements Transport {
         throw new LayerswarmError("BAD_ARGUMENT", `bootstrap address ${a}: ${(e as Error).message}`);
       }
     });
-    const store = new BoundedDatastore(o.maxProviderRecords ?? { total: 100_000, perPeer: 256 });
+    const store = new BoundedDatastore(o.maxProviderRecords ?? { total: 100_000, perPeer: 256 }, o.identity.peerId);
     const node = await createLibp2p({
       privateKey: o.identity.key,
       datastore: store,
