@@ -326,7 +326,7 @@ export class Libp2pTransport implements Transport {
   // while this peer has no DHT peer, every 30 s after that.
   private bootstrapSoon(ms: number): void {
     clearTimeout(this.bootstrapTimer);
-    this.bootstrapTimer = setTimeout(() => void this.bootstrapRound().finally(() => {
+    this.bootstrapTimer = setTimeout(() => void this.bootstrapRound().catch(() => {}).finally(() => {
       if (!this.stopped) this.bootstrapSoon(this.dhtPeers() === 0 ? 2000 : 30_000);
     }), ms);
     this.bootstrapTimer.unref();

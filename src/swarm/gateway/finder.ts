@@ -46,7 +46,11 @@ export class NodeFinder {
       await this.round().catch((e) => this.log("warn", "discovery round failed", { error: (e as Error).message }));
       if (this.stopped) return;
       await new Promise<void>((r) => {
-        const timer = setTimeout(r, this.covered() ? this.o.intervalMs : this.o.fastMs);
+        let covered = false;
+        try {
+          covered = this.covered();
+        } catch { /* ask again soon */ }
+        const timer = setTimeout(r, covered ? this.o.intervalMs : this.o.fastMs);
         timer.unref();
         this.wake = () => (clearTimeout(timer), r());
       });

@@ -241,7 +241,7 @@ export class SwarmNode {
   // provideMs (every 5 s until the first time works: the swarm may not be reachable yet).
   private provideSoon(ms: number): void {
     clearTimeout(this.provideTimer);
-    this.provideTimer = setTimeout(() => void this.provideRound().then((ok) => {
+    this.provideTimer = setTimeout(() => void this.provideRound().catch(() => false).then((ok) => {
       if (!this.stopped) this.provideSoon(ok ? this.init.provideMs ?? PROVIDE_INTERVAL_MS : Math.min(5000, this.init.provideMs ?? PROVIDE_INTERVAL_MS));
     }), ms);
     this.provideTimer.unref();
@@ -252,8 +252,8 @@ export class SwarmNode {
     if (!d || this.stopped) return Promise.resolve(false);
     if (this.providing) return this.providing.then(() => this.provideRound()); // the ranges may have changed since it began
     this.providing = (async () => {
-      const keys = providerKeys(modelFingerprint(this.file, this.cfg), this.ranges(), this.cfg.nLayers);
       try {
+        const keys = providerKeys(modelFingerprint(this.file, this.cfg), this.ranges(), this.cfg.nLayers);
         await d.provide(keys, AbortSignal.timeout(Math.max(1000, Math.min(30_000, this.init.provideMs ?? PROVIDE_INTERVAL_MS))));
         if (!this.provided) this.log("info", "announced in the swarm's DHT", { keys: keys.length, ranges: this.ranges() });
         this.provided = true;
