@@ -1,10 +1,10 @@
 // npm run bench: the inference core against llama.cpp (node-llama-cpp 3.21.1)
 // on the same synthetic Llama-3.2-1B-shaped GGUF files, same thread counts, in
-// the same run. Prints decode tok/s (Q8_0, Q4_0, F16 x 1 and 2 threads), prefill
-// tok/s for a 512-token prompt, and the resident memory of a process holding
-// half of the layers.
+// the same run. Prints decode tok/s (every weight type x 1 and 2 threads), prefill
+// tok/s for a 512-token prompt (the first --prefill types), and the resident
+// memory of a process holding half of the layers.
 //
-//   npm run bench [-- --types Q8_0,Q4_0,F16] [--threads 1,2] [--tokens 32] [--prompt 512]
+//   npm run bench [-- --types Q8_0,Q4_0,F16] [--threads 1,2] [--tokens 32] [--prompt 512] [--prefill 3]
 
 import { spawnSync } from "node:child_process";
 import * as path from "node:path";
@@ -16,7 +16,10 @@ import { layerBytes } from "../src/model/weights.js";
 import { args, benchModel, promptTokens, ratio, row } from "./common.js";
 
 const a = args();
-const types = (a.get("types") ?? "Q8_0,Q4_0,F16").split(",");
+// every weight type we compute with, and a preset mix
+const ALL = "Q8_0,Q4_0,F16,Q6_K,Q5_K,Q4_K,Q3_K,Q2_K,Q5_0,Q5_1,Q4_1,IQ4_NL,IQ4_XS,Q4_K_M";
+const types = (a.get("types") ?? ALL).split(",");
+const nPrefill = Number(a.get("prefill") ?? 3);
 const threadList = (a.get("threads") ?? "1,2").split(",").map(Number);
 const nDecode = Number(a.get("tokens") ?? 32);
 const nPrompt = Number(a.get("prompt") ?? 512);
@@ -78,12 +81,13 @@ for (const type of types) {
 console.log(`\n# prefill tokens/s (${nPrompt}-token prompt; ours in chunks of 64, llama.cpp batch 512)`);
 console.log(row(["model / threads", "layerswarm", "llama.cpp", "ratio"], W));
 const pfType = types[0];
-for (const th of threadList) {
-  const file = benchModel(pfType);
-  const ours = await oursPrefill(file, th);
-  const them = (await theirs(file, th, nPrompt, 0)).prefill;
-  console.log(row([`${pfType} × ${th}`, ours.toFixed(1), them.toFixed(1), ratio(ours, them)], W));
-}
+for (const type of types.slice(0, nPrefill))
+  for (const th of threadList) {
+    const file = benchModel(type);
+    const ours = await oursPrefill(file, th);
+    const them = (await theirs(file, th, nPrompt, 0)).prefill;
+    console.log(row([`${type} × ${th}`, ours.toFixed(1), them.toFixed(1), ratio(ours, them)], W));
+  }
 await llama.dispose();
 
 console.log("\n# resident memory of a process holding layers [0, 8) of 16 (no embedding, no head)");

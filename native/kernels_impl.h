@@ -208,6 +208,16 @@ static inline __attribute__((always_inline)) void idot(W w, int np, const int16_
     for (int t = 0; t < TT; t++) isum[g][t] = S == 1 ? part[0][g][t] : part[0][g][t] + part[S - 1][g][t];
 }
 
+// Decoding reads each weight once, streaming from memory: the hardware prefetchers
+// alone leave a core short of bandwidth (single-thread decode 10-50% slower), so
+// each step asks for the bytes it will read PREFETCH_BYTES later, in every row group.
+constexpr size_t PREFETCH_BYTES = 1024;
+template <int G, typename P>
+static inline void prefetch_ahead(P* const (&p)[G], size_t offset, size_t bytes) {
+  for (int g = 0; g < G; g++)
+    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch((const char*)p[g] + PREFETCH_BYTES + offset + o);
+}
+
 template <int G, int TT>
 static inline void store(const f32x16 (&acc)[G][TT], int g0, int t0, int T, float* out, int rows) {
   for (int g = 0; g < G; g++)
@@ -312,6 +322,7 @@ static void tile_q(const uint8_t* packed, size_t groupBytes, int g0, int cols, c
   typedef Q<TYPE> R;
   typedef typename R::B B;
   constexpr int BS = R::SUB * R::NSUB;
+  constexpr size_t SHARE = (sizeof(B) + R::NSUB - 1) / R::NSUB;  // bytes of a block per sub-block
   const int nb = cols / BS, nb32 = cols / 32, nb16 = cols / 16;
   f32x16 acc[G][TT];
   for (int g = 0; g < G; g++) for (int t = 0; t < TT; t++) acc[g][t] = f32x16{};
@@ -321,6 +332,7 @@ static void tile_q(const uint8_t* packed, size_t groupBytes, int g0, int cols, c
     for (int g = 0; g < G; g++) blk[g] = (const B*)(packed + (g0 + g) * groupBytes) + b;
     for (int j = 0; j < R::NSUB; j++) {
       const int e0 = b * BS + j * R::SUB;  // first column of the sub-block
+      prefetch_ahead<G>(blk, j * SHARE, SHARE);
       idot<G, TT>([&](int g, int pp) { return R::pair(blk[g], j, pp); }, R::SUB / 2, xq.q + (size_t)t0 * cols + e0, cols, isum);
       for (int g = 0; g < G; g++) {
         const f32x16 dw = R::scale(blk[g], j);
@@ -352,6 +364,7 @@ static void tile_f(const uint8_t* packed, size_t groupBytes, int g0, int cols, c
   for (int b = 0; b < nb; b++) {
     const uint8_t* p[G];
     for (int g = 0; g < G; g++) p[g] = packed + (g0 + g) * groupBytes + (size_t)b * bbytes;
+    prefetch_ahead<G>(p, 0, bbytes);
     const float* xb = x + (size_t)t0 * cols + (size_t)b * 16;
     const int n = cols - b * 16 < 16 ? cols - b * 16 : 16;
     if (TYPE == GGML_TYPE_F32) dot<G, TT>([&](int g, int j) { return ld((const float*)p[g] + 16 * j); }, n, xb, cols, acc);
