@@ -15,6 +15,7 @@ import { PresetContext, describeTypes, presetType } from "./presets.js";
 import { SynthSpec, synthMetadata, synthTensors } from "./synth.js";
 import { Model, generate } from "../model/model.js";
 import { tmpDir } from "../testing/shared.js";
+import { softmax, theirGreedy, theirNext } from "../testing/llamacpp.js";
 
 const dir = tmpDir();
 let llama: Llama;
@@ -73,37 +74,6 @@ function presetFile(h: Hub, path: string): GGMLType[] {
   return types;
 }
 
-async function theirGreedy(path: string, prompt: number[], n: number): Promise<number[]> {
-  const lm = await llama.loadModel({ modelPath: path });
-  const ctx = await lm.createContext({ threads: 1, contextSize: 256 });
-  const out: number[] = [];
-  for await (const o of ctx.getSequence().evaluateWithMetadata(prompt, {}, { temperature: 0 })) {
-    out.push(o.token as number);
-    if (out.length >= n) break;
-  }
-  await ctx.dispose();
-  await lm.dispose();
-  return out;
-}
-
-async function theirNext(path: string, prompt: number[]): Promise<Map<number, number>> {
-  const lm = await llama.loadModel({ modelPath: path });
-  const ctx = await lm.createContext({ threads: 1, contextSize: 256 });
-  let probs: Map<number, number> | undefined;
-  for await (const o of ctx.getSequence().evaluateWithMetadata(prompt, { probabilities: true }, { temperature: 0 })) {
-    probs = o.probabilities as Map<number, number>;
-    break;
-  }
-  await ctx.dispose();
-  await lm.dispose();
-  return probs!;
-}
-
-function softmax(l: Float32Array): number[] {
-  const m = Math.max(...l), e = Array.from(l, (x) => Math.exp(x - m)), s = e.reduce((a, b) => a + b, 0);
-  return e.map((x) => x / s);
-}
-
 describe("files shaped like hub downloads (llama.cpp's Q4_K_M preset, per-tensor types and fallbacks)", () => {
   it.each(HUB.map((h) => [h.label, h] as const))("%s loads and generates llama.cpp's greedy tokens", async (_l, h) => {
     const path = `${dir}/${h.label.replace(/\W+/g, "-")}.gguf`;
@@ -114,7 +84,7 @@ describe("files shaped like hub downloads (llama.cpp's Q4_K_M preset, per-tensor
     const { model, stack } = Model.local(path, {});
     const ours: number[] = [];
     for await (const t of generate(model, stack, prompt, { maxTokens: 16, stopAtEog: false })) ours.push(t.id);
-    expect(ours).toEqual(await theirGreedy(path, prompt, 16));
+    expect(ours).toEqual(await theirGreedy(llama, path, prompt, 16));
   });
 
   // greedy tokens of a peaked model say little about the layers: the next-token
@@ -127,7 +97,7 @@ describe("files shaped like hub downloads (llama.cpp's Q4_K_M preset, per-tensor
     const { model, stack } = Model.local(path, {});
     const [hid] = await stack.forward([{ session: "s", pos: 0, T: prompt.length, hidden: model.embedder.embed(prompt) }]);
     const ours = softmax(model.head.logits(hid.subarray((prompt.length - 1) * model.cfg.dim), 1));
-    const theirs = await theirNext(path, prompt);
+    const theirs = await theirNext(llama, path, prompt);
     let worst = 0;
     for (let t = 0; t < ours.length; t++) worst = Math.max(worst, Math.abs((theirs.get(t) ?? 0) - ours[t]));
     console.log(`${h.label} diffuse: max |p - p_llama.cpp| ${worst.toExponential(1)}, top ${Math.max(...ours).toFixed(2)}`);
