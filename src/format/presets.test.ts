@@ -16,8 +16,8 @@ import { readGGUF, readTensorBytes, TensorToWrite, writeGGUF } from "./gguf.js";
 import { GGMLType, dequantizeRow, rowBytes, typeName } from "./quant.js";
 import { FILE_TYPE, PRESETS, Preset, describeTypes, presetType } from "./presets.js";
 import { SynthSpec, synthMetadata, synthesize } from "./synth.js";
-import { Model, generate } from "../model/model.js";
 import { REPO, tmpDir } from "../testing/shared.js";
+import { ourGreedy, ourNext, theirGreedy } from "../testing/llamacpp.js";
 
 const dir = tmpDir();
 const BUNDLE = path.join(REPO, "node_modules/node-llama-cpp/llama/gitRelease.bundle");
@@ -75,26 +75,6 @@ function llamaQuantize(input: string, preset: Preset, out: string): string {
 const ctxOf = (s: SynthSpec) => ({ nLayers: s.layers, tied: s.tied, gqa: s.heads / s.kvHeads });
 const typesOf = (file: string) => new Map([...readGGUF(file).tensors.values()].map((t) => [t.name, t.type] as const));
 
-async function theirGreedy(file: string, prompt: number[], n: number): Promise<number[]> {
-  const lm = await llama.loadModel({ modelPath: file });
-  const ctx = await lm.createContext({ threads: 1, contextSize: 256 });
-  const out: number[] = [];
-  for await (const o of ctx.getSequence().evaluateWithMetadata(prompt, {}, { temperature: 0 })) {
-    out.push(o.token as number);
-    if (out.length >= n) break;
-  }
-  await ctx.dispose();
-  await lm.dispose();
-  return out;
-}
-
-async function ourGreedy(file: string, prompt: number[], n: number): Promise<number[]> {
-  const { model, stack } = Model.local(file, {});
-  const out: number[] = [];
-  for await (const t of generate(model, stack, prompt, { maxTokens: n, stopAtEog: false })) out.push(t.id);
-  return out;
-}
-
 // a GGUF file's tensors dequantised to F32 (the same weights, without their types)
 function asF32(file: string, s: SynthSpec, out: string): string {
   const f = readGGUF(file);
@@ -111,23 +91,9 @@ function asF32(file: string, s: SynthSpec, out: string): string {
 }
 
 async function nextProbs(file: string, prompt: number[], ours: boolean): Promise<number[]> {
-  if (ours) {
-    const { model, stack } = Model.local(file, {});
-    const [h] = await stack.forward([{ session: "s", pos: 0, T: prompt.length, hidden: model.embedder.embed(prompt) }]);
-    const l = model.head.logits(h.subarray((prompt.length - 1) * model.cfg.dim), 1);
-    const m = Math.max(...l), e = Array.from(l, (x) => Math.exp(x - m)), sum = e.reduce((a, b) => a + b, 0);
-    return e.map((x) => x / sum);
-  }
-  const lm = await llama.loadModel({ modelPath: file });
-  const ctx = await lm.createContext({ threads: 1, contextSize: 256 });
-  let probs: Map<number, number> | undefined;
-  for await (const o of ctx.getSequence().evaluateWithMetadata(prompt, { probabilities: true }, { temperature: 0 })) {
-    probs = o.probabilities as Map<number, number>;
-    break;
-  }
-  await ctx.dispose();
-  await lm.dispose();
-  return Array.from({ length: 512 }, (_, i) => probs!.get(i) ?? 0);
+  if (ours) return ourNext(file, prompt);
+  const probs = await theirNext(llama, file, prompt);
+  return Array.from({ length: 512 }, (_, i) => probs.get(i) ?? 0);
 }
 
 const PROMPT = [1, 300, 301, 57, 99, 123, 77, 45];
@@ -149,7 +115,7 @@ describe("llama.cpp's presets, against llama.cpp's quantiser", () => {
     for (const file of [ours, theirs]) {
       const tokens = await ourGreedy(file, PROMPT, 12);
       if (s.peaked) expect(new Set(tokens).size, "a varied continuation").toBeGreaterThan(3);
-      expect(tokens).toEqual(await theirGreedy(file, PROMPT, 12));
+      expect(tokens).toEqual(await theirGreedy(llama, file, PROMPT, 12));
     }
   });
 

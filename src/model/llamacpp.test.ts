@@ -9,6 +9,7 @@ import { getLlama, Llama } from "node-llama-cpp";
 import { synthesize, SynthSpec } from "../format/synth.js";
 import { Model, generate } from "./model.js";
 import { tmpDir } from "../testing/shared.js";
+import { maxProbDiff, ourNext, softmax, theirNext, theirRun } from "../testing/llamacpp.js";
 
 // Tolerances, max |p_ours - p_llama.cpp| over the vocabulary:
 const PROB_TOLERANCE = 0.005; // peaked models, every greedy step
@@ -53,55 +54,9 @@ const cases = (["llama", "qwen2", "qwen3"] as const).flatMap((arch) =>
 
 const PROMPT_TEXT = "The little robot walked to the river";
 
-// llama.cpp's greedy tokens and their distributions
-async function theirGreedy(path: string, n: number) {
-  const lm = await llama.loadModel({ modelPath: path });
-  const ctx = await lm.createContext({ threads: 1, contextSize: 256 });
-  const tokens: number[] = [], probs: Map<number, number>[] = [];
-  const prompt = [1, ...lm.tokenize(PROMPT_TEXT, false)];
-  for await (const o of ctx.getSequence().evaluateWithMetadata(prompt, { probabilities: true }, { temperature: 0 })) {
-    tokens.push(o.token as number);
-    probs.push(o.probabilities as Map<number, number>);
-    if (tokens.length >= n) break;
-  }
-  await ctx.dispose();
-  await lm.dispose();
-  return { prompt, tokens, probs };
-}
-
-async function theirNext(path: string, prompt: number[]): Promise<Map<number, number>> {
-  const lm = await llama.loadModel({ modelPath: path });
-  const ctx = await lm.createContext({ threads: 1, contextSize: 256 });
-  let probs: Map<number, number> | undefined;
-  for await (const o of ctx.getSequence().evaluateWithMetadata(prompt, { probabilities: true }, { temperature: 0 })) {
-    probs = o.probabilities as Map<number, number>;
-    break;
-  }
-  await ctx.dispose();
-  await lm.dispose();
-  return probs!;
-}
-
-function softmax(l: Float32Array): number[] {
-  const m = Math.max(...l), e = Array.from(l, (x) => Math.exp(x - m)), s = e.reduce((a, b) => a + b, 0);
-  return e.map((x) => x / s);
-}
-
-function maxDiff(theirs: Map<number, number>, ours: number[]): number {
-  let worst = 0;
-  for (let tok = 0; tok < ours.length; tok++) worst = Math.max(worst, Math.abs((theirs.get(tok) ?? 0) - ours[tok]));
-  return worst;
-}
-
-async function ourNext(path: string, prompt: number[]): Promise<number[]> {
-  const { model, stack } = Model.local(path, {});
-  const [h] = await stack.forward([{ session: "s", pos: 0, T: prompt.length, hidden: model.embedder.embed(prompt) }]);
-  return softmax(model.head.logits(h.subarray((prompt.length - 1) * model.cfg.dim), 1));
-}
-
 // 32 greedy tokens identical, every step's distribution within PROB_TOLERANCE
 async function expectSameGreedy(path: string, label: string) {
-  const theirs = await theirGreedy(path, 32);
+  const theirs = await theirRun(llama, path, PROMPT_TEXT, 32, true);
   const { model, stack } = Model.local(path, {});
   expect(model.tokenizer.encode(PROMPT_TEXT)).toEqual(theirs.prompt);
   const ours: number[] = [], logits: Float32Array[] = [];
@@ -109,7 +64,7 @@ async function expectSameGreedy(path: string, label: string) {
   for await (const t of generate(model, stack, theirs.prompt, { maxTokens: 32, stopAtEog: false, onLogits: (p, l) => p >= n - 1 && logits.push(Float32Array.from(l)) }))
     ours.push(t.id);
   expect(ours).toEqual(theirs.tokens);
-  const worst = Math.max(...theirs.probs.map((pm, i) => maxDiff(pm, softmax(logits[i]))));
+  const worst = Math.max(...theirs.probs.map((pm, i) => maxProbDiff(pm, softmax(logits[i]))));
   console.log(`${label} peaked: max |p - p_llama.cpp| ${worst.toExponential(1)}`);
   expect(worst).toBeLessThan(PROB_TOLERANCE);
 }
@@ -121,7 +76,7 @@ async function expectSameAsF32(s: SynthSpec, name: string, label: string) {
   const q = synthesize(s, `${dir}/${name}.gguf`);
   const f32 = synthesize({ ...s, dequantized: true }, `${dir}/${name}-as-f32.gguf`);
   const ours = await ourNext(q, EXACT_PROMPT), top = Math.max(...ours);
-  const worst = maxDiff(await theirNext(f32, EXACT_PROMPT), ours);
+  const worst = maxProbDiff(await theirNext(llama, f32, EXACT_PROMPT), ours);
   console.log(`${label} against llama.cpp on the same weights as F32: max |p - p_llama.cpp| ${worst.toExponential(1)} (top probability ${top.toFixed(2)})`);
   expect(top, "a diffuse distribution, where differences show").toBeLessThan(0.95);
   expect(worst).toBeLessThan(EXACT_WEIGHTS_TOLERANCE);
@@ -139,7 +94,7 @@ describe("cross-check with llama.cpp on diffuse distributions (attention and RoP
     const lm = await llama.loadModel({ modelPath: path });
     const prompt = [1, ...lm.tokenize("The little robot walked to the river and it saw the sea", false)];
     await lm.dispose();
-    const worst = maxDiff(await theirNext(path, prompt), await ourNext(path, prompt));
+    const worst = maxProbDiff(await theirNext(llama, path, prompt), await ourNext(path, prompt));
     console.log(`${arch} ${type} diffuse: max |p - p_llama.cpp| ${worst.toExponential(1)}`);
     expect(worst).toBeLessThan(DIFFUSE_TOLERANCE[type.replace("+rope_freqs", "")] ?? DIFFUSE_TOLERANCE_QUANT);
   });
