@@ -17,7 +17,7 @@ import { GGMLType, dequantizeRow, rowBytes, typeName } from "./quant.js";
 import { FILE_TYPE, PRESETS, Preset, describeTypes, presetType } from "./presets.js";
 import { SynthSpec, synthMetadata, synthesize } from "./synth.js";
 import { REPO, tmpDir } from "../testing/shared.js";
-import { ourGreedy, ourNext, theirGreedy } from "../testing/llamacpp.js";
+import { ourGreedy, ourNext, theirGreedy, theirNext } from "../testing/llamacpp.js";
 
 const dir = tmpDir();
 const BUNDLE = path.join(REPO, "node_modules/node-llama-cpp/llama/gitRelease.bundle");
