@@ -22,7 +22,6 @@ type Outcome = CaseResult | { id: number; outcome: "hang" };
 
 // One child process at a time, replaced after a hang or a crash.
 class Runner {
-  private child?: ChildProcess;
   private started?: Promise<ChildProcess>;
   private stderr = "";
   private dir = tmpDir("layerswarm-fuzz-");

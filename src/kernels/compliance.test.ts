@@ -30,9 +30,9 @@ function matrix(type: number, rows: number, cols: number, seed: number): Matrix 
 
 const backends: [string, (threads: number) => Kernels | undefined][] = [["native", nativeKernels]];
 
-describe.each(backends)("%s kernels equal the reference bit for bit", (name, make) => {
+describe.each(backends)("%s kernels equal the reference bit for bit", (_name, make) => {
   const k1 = make(1);
-  it.skipIf(!k1)(`is available (${nativeUnavailableReason() ?? "ok"})`, () => expect(k1).toBeDefined());
+  it.skipIf(!k1 && !process.env.CI)(`is available (${nativeUnavailableReason() ?? "ok"})`, () => expect(k1).toBeDefined());
   if (!k1) return;
   const ref = refKernels();
 

@@ -8,7 +8,7 @@ import { Step } from "./runtime.js";
 const BACKEND = (process.env.LAYERSWARM_KERNELS as "ref" | "native" | undefined) ?? "auto";
 
 // run.c's -n counts positions: n positions produce n - (prompt - 1) new tokens.
-async function runGolden(path: string, name: string, prompt: string, n: number, slices?: LayerRange[], chunkSize?: number) {
+async function runGolden(path: string, _name: string, prompt: string, n: number, slices?: LayerRange[], chunkSize?: number) {
   const { model, stack } = Model.local(path, { backend: BACKEND, slices });
   const ids = model.tokenizer.encode(prompt);
   const out: number[] = [];

@@ -40,7 +40,7 @@ const MiB = 2 ** 20;
 let sw: TestSwarm;
 let addrs: string[][] = []; // each node's multiaddrs
 const table: [string, string][] = [];
-const attackers: { stop(): Promise<void> }[] = [];
+const attackers: { stop(): unknown }[] = [];
 const note = (attack: string, what: string) => table.push([attack, what]);
 
 // ------------------------------------------------------------ the user

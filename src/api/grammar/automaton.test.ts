@@ -16,7 +16,7 @@ function run(g: Grammar, text: string | Uint8Array): { state: JsonState | null; 
 }
 const whole = (g: Grammar, text: string) => run(g, text).state?.complete === true;
 const prefix = (g: Grammar, text: string) => run(g, text).state !== null;
-const refusedAt = (g: Grammar, text: string) => run(g, text).at;
+const refusedAt = (g: Grammar, text: string | Uint8Array) => run(g, text).at;
 
 // closeCost() is the shortest completion's length exactly when: it is 0 just
 // where the text is complete, no byte lowers it by more than 1 (so no

@@ -52,7 +52,7 @@ describe("token masks", () => {
           for (let id = 0; id < tok.vocabSize; id++) {
             const b = tok.tokenBytes(id, -1);
             const want = tok.eog.has(id) ? s.complete : b.length > 0 && s.stepBytes(b) !== null;
-            if (m[id] !== (want ? 1 : 0)) throw new Error(`${doc.slice(0, k)}: token ${id} ${JSON.stringify(tok.tokenText?.(id))}: mask ${m[id]}, automaton ${want}`);
+            if (m[id] !== (want ? 1 : 0)) throw new Error(`${doc.slice(0, k)}: token ${id} ${JSON.stringify(Buffer.from(b).toString())}: mask ${m[id]}, automaton ${want}`);
           }
           if (k < bytes.length) {
             s = s.step(bytes[k])!;
