@@ -45,6 +45,9 @@ export interface GGUFFile {
   tensors: Map<string, TensorInfo>;
   dataOffset: number;
   alignment: number;
+  // Called with every tensor's bytes as they are read (manifest.ts hashes
+  // them: a node's layer hashes are those of the bytes it computes with).
+  onTensorRead?: (name: string, bytes: Uint8Array) => void;
 }
 
 const MAGIC = 0x46554747; // "GGUF" little-endian
@@ -316,6 +319,7 @@ export function readTensorBytes(file: GGUFFile, name: string): Uint8Array {
     fs.closeSync(fd);
   }
   tensorBytesRead.set(file.path, (tensorBytesRead.get(file.path) ?? 0) + t.bytes);
+  file.onTensorRead?.(name, buf);
   return buf;
 }
 
