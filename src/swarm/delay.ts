@@ -9,6 +9,7 @@ class DelayedChannel implements Channel {
   get remotePeer() { return this.inner.remotePeer; }
   get remoteIp() { return this.inner.remoteIp; }
   get closed() { return this.inner.closed; }
+  get reach() { return this.inner.reach; }
   send(msg: Uint8Array): Promise<void> {
     // equal delays fire in the order they were set: messages keep their order
     setTimeout(() => void this.inner.send(msg).catch(() => {}), this.ms);
@@ -28,6 +29,8 @@ export class DelayedTransport implements Transport {
     return new DelayedChannel(await this.inner.dial(peer, addrs, protocol, o), this.ms);
   }
   onDisconnect(cb: (peer: string) => void) { this.inner.onDisconnect(cb); }
+  onInterrupt(cb: (peer: string) => void) { this.inner.onInterrupt?.(cb); }
+  reach(peer: string) { return this.inner.reach?.(peer); }
   hangUp(peer: string) { return this.inner.hangUp(peer); }
   async ping(peer: string, addrs: string[], signal?: AbortSignal) { return (await this.inner.ping(peer, addrs, signal)) + 2 * this.ms; }
   stop() { return this.inner.stop(); }

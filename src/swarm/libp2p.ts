@@ -39,7 +39,8 @@ import { Identity } from "./identity.js";
 import { Logger, logger } from "./log.js";
 import { PeerGate } from "./policy.js";
 import { DHT_PROTOCOL, DHT_VALIDITY_MS, MDNS_SERVICE } from "./protocol/index.js";
-import { Channel, DialOptions, HandleOptions, Transport } from "./transport.js";
+import { Channel, DialOptions, HandleOptions, Reach, Transport } from "./transport.js";
+import { DialBack, RELAY_LIMITS, RelayGuard, RelayLimits, ReachTracker, Reachability, isCircuit, natComponents } from "./nat.js";
 
 export interface Libp2pOptions {
   identity: Identity;
@@ -50,6 +51,9 @@ export interface Libp2pOptions {
   bootstrap?: string[]; // multiaddrs, with or without /p2p/: dialled at start and whenever this peer has no DHT peer
   mdns?: boolean | string; // find peers on the LAN by mDNS (a string: the service name, default MDNS_SERVICE)
   maxProviderRecords?: { total: number; perPeer: number }; // provider records this peer keeps for the DHT (default 100,000; 256 per provider)
+  // NAT traversal (nat.ts): relay for others while reachable, reserve a relay
+  // slot when not, DCUtR, AutoNAT; true for RELAY_LIMITS, or other limits
+  nat?: boolean | Partial<RelayLimits>;
 }
 
 // A swarm key in the go-ipfs format: "/key/swarm/psk/1.0.0/\n/base16/\n<64 hex>"
@@ -73,6 +77,7 @@ function ipOf(ma: Multiaddr): string {
 // stream is paused, which stops Yamux window updates, so the sender waits.
 class StreamChannel implements Channel {
   closed = false;
+  reach: Reach = "direct"; // set by the transport from the stream's connection
   private queue: Uint8Array[] = [];
   private queued = 0;
   private ended: Error | null | undefined;
@@ -247,20 +252,24 @@ const cidOf = (key: Uint8Array) => CID.createV1(raw.code, Digest.create(sha256.c
 
 export class Libp2pTransport implements Transport {
   private disconnectCbs: ((peer: string) => void)[] = [];
+  private interruptCbs: ((peer: string) => void)[] = [];
+  private reaches: ReachTracker;
+  private relayedClosed = new Map<string, number>(); // peer -> when a relayed connection to it last closed
   private bootstrapTimer?: NodeJS.Timeout;
   private bootstrapPeers = new Map<string, string>(); // address -> the peer that answered there
   private bootstrapWarned = new Set<string>();
   private stopped = false;
   private log: Logger;
 
-  private constructor(private node: Libp2p, readonly gate: PeerGate, private bootstrapAddrs: Multiaddr[], private store: BoundedDatastore) {
+  private constructor(private node: Libp2p, readonly gate: PeerGate, private bootstrapAddrs: Multiaddr[], private store: BoundedDatastore, private dialBack?: DialBack) {
     this.log = logger(`libp2p:${node.peerId.toString().slice(-6)}`);
-    node.addEventListener("peer:disconnect", (e) => {
-      const peer = e.detail.toString();
-      for (const cb of this.disconnectCbs) cb(peer);
-    });
+    this.reaches = new ReachTracker(node);
+    node.addEventListener("peer:disconnect", (e) => void this.disconnected(e.detail.toString()));
     node.addEventListener("connection:open", (e) => gate.opened(ipOf(e.detail.remoteAddr)));
-    node.addEventListener("connection:close", (e) => gate.closed(ipOf(e.detail.remoteAddr)));
+    node.addEventListener("connection:close", (e) => {
+      gate.closed(ipOf(e.detail.remoteAddr));
+      if (isCircuit(e.detail.remoteAddr)) this.relayedClosed.set(e.detail.remotePeer.toString(), Date.now());
+    });
     const lan = (node.services as { mdns?: PeerDiscovery }).mdns;
     lan?.addEventListener("peer", (e) => void this.dialFound(e.detail));
     if (bootstrapAddrs.length) this.bootstrapSoon(0);
@@ -276,17 +285,22 @@ export class Libp2pTransport implements Transport {
       }
     });
     const store = new BoundedDatastore(o.maxProviderRecords ?? { total: 100_000, perPeer: 256 }, o.identity.peerId);
+    const limits: RelayLimits | undefined = o.nat ? { ...RELAY_LIMITS, ...(typeof o.nat === "object" ? o.nat : {}) } : undefined;
+    const nat = limits ? natComponents(limits) : undefined;
+    let made: Libp2p | undefined, dialBack: DialBack | undefined;
+    const guard = limits ? new RelayGuard(limits, () => made, () => dialBack?.state ?? "unknown") : undefined;
     const node = await createLibp2p({
       privateKey: o.identity.key,
       datastore: store,
       addresses: { listen: o.listen ?? ["/ip4/127.0.0.1/tcp/0"] },
-      transports: [tcp()],
+      transports: [tcp(), ...(nat?.transports ?? [])],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux({ streamOptions: { maxStreamWindowSize: 2 * 2 ** 20 } })],
       connectionProtector: o.swarmKey ? preSharedKey({ psk: swarmKeyBytes(o.swarmKey) }) : undefined,
       services: {
         identify: identify(),
-        ping: ping(),
+        ping: ping({ runOnLimitedConnection: true }), // round trips to peers behind a relay too
+        ...(nat?.services ?? {}),
         ...(o.dht || bootstrap.length ? {
           // our own DHT, LAN and loopback addresses included; every peer serves it (NAT: later, with AutoNAT)
           dht: kadDHT({
@@ -303,9 +317,16 @@ export class Libp2pTransport implements Transport {
         denyInboundConnection: (maConn) => !gate.allowIp(ipOf(maConn.remoteAddr)),
         denyInboundEncryptedConnection: (peer) => !gate.allowPeer(peer.toString()),
         denyDialPeer: (peer) => !gate.allowPeer(peer.toString()),
+        denyInboundRelayReservation: (peer) => !gate.allowPeer(peer.toString()) || (guard?.denyReservation(peer) ?? true),
+        denyOutboundRelayedConnection: (src, dst) => !gate.allowPeer(src.toString()) || !gate.allowPeer(dst.toString()) || (guard?.denyCircuit(src) ?? true),
       },
     });
-    return new Libp2pTransport(node, gate, bootstrap, store);
+    made = node;
+    if (limits) {
+      dialBack = new DialBack(node, logger(`nat:${node.peerId.toString().slice(-6)}`));
+      await dialBack.start();
+    }
+    return new Libp2pTransport(node, gate, bootstrap, store, dialBack);
   }
 
   private get dht(): (KadDHT & { routingTable?: { size: number } }) | undefined {
@@ -408,16 +429,62 @@ export class Libp2pTransport implements Transport {
   addrs(): string[] {
     return this.node.getMultiaddrs().map(String);
   }
+  // Our protocols run on relayed connections too (libp2p calls them limited
+  // and refuses protocols that do not opt in): a node behind a NAT is served
+  // through its relay, within the relay's limits (nat.ts).
   async handle(protocols: readonly string[], handler: (ch: Channel) => void, o: HandleOptions): Promise<void> {
     for (const p of protocols)
-      await this.node.handle(p, (stream, conn) => handler(new StreamChannel(stream, conn.remotePeer.toString(), ipOf(conn.remoteAddr), o.maxMessageBytes)), {
-        maxInboundStreams: o.maxStreamsPerConnection, maxOutboundStreams: 64,
+      await this.node.handle(p, (stream, conn) => handler(this.channel(stream, conn, o.maxMessageBytes)), {
+        maxInboundStreams: o.maxStreamsPerConnection, maxOutboundStreams: 64, runOnLimitedConnection: true,
       });
+  }
+
+  private channel(s: Stream, conn: Connection, maxBytes: number): StreamChannel {
+    const ch = new StreamChannel(s, conn.remotePeer.toString(), ipOf(conn.remoteAddr), maxBytes);
+    ch.reach = this.reaches.of(conn);
+    return ch;
+  }
+
+  // How a peer is reached now, if connected (its best open connection).
+  reach(peer: string): Reach | undefined {
+    const c = this.reaches.best(peerIdFromString(peer));
+    return c && this.reaches.of(c);
+  }
+
+  // Whether other peers can dial this one (nat.ts); "unknown" until some peer answered, or without nat.
+  reachability(): Reachability {
+    return this.dialBack?.state ?? "unknown";
+  }
+  onReachability(cb: (r: Reachability) => void): void {
+    this.dialBack?.onChange(cb);
+  }
+
+  // A peer's last connection closed. If it was a circuit and someone wants to
+  // know (a gateway), try to reach the peer again at once: a relay that cut a
+  // circuit at its limits left the peer there, and the sessions through it
+  // replay over the new connection instead of dropping the node.
+  private async disconnected(peer: string): Promise<void> {
+    const relayed = (this.relayedClosed.get(peer) ?? 0) > Date.now() - 2000;
+    this.relayedClosed.delete(peer);
+    if (relayed && this.interruptCbs.length && !this.stopped) {
+      try {
+        const c = await this.node.dial(peerIdFromString(peer), { signal: AbortSignal.timeout(5000) });
+        this.log("info", "a circuit to a peer was cut; reached it again", { peer, via: this.reaches.of(c) });
+        for (const cb of this.interruptCbs) cb(peer);
+        return;
+      } catch (e) {
+        this.log("debug", "a circuit to a peer was cut and it cannot be reached again", { peer, error: (e as Error).message.slice(0, 200) });
+      }
+    }
+    for (const cb of this.disconnectCbs) cb(peer);
+  }
+  onInterrupt(cb: (peer: string) => void): void {
+    this.interruptCbs.push(cb);
   }
 
   private async connection(peer: string, addrs: string[], signal?: AbortSignal): Promise<Connection> {
     const id = peerIdFromString(peer);
-    const open = this.node.getConnections(id).find((c) => c.status === "open");
+    const open = this.reaches.best(id); // a direct one before a relayed one
     if (open) return open;
     let last: unknown;
     for (const a of addrs) {
@@ -443,8 +510,8 @@ export class Libp2pTransport implements Transport {
 
   async dial(peer: string, addrs: string[], protocol: string, o: DialOptions): Promise<Channel> {
     const conn = await this.connection(peer, addrs, o.signal);
-    const s = await conn.newStream(protocol, { signal: o.signal, maxOutboundStreams: 64 });
-    return new StreamChannel(s, conn.remotePeer.toString(), ipOf(conn.remoteAddr), o.maxMessageBytes);
+    const s = await conn.newStream(protocol, { signal: o.signal, maxOutboundStreams: 64, runOnLimitedConnection: true });
+    return this.channel(s, conn, o.maxMessageBytes);
   }
   onDisconnect(cb: (peer: string) => void): void {
     this.disconnectCbs.push(cb);
@@ -459,6 +526,7 @@ export class Libp2pTransport implements Transport {
   }
   async stop(): Promise<void> {
     this.stopped = true;
+    this.dialBack?.stop();
     clearTimeout(this.bootstrapTimer);
     await this.node.stop();
   }

@@ -10,7 +10,7 @@ import { LayerswarmError } from "../errors.js";
 import { Discovery, Provider } from "./discovery.js";
 import { Identity } from "./identity.js";
 import { DHT_VALIDITY_MS } from "./protocol/index.js";
-import { Channel, ConnectionGate, DialOptions, HandleOptions, Transport } from "./transport.js";
+import { Channel, ConnectionGate, DialOptions, HandleOptions, Reach, Transport } from "./transport.js";
 
 const HIGH_WATER_MESSAGES = 8;
 
@@ -33,6 +33,7 @@ class Pipe {
 
 class MemoryChannel implements Channel {
   closed = false;
+  reach: Reach = "direct";
   peer!: MemoryChannel;
   tap?: (msg: Uint8Array) => void; // tests: see what this end receives
   readonly inbox = new Pipe();
@@ -109,6 +110,12 @@ export class MemoryNetwork {
   }
 }
 
+// A link is relayed (or hole-punched) if either end is reached that way.
+function linkReach(a: MemoryTransport, b: MemoryTransport): Reach {
+  const rank = (r: Reach) => (r === "direct" ? 0 : r === "hole-punched" ? 1 : 2);
+  return rank(a.reachedAs) >= rank(b.reachedAs) ? a.reachedAs : b.reachedAs;
+}
+
 export class MemoryTransport implements Transport {
   private handlers = new Map<string, { fn: (ch: Channel) => void; o: HandleOptions; open: Map<string, number> }>();
   private disconnectCbs: ((peer: string) => void)[] = [];
@@ -116,6 +123,8 @@ export class MemoryTransport implements Transport {
   private partitioned = false;
   // tests: every message this peer receives, with its sender and protocol
   tap?: (from: string, protocol: string, msg: Uint8Array) => void;
+  // tests: how this peer is reached by others ("direct" unless set: a NATed peer behind a relay, say)
+  reachedAs: Reach = "direct";
   constructor(readonly net: MemoryNetwork, readonly identity: Identity, readonly ip: string, readonly gate?: ConnectionGate) {
     net.peers.set(identity.peerId, this);
   }
@@ -173,6 +182,7 @@ export class MemoryTransport implements Transport {
     const theirs = new MemoryChannel(this.peerId, this.ip, h.o.maxMessageBytes, release, cut);
     mine.peer = theirs;
     theirs.peer = mine;
+    mine.reach = theirs.reach = linkReach(this, target);
     if (target.tap) theirs.tap = (m) => target.tap?.(this.peerId, protocol, m);
     link.add(mine);
     link.add(theirs);
@@ -182,6 +192,11 @@ export class MemoryTransport implements Transport {
 
   onDisconnect(cb: (peer: string) => void) {
     this.disconnectCbs.push(cb);
+  }
+  reach(peer: string): Reach | undefined {
+    const t = this.net.peers.get(peer);
+    if (!t || !t.up || !this.net.links.has(MemoryNetwork.key(this.peerId, peer))) return undefined;
+    return linkReach(this, t);
   }
   notifyDisconnect(peer: string) {
     for (const cb of this.disconnectCbs) cb(peer);

@@ -16,6 +16,8 @@ import { LayerRange } from "../../model/config.js";
 
 export const DHT_PROTOCOL = "/layerswarm/kad/1.0.0";
 export const MDNS_SERVICE = "_layerswarm._udp.local";
+// NAT: a peer asks another to dial it back (nat.ts); the answer says whether it is reachable.
+export const DIALBACK_PROTOCOL = "/layerswarm/dialback/1.0.0";
 
 // Timing. A node provides its block keys every PROVIDE_INTERVAL_MS; DHT peers
 // keep a provider record for DHT_VALIDITY_MS after it was last provided. A
