@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { allocateLayers, chooseRange, missingLayers, planRoute } from "./placement.js";
+import { Measured, allocateLayers, cheapestRoute, chooseRange, layerPressure, missingLayers, planMove, planRoute, subtractRanges } from "./placement.js";
 
 const r = (s: number, e: number) => ({ start: s, end: e });
 
@@ -48,5 +48,69 @@ describe("chooseRange (--layers auto)", () => {
     ["capped by the model", 3, [], 10, r(0, 3)],
   ] as const)("%s", (_n, L, ranges, max, want) => {
     expect(chooseRange(L, ranges.map((x, i) => ({ id: `n${i}`, ranges: [x] })), max)).toEqual(want);
+  });
+});
+
+// a measured node: [id, ranges, hopMs, layerMs, rowMs, load]
+const m = (id: string, ranges: { start: number; end: number }[], hopMs: number, layerMs: number, rowMs = 0, load = 0): Measured => ({ id, ranges, hopMs, layerMs, rowMs, load });
+
+describe("cheapestRoute (measured costs)", () => {
+  it.each([
+    ["one node", 4, [m("A", [r(0, 4)], 1, 1)], 1, [["A", 0, 4]], 5],
+    ["the faster of two replicas", 4, [m("S", [r(0, 4)], 1, 5), m("F", [r(0, 4)], 1, 1)], 1, [["F", 0, 4]], 5],
+    ["fewer hops beat a chain when hops are dear", 4, [m("A", [r(0, 2)], 10, 1), m("B", [r(2, 4)], 10, 1), m("W", [r(0, 4)], 10, 2)], 1, [["W", 0, 4]], 18],
+    ["a chain beats one slow node", 4, [m("A", [r(0, 2)], 1, 1), m("B", [r(2, 4)], 1, 1), m("W", [r(0, 4)], 1, 10)], 1, [["A", 0, 2], ["B", 2, 4]], 6],
+    ["switching where a faster node's range starts", 6, [m("A", [r(0, 6)], 1, 3), m("B", [r(2, 6)], 1, 1)], 1, [["A", 0, 2], ["B", 2, 6]], 12],
+    ["a slow link loses on a long prompt, wins on one row", 4, [m("near", [r(0, 4)], 1, 2, 0.1), m("far", [r(0, 4)], 1, 1, 5)], 64, [["near", 0, 4]], 1 + 8 + 6.3],
+    ["the same on one row", 4, [m("near", [r(0, 4)], 1, 2, 0.1), m("far", [r(0, 4)], 1, 1, 5)], 1, [["far", 0, 4]], 5],
+    ["load spreads sessions over replicas", 2, [m("A", [r(0, 2)], 1, 1, 0, 4), m("B", [r(0, 2)], 1, 1, 0, 0)], 1, [["B", 0, 2]], 3],
+    ["a range past the span is cut", 3, [m("A", [r(0, 5)], 1, 1)], 1, [["A", 0, 3]], 4],
+  ] as const)("%s", (_n, L, nodes, rows, want, ms) => {
+    const got = cheapestRoute(L, nodes.map((x) => ({ ...x, ranges: [...x.ranges] })), 0, rows)!;
+    expect(got.stages).toEqual(want.map(([id, start, end]) => ({ id, start, end })));
+    expect(got.ms).toBeCloseTo(ms, 9);
+  });
+  it("starts where the gateway's own layers end; no route through a hole; ties to fewer stages", () => {
+    expect(cheapestRoute(4, [m("A", [r(0, 4)], 1, 1)], 1)!.stages).toEqual([{ id: "A", start: 1, end: 4 }]);
+    expect(cheapestRoute(4, [m("A", [r(0, 2)], 1, 1), m("B", [r(3, 4)], 1, 1)])).toBeUndefined();
+    // A+B costs 1+1+1+1 = 4, W costs 1+3 = 4: the one-stage route
+    expect(cheapestRoute(2, [m("A", [r(0, 1)], 1, 1), m("B", [r(1, 2)], 1, 1), m("W", [r(0, 2)], 1, 1.5)])!.stages.map((s) => s.id)).toEqual(["W"]);
+  });
+  it("a node that failed steps is taken only when nothing else covers its layers", () => {
+    const bad = { ...m("X", [r(0, 2)], 0.1, 0.1), failures: 1 };
+    expect(cheapestRoute(2, [bad, m("Y", [r(0, 2)], 50, 50)])!.stages[0].id).toBe("Y");
+    expect(cheapestRoute(2, [bad])!.stages[0].id).toBe("X");
+  });
+});
+
+describe("placement by throughput and demand", () => {
+  const s = (id: string, ranges: { start: number; end: number }[], tokPerSec = 1, rowsPerSec = 0) => ({ id, ranges, tokPerSec, rowsPerSec });
+  it("pressure: demand over throughput per layer, Infinity where nobody holds it", () => {
+    expect(layerPressure(4, [s("A", [r(0, 2)], 2, 3), s("B", [r(1, 3)], 1, 1)])).toEqual([2, 5 / 3, 2, Infinity]);
+  });
+  it.each([
+    ["a slow holder's layers before a fast one's", 4, [s("slow", [r(0, 2)], 1), s("fast", [r(2, 4)], 10)], 2, r(0, 2)],
+    ["demand outweighs equal throughput", 4, [s("A", [r(0, 2)], 5, 1), s("B", [r(2, 4)], 5, 40)], 2, r(2, 4)],
+    ["a hole before everything", 6, [s("A", [r(0, 2)], 1, 100), s("B", [r(3, 6)], 1, 100)], 1, r(2, 3)],
+    ["the window holding the worst layer", 5, [s("A", [r(0, 5)], 10), s("B", [r(0, 3)], 10), s("C", [r(4, 5)], 10)], 2, r(2, 4)],
+  ] as const)("chooseRange: %s", (_n, L, holders, max, want) => {
+    expect(chooseRange(L, holders.map((h) => ({ ...h, ranges: [...h.ranges] })), max)).toEqual(want);
+  });
+  it("planMove: a node leaves a layer others hold for one the swarm starves, only if the bottleneck improves enough; never leaves a hole", () => {
+    // layers 0-1 held by two fast nodes, 2-3 by one slow node: the spare moves
+    const swarm = [s("A", [r(0, 2)], 10), s("B", [r(0, 2)], 10), s("C", [r(2, 4)], 1)];
+    expect(planMove(4, swarm, "B", 2)).toEqual(r(2, 4));
+    expect(planMove(4, swarm, "C", 2)).toBeUndefined(); // the only holder of 2-3
+    // balanced already: moving would not improve the bottleneck by 4/3
+    expect(planMove(4, [s("A", [r(0, 2)], 10), s("B", [r(2, 4)], 9), s("D", [r(2, 4)], 1)], "D", 2)).toBeUndefined();
+    // demand makes the difference: equal throughput on both halves, but ten times the traffic
+    // on 2-3 (gateways that run layers 0-1 themselves send little there)
+    expect(planMove(4, [s("A", [r(0, 2)], 5, 5), s("B", [r(0, 2)], 5, 5), s("C", [r(2, 4)], 10, 100)], "B", 2)).toEqual(r(2, 4));
+    expect(planMove(4, [s("A", [r(0, 2)], 5, 0), s("B", [r(0, 2)], 5, 0), s("C", [r(2, 4)], 10, 0)], "B", 2)).toBeUndefined();
+  });
+  it("subtractRanges", () => {
+    expect(subtractRanges([r(0, 5)], [r(1, 2), r(3, 4)])).toEqual([r(0, 1), r(2, 3), r(4, 5)]);
+    expect(subtractRanges([r(0, 2), r(4, 6)], [r(0, 6)])).toEqual([]);
+    expect(subtractRanges([r(0, 2)], [])).toEqual([r(0, 2)]);
   });
 });

@@ -93,19 +93,153 @@ export function missingLayers(nLayers: number, holders: Holder[], from = 0): Lay
   return out;
 }
 
-// For a node joining with --layers auto: the window of up to maxLayers layers
-// that the swarm covers least (uncovered layers first, then the leftmost).
-export function chooseRange(nLayers: number, holders: Holder[], maxLayers: number): LayerRange {
-  const n = Math.max(1, Math.min(maxLayers, nLayers));
-  const cover = new Array<number>(nLayers).fill(0);
-  for (const h of holders) for (const r of h.ranges) for (let i = r.start; i < r.end && i < nLayers; i++) cover[i]++;
-  let best = 0, bestScore = Infinity;
-  for (let s = 0; s + n <= nLayers; s++) {
-    // score: covered-layer count dominates, then total coverage
-    let zeros = 0, sum = 0;
-    for (let i = s; i < s + n; i++) (cover[i] === 0 && zeros++), (sum += cover[i]);
-    const score = -zeros * 1e6 + sum;
-    if (score < bestScore) (bestScore = score), (best = s);
+// ------------------------------------------------------------ route choice by cost
+
+// What a gateway measured of a node itself (never what the node says about
+// itself: the fastest liar would win), for the cost of a stage through it.
+export interface Measured {
+  id: string;
+  ranges: LayerRange[]; // the layers it may serve new sessions (draining ones left out)
+  hopMs: number; // fixed cost of a stage there: the round trip to it and per-step overhead
+  layerMs: number; // compute per layer for one row
+  rowMs: number; // each further row of a step: the link's throughput and batched compute together
+  load: number; // sessions routed through it now; each makes its stage slower
+  failures?: number; // recent steps it failed while still answering (a heavy penalty)
+}
+
+// How much one session already on a node slows a stage there (batched decode shares a pass).
+export const LOAD_WEIGHT = 0.25;
+
+export function stageCost(m: Measured, layers: number, rows = 1): number {
+  const base = m.hopMs + m.layerMs * layers + m.rowMs * Math.max(0, rows - 1);
+  return base * (1 + LOAD_WEIGHT * m.load) * (1 + 1000 * (m.failures ?? 0));
+}
+
+export interface CostedRoute {
+  stages: Stage[];
+  ms: number; // the estimated time of one step of `rows` rows through it
+}
+
+// The cheapest chain of stages covering [from, nLayers) for a step of `rows`
+// rows (dynamic programming over layer boundaries, as Parallax does: stages go
+// only forward, so the graph has no cycles and one pass in layer order is
+// exact). A stage may switch nodes only where some range starts or ends (with
+// costs linear in layers, switching anywhere else never helps). Ties go to
+// fewer stages, then to the lexicographically smaller peer id, so the answer
+// is deterministic. Returns undefined when some layer is held by nobody.
+export function cheapestRoute(nLayers: number, nodes: Measured[], from = 0, rows = 1): CostedRoute | undefined {
+  const cuts = new Set<number>([from, nLayers]);
+  for (const n of nodes) for (const r of n.ranges) for (const x of [r.start, r.end]) if (x > from && x < nLayers) cuts.add(x);
+  const pts = [...cuts].sort((a, b) => a - b);
+  const idx = new Map(pts.map((p, i) => [p, i]));
+  type Best = { ms: number; hops: number; prev: number; stage?: Stage };
+  const best: (Best | undefined)[] = pts.map((_, i) => (i === 0 ? { ms: 0, hops: 0, prev: -1 } : undefined));
+  const better = (a: Best, b: Best | undefined) =>
+    !b || a.ms < b.ms - 1e-9 || (Math.abs(a.ms - b.ms) <= 1e-9 && (a.hops < b.hops || (a.hops === b.hops && a.stage!.id < b.stage!.id)));
+  for (let i = 0; i < pts.length - 1; i++) {
+    const here = best[i];
+    if (!here) continue;
+    const at = pts[i];
+    for (const n of nodes)
+      for (const r of n.ranges) {
+        if (!(r.start <= at && at < r.end)) continue;
+        const top = Math.min(r.end, nLayers);
+        for (let j = i + 1; j < pts.length && pts[j] <= top; j++) {
+          const cand: Best = { ms: here.ms + stageCost(n, pts[j] - at, rows), hops: here.hops + 1, prev: i, stage: { id: n.id, start: at, end: pts[j] } };
+          if (better(cand, best[j])) best[j] = cand;
+        }
+      }
   }
+  const last = best[idx.get(nLayers)!];
+  if (!last) return undefined;
+  const stages: Stage[] = [];
+  for (let k = idx.get(nLayers)!; k > 0; k = best[k]!.prev) stages.unshift(best[k]!.stage!);
+  return { stages, ms: last.ms };
+}
+
+// ------------------------------------------------------------ placement by demand
+
+// What the swarm says of a holder, for placement: its ranges, the tokens per
+// second it can push through its whole range, and the rows per second it
+// served lately (the demand it saw). Announced by the nodes (a node deciding
+// where to go has nothing else); a liar can only misplace newcomers, never win routes.
+export interface Supply {
+  id: string;
+  ranges: LayerRange[];
+  tokPerSec?: number; // default 1: every holder alike
+  rowsPerSec?: number; // default 0
+}
+
+// Demand floor: an idle swarm still places by throughput alone (as if every layer saw this many rows per second).
+export const IDLE_DEMAND = 1;
+
+// Rows per second through each layer of [0, nLayers): every row passes every
+// layer of a holder's range, so a layer's demand is what its holders served.
+export function layerDemand(nLayers: number, holders: Supply[]): number[] {
+  const d = new Array<number>(nLayers).fill(0);
+  for (const h of holders) for (const r of h.ranges) for (let i = Math.max(0, r.start); i < Math.min(r.end, nLayers); i++) d[i] += h.rowsPerSec ?? 0;
+  return d;
+}
+
+// Per layer: demand over throughput (Infinity where nobody holds the layer).
+export function layerPressure(nLayers: number, holders: Supply[], demand = layerDemand(nLayers, holders)): number[] {
+  const supply = new Array<number>(nLayers).fill(0);
+  for (const h of holders) for (const r of h.ranges) for (let i = Math.max(0, r.start); i < Math.min(r.end, nLayers); i++) supply[i] += h.tokPerSec ?? 1;
+  return supply.map((s, i) => (s > 0 ? (demand[i] + IDLE_DEMAND) / s : Infinity));
+}
+
+// Lexicographic comparison of two windows' pressures, highest first: the window whose worst layer is worst wins.
+function hotter(a: number[], b: number[]): boolean {
+  const x = [...a].sort((p, q) => q - p), y = [...b].sort((p, q) => q - p);
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i] > y[i];
+  return false;
+}
+
+// For a node joining with --layers auto: the window of up to maxLayers layers
+// where the swarm's throughput is lowest relative to demand (layers nobody
+// holds first; ties to the leftmost), as Petals chooses blocks, with demand.
+export function chooseRange(nLayers: number, holders: Supply[], maxLayers: number, demand?: number[]): LayerRange {
+  const n = Math.max(1, Math.min(maxLayers, nLayers));
+  const p = layerPressure(nLayers, holders, demand);
+  let best = 0;
+  for (let s = 1; s + n <= nLayers; s++) if (hotter(p.slice(s, s + n), p.slice(best, best + n))) best = s;
   return { start: best, end: best + n };
+}
+
+// The swarm's bottleneck: the highest pressure of any layer (its throughput limit relative to demand).
+export function bottleneck(nLayers: number, holders: Supply[], demand?: number[]): number {
+  return Math.max(...layerPressure(nLayers, holders, demand));
+}
+
+// Rebalancing, decided by a node for itself: where it should move, or
+// undefined to stay. It moves only if its old layers stay held by others and
+// the swarm's bottleneck improves by more than 1/quality (Petals' rule,
+// quality 0.75), so nodes do not chase each other around.
+export function planMove(nLayers: number, holders: Supply[], self: string, maxLayers: number, quality = 0.75): LayerRange | undefined {
+  const me = holders.find((h) => h.id === self);
+  if (!me || me.ranges.length === 0) return undefined;
+  const others = holders.filter((h) => h.id !== self);
+  // demand stays with the layers: it is the swarm's traffic, whoever holds them
+  const demand = layerDemand(nLayers, holders);
+  const without = layerPressure(nLayers, others, demand);
+  if (me.ranges.some((r) => without.slice(r.start, r.end).some((x) => x === Infinity))) return undefined; // it would leave a hole
+  const held = me.ranges.reduce((a, r) => a + r.end - r.start, 0);
+  const layersPerSec = (me.tokPerSec ?? 1) * held; // its speed, spread over its new range
+  const target = chooseRange(nLayers, others, maxLayers, demand);
+  if (me.ranges.length === 1 && me.ranges[0].start === target.start && me.ranges[0].end === target.end) return undefined;
+  const moved = [...others, { id: self, ranges: [target], tokPerSec: layersPerSec / (target.end - target.start) }];
+  return bottleneck(nLayers, moved, demand) < bottleneck(nLayers, holders, demand) * quality ? target : undefined;
+}
+
+// Layers of `ranges` not in `minus`, as ranges.
+export function subtractRanges(ranges: LayerRange[], minus: LayerRange[]): LayerRange[] {
+  const out: LayerRange[] = [];
+  for (const r of ranges) {
+    let cur = [{ ...r }];
+    for (const m of minus) cur = cur.flatMap((c) => (m.end <= c.start || c.end <= m.start ? [c] : [
+      ...(c.start < m.start ? [{ start: c.start, end: m.start }] : []), ...(m.end < c.end ? [{ start: m.end, end: c.end }] : []),
+    ]));
+    out.push(...cur);
+  }
+  return out;
 }
