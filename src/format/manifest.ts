@@ -159,6 +159,25 @@ export async function computeManifest(file: string | GGUFFile, o: ManifestOption
   return hasher.finish();
 }
 
+// The same, synchronously (small files, tests, and callers with no manifest at hand).
+export function computeManifestSync(file: string | GGUFFile): Manifest {
+  const f = typeof file === "string" ? readGGUF(file) : file;
+  const hasher = new ManifestHasher(f);
+  const b = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, hasher.end));
+  const fd = fs.openSync(f.path, "r");
+  try {
+    for (let pos = 0; pos < hasher.end;) {
+      const n = fs.readSync(fd, b, 0, Math.min(b.length, hasher.end - pos), pos);
+      if (n <= 0) throw new LayerswarmError("BAD_FILE", `${f.path}: short read at byte ${pos} of ${hasher.end} while hashing (the file shrank?)`);
+      hasher.push(b.subarray(0, n));
+      pos += n;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return hasher.finish();
+}
+
 // ------------------------------------------------------------ identities
 
 // The compute parameters: general.architecture and every key outside general.*

@@ -1,6 +1,7 @@
 // Test helpers: a whole swarm in one process over the in-memory transport, so
 // attacks, failover and fairness run in milliseconds.
 
+import { computeManifestSync, identityOf } from "../format/manifest.js";
 import { createKernels } from "../kernels/index.js";
 import { LayerRange } from "../model/config.js";
 import { Model, generate } from "../model/model.js";
@@ -27,7 +28,8 @@ export async function memSwarm(modelPath: string, ranges: LayerRange[], opts: Ga
   const gate = opts.gate ?? new PeerGate();
   const gt = await MemoryTransport.create(net, "10.0.0.1", gate);
   const model = Model.gateway(modelPath);
-  const gw = new Gateway(model, gt, gt.identity, { ...opts, gate });
+  const manifest = computeManifestSync(model.file); // nodes of another file pass their own (init.manifest)
+  const gw = new Gateway(model, gt, gt.identity, { content: identityOf(model.file, manifest), ...opts, gate });
   await gw.start();
   const kernels = createKernels();
   const sw: MemSwarm = {
@@ -35,7 +37,7 @@ export async function memSwarm(modelPath: string, ranges: LayerRange[], opts: Ga
     async addNode(r, init = {}, ip = `10.1.0.${++ipCounter % 250}`) {
       const ngate = init.gate ?? new PeerGate();
       const t = await MemoryTransport.create(net, ip, ngate);
-      const node = new SwarmNode({ modelPath, ranges: r, kernels, kvBudgetBytes: 256 * 2 ** 20, announceMs: 60_000, ...nodeInit, ...init, gate: ngate }, t);
+      const node = new SwarmNode({ modelPath, manifest, ranges: r, kernels, kvBudgetBytes: 256 * 2 ** 20, announceMs: 60_000, ...nodeInit, ...init, gate: ngate }, t);
       await node.start([{ peer: gw.peerId, addrs: gw.addrs() }]);
       sw.nodes.push(node);
       sw.transports.push(t);
@@ -85,13 +87,15 @@ export async function memOpenSwarm(modelPath: string, ranges: LayerRange[], o: O
   const net = new MemoryNetwork();
   const dht = new MemoryDht(o.dhtValidityMs);
   const model = Model.gateway(modelPath);
+  const manifest = computeManifestSync(model.file);
+  const content = identityOf(model.file, manifest);
   const kernels = createKernels();
   const sw: OpenSwarm = {
     net, dht, model, gateways: [], nodes: [], transports: [],
     async addGateway(opts = {}, ip = `10.2.0.${++ipCounter % 250}`) {
       const gate = opts.gate ?? new PeerGate();
       const t = await MemoryTransport.create(net, ip, gate);
-      const gw = new Gateway(model, t, t.identity, { discoverMs: 100, discoverFastMs: 20, ...o.gateway, ...opts, gate, discovery: dht.for(t) });
+      const gw = new Gateway(model, t, t.identity, { discoverMs: 100, discoverFastMs: 20, content, ...o.gateway, ...opts, gate, discovery: dht.for(t) });
       await gw.start();
       sw.gateways.push(gw);
       return gw;
@@ -99,7 +103,7 @@ export async function memOpenSwarm(modelPath: string, ranges: LayerRange[], o: O
     async addNode(r, init = {}, ip = `10.1.0.${++ipCounter % 250}`) {
       const gate = init.gate ?? new PeerGate();
       const t = await MemoryTransport.create(net, ip, gate);
-      const node = new SwarmNode({ modelPath, ranges: r, kernels, kvBudgetBytes: 256 * 2 ** 20, provideMs: 100, ...o.node, ...init, gate, discovery: dht.for(t) }, t);
+      const node = new SwarmNode({ modelPath, manifest, ranges: r, kernels, kvBudgetBytes: 256 * 2 ** 20, provideMs: 100, ...o.node, ...init, gate, discovery: dht.for(t) }, t);
       await node.start();
       sw.nodes.push(node);
       sw.transports.push(t);

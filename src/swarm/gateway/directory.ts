@@ -6,13 +6,19 @@
 // A record lives RECORD_TTL_MS: a node not heard from again (announced, or
 // found and asked again) within it stops serving here. Bounded in size, per
 // address and in total.
+//
+// Pairing: each layer only with nodes whose hash for it (from the bytes they
+// loaded) equals this gateway's (from its manifest). A node serving another
+// fine-tune stays known, with the layers that differ named in the log and the
+// view, and is routed through for none of them.
+
 
 import { EventEmitter } from "node:events";
 import { LayerswarmError } from "../../errors.js";
 import { LayerRange } from "../../model/config.js";
 import { Logger } from "../log.js";
 import { PeerGate } from "../policy.js";
-import { NodeRecord, checkRecord } from "../protocol/index.js";
+import { NodeRecord, checkRecord, differingLayers } from "../protocol/index.js";
 
 export interface NodeEntry {
   record: NodeRecord;
@@ -27,6 +33,22 @@ export interface NodeEntry {
   routed: boolean; // ever part of a route
   via: "announce" | "dht"; // how its record last arrived: it announced itself, or discovery found it and we asked
   refreshedAt: number; // when its record last arrived that way
+  differs: LayerDiff[]; // layers it serves with other weights than ours: never routed through for them
+}
+
+export interface LayerDiff {
+  layer: number;
+  theirs: string; // the node's hash for the layer
+  ours: string;
+}
+
+// What the gateway compares records with.
+export interface DirectoryModel {
+  layers: number;
+  dim: number;
+  fingerprint: string; // the layout
+  id: string; // the model's identity (its manifest's hash)
+  layerHashes: readonly string[]; // layer i's hash
 }
 
 export type SwarmEvent =
@@ -46,7 +68,7 @@ export class NodeDirectory {
   readonly events = new EventEmitter();
 
   constructor(
-    private model: { layers: number; dim: number; fingerprint: string },
+    private model: DirectoryModel,
     readonly gate: PeerGate,
     private log: Logger,
     private limits: DirectoryLimits = {},
@@ -69,6 +91,7 @@ export class NodeDirectory {
     const e = this.nodes.get(from);
     if (e) {
       const wasLost = e.state === "lost";
+      this.compare(e, record);
       e.record = record;
       e.ip = ip;
       e.via = via;
@@ -92,7 +115,9 @@ export class NodeDirectory {
       if (!victim) throw new LayerswarmError("BUSY", "this gateway's node directory is full");
       this.nodes.delete(victim[0]);
     }
-    this.nodes.set(from, { record, ip, state: "serving", since: Date.now(), sessions: 0, batchMs: [], failed: { n: 0, at: 0 }, routed: false, via, refreshedAt: Date.now() });
+    const entry: NodeEntry = { record, ip, state: "serving", since: Date.now(), sessions: 0, batchMs: [], failed: { n: 0, at: 0 }, routed: false, via, refreshedAt: Date.now(), differs: [] };
+    this.compare(entry, record);
+    this.nodes.set(from, entry);
     this.log("info", "node joined", { peer: from, ranges: record.ranges });
     this.emit({ type: "node-joined", peer: from, ranges: record.ranges });
   }
@@ -104,9 +129,29 @@ export class NodeDirectory {
     const e = this.nodes.get(peer);
     if (!e) return;
     checkRecord(record, this.model, peer);
+    this.compare(e, record);
     e.record = record;
     e.refreshedAt = Date.now();
   }
+
+  // The layers this record serves with other weights than ours; said each
+  // time that set changes.
+  private compare(e: NodeEntry, record: NodeRecord): void {
+    const differs = differingLayers(record, this.model.layerHashes);
+    const key = (d: LayerDiff[]) => d.map((x) => `${x.layer}:${x.theirs}`).join(",");
+    if (differs.length > 0 && key(differs) !== key(e.differs)) {
+      const layers = differs.map((d) => d.layer), one = differs.length === 1;
+      const shown = differs.slice(0, 8).map((d) => `layer ${d.layer}: its ${d.theirs.slice(0, 12)}…, ours ${d.ours.slice(0, 12)}…`).join("; ");
+      this.log("warn", "node serves other weights", {
+        peer: record.peer, name: record.name, layers, model: record.model.id || "unknown (no manifest)", ours: this.model.id,
+        message: `node ${record.peer} (${record.name}) serves other weights than this gateway for ${one ? "layer" : "layers"} ${layers.join(", ")} ` +
+          `(${shown}${differs.length > 8 ? `; ${differs.length - 8} more` : ""}); its model ${record.model.id.slice(0, 16) || "unknown"}…, ours ${this.model.id.slice(0, 16)}…: ` +
+          `it is not routed through for ${one ? "that layer" : "those layers"}`,
+      });
+    }
+    e.differs = differs;
+  }
+
 
   // Serving nodes whose record has not arrived again within ttlMs.
   expired(ttlMs: number): string[] {
@@ -153,6 +198,21 @@ export class NodeDirectory {
 
   // Routing input: a node's load counts its sessions and, heavily, its recent failures.
   holders(): { id: string; ranges: LayerRange[]; load: number }[] {
-    return this.serving().map((n) => ({ id: n.record.peer, ranges: n.record.ranges, load: n.sessions + 1000 * this.failures(n) }));
+    return this.serving().map((n) => ({ id: n.record.peer, ranges: openRanges(n), load: n.sessions + 1000 * this.failures(n) }));
   }
+}
+
+// The ranges of a node this gateway routes through: its record's, without the layers whose weights differ from ours.
+export function openRanges(n: NodeEntry): LayerRange[] {
+  if (n.differs.length === 0) return n.record.ranges;
+  const bad = new Set(n.differs.map((d) => d.layer));
+  const out: LayerRange[] = [];
+  for (const r of n.record.ranges)
+    for (let i = r.start; i < r.end; i++) {
+      if (bad.has(i)) continue;
+      const last = out[out.length - 1];
+      if (last && last.end === i) last.end++;
+      else out.push({ start: i, end: i + 1 });
+    }
+  return out;
 }

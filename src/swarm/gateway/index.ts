@@ -8,6 +8,7 @@
 // read-only view (view.ts).
 
 import { LayerswarmError, throwIfAborted } from "../../errors.js";
+import { ModelIdentity, computeManifestSync, identityOf } from "../../format/manifest.js";
 import { LayerRange } from "../../model/config.js";
 import { LayerStack, Model, loadSlice } from "../../model/model.js";
 import { SliceRuntime, Step } from "../../model/runtime.js";
@@ -42,6 +43,10 @@ export interface GatewayOptions {
   discoverMs?: number; // between discovery rounds (default DISCOVER_INTERVAL_MS)
   discoverFastMs?: number; // between rounds while some layer has no holder (default DISCOVER_FAST_MS)
   recordTtlMs?: number; // a node whose record did not arrive again for this long stops serving here (default RECORD_TTL_MS)
+  // The model's identity from its manifest (format/manifest.ts): each layer
+  // pairs only with nodes whose hash for it is this one's. Default: the model
+  // file hashed whole now (the CLI passes its cached manifest's).
+  content?: ModelIdentity;
 }
 
 export class Gateway implements LayerStack {
@@ -52,6 +57,7 @@ export class Gateway implements LayerStack {
   readonly view: GatewayView;
   readonly local: { head?: SliceRuntime; tail?: SliceRuntime };
   readonly finder?: NodeFinder;
+  readonly content: ModelIdentity;
   private recordTtlMs: number;
   private log: Logger;
   private timers: NodeJS.Timeout[] = [];
@@ -67,7 +73,8 @@ export class Gateway implements LayerStack {
       head: K > 0 ? loadSlice(model.file, model.cfg, { start: 0, end: K }, model.kernels) : undefined,
       tail: K2 > 0 ? loadSlice(model.file, model.cfg, { start: L - K2, end: L }, model.kernels) : undefined,
     };
-    const id = { layers: L, dim: model.cfg.dim, fingerprint: modelFingerprint(model.file, model.cfg) };
+    this.content = o.content ?? identityOf(model.file, computeManifestSync(model.file));
+    const id = { layers: L, dim: model.cfg.dim, fingerprint: modelFingerprint(model.file, model.cfg), id: this.content.id, layerHashes: this.content.layers };
     this.dir = new NodeDirectory(id, o.gate ?? new PeerGate(), this.log);
     this.router = new Router(t, this.dir, { start: K, end: L - K2 }, this.log, o.loadTimeoutMs ?? 120_000);
     this.pipe = new StepPipeline(t, this.dir, this.log, { stepTimeoutMs: o.stepTimeoutMs ?? 30_000, dtype: o.dtype ?? DType.F32, lastRowOnlyAllowed: !this.local.tail }, model.cfg.dim);

@@ -23,6 +23,8 @@ export interface NodeView {
   since: number;
   via: "announce" | "dht"; // how the gateway knows it: it announced itself (--join), or discovery found it
   recordAgeMs: number; // since its record last arrived (it stops serving here past RECORD_TTL_MS)
+  model: string; // its model's identity ("" when it holds only part of the file and has no manifest)
+  differs: { layer: number; theirs: string; ours: string }[]; // layers it serves with other weights than ours: not routed through for them
 }
 
 export interface SessionView {
@@ -37,7 +39,7 @@ export interface SessionView {
 }
 
 export interface GatewayView {
-  model: { name: string; layers: number; dim: number; vocab: number; context: number };
+  model: { name: string; layers: number; dim: number; vocab: number; context: number; id: string }; // id: the manifest's hash
   local: { head: number; tail: number }; // layers the gateway runs itself at each end
   events: Pick<EventEmitter, "on" | "off">; // "event" (SwarmEvent & {t}) and "batch" ({peer, ms})
   nodes(): NodeView[];
@@ -50,7 +52,7 @@ export interface GatewayView {
 export function makeView(gw: Gateway): GatewayView {
   const cfg = gw.model.cfg;
   return {
-    model: { name: cfg.name, layers: cfg.nLayers, dim: cfg.dim, vocab: cfg.vocabSize, context: cfg.contextLength },
+    model: { name: cfg.name, layers: cfg.nLayers, dim: cfg.dim, vocab: cfg.vocabSize, context: cfg.contextLength, id: gw.content.id },
     local: { head: gw.local.head ? gw.local.head.range.end : 0, tail: gw.local.tail ? cfg.nLayers - gw.local.tail.range.start : 0 },
     events: gw.dir.events,
     nodes: () => [...gw.dir.nodes.values()].map((n): NodeView => {
@@ -63,6 +65,7 @@ export function makeView(gw: Gateway): GatewayView {
         layersPerSec: r.capacity.layersPerSec, backend: r.capabilities.backend, rttMs: n.rttMs, links: r.links.map((l) => ({ ...l })),
         batchMs: n.batchMs.length ? Math.round((n.batchMs.reduce((a, b) => a + b, 0) / n.batchMs.length) * 100) / 100 : undefined,
         sessions: n.sessions, since: n.since, via: n.via, recordAgeMs: Date.now() - n.refreshedAt,
+        model: r.model.id, differs: n.differs.map((d) => ({ ...d })),
       };
     }).sort((a, b) => (a.ranges[0]?.start ?? 1e9) - (b.ranges[0]?.start ?? 1e9)),
     coverage: () => {

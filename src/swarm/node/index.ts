@@ -14,6 +14,7 @@
 import * as os from "node:os";
 import { LayerswarmError, codeOf } from "../../errors.js";
 import { GGUFFile, readGGUF } from "../../format/gguf.js";
+import { Manifest, ReadHashes, identityOf, layoutId } from "../../format/manifest.js";
 import { Kernels } from "../../kernels/index.js";
 import { LayerRange, ModelConfig, configFromGGUF } from "../../model/config.js";
 import { loadSlice } from "../../model/model.js";
@@ -35,6 +36,11 @@ import { NodeSession, SessionTable } from "./sessions.js";
 
 export interface NodeInit {
   modelPath: string;
+  // The model's manifest (format/manifest.ts): every tensor is checked against
+  // it as it loads, and the record names the model by it. Without one (a node
+  // holding only its part of a remote file), the record's layer hashes are
+  // still those of the bytes loaded, and its model id is "".
+  manifest?: Manifest;
   ranges: LayerRange[];
   kernels: Kernels;
   maxLayers?: number; // what memory allows; loads beyond it are refused
@@ -66,8 +72,14 @@ export function ipOfAddrs(addrs: string[]): string | undefined {
   return undefined;
 }
 
+// The model's layout (no weights): what DHT keys and records name, so a
+// gateway finds the holders of any model of this shape and compares their
+// layer hashes with its own.
+const layouts = new WeakMap<GGUFFile, string>();
 export function modelFingerprint(f: GGUFFile, cfg: ModelConfig): string {
-  return `${cfg.arch}:${cfg.dim}x${cfg.nLayers}:${cfg.vocabSize}:${f.tensors.size}:${f.fileBytes}`;
+  let l = layouts.get(f);
+  if (!l) layouts.set(f, (l = layoutId(f)));
+  return `${cfg.arch}:${cfg.dim}x${cfg.nLayers}:${l.slice(0, 32)}`;
 }
 
 interface Queued {
@@ -84,6 +96,9 @@ export class SwarmNode {
   readonly sessions: SessionTable;
   readonly gate: PeerGate;
   readonly limits: FrameLimits;
+  readonly modelId: string; // "" without a manifest
+  private reads: ReadHashes;
+  private layerHashes = new Map<number, string>(); // of the layers loaded, from the bytes read
   private queues = new Map<string, Queued[]>();
   private queuedRows = { peer: new Map<string, number>(), ip: new Map<string, number>(), total: 0 };
   private roomWaiters: (() => void)[] = [];
@@ -110,6 +125,8 @@ export class SwarmNode {
   constructor(private init: NodeInit, private t: Transport) {
     this.file = readGGUF(init.modelPath);
     this.cfg = configFromGGUF(this.file);
+    this.modelId = init.manifest ? identityOf(this.file, init.manifest).id : "";
+    this.reads = new ReadHashes(this.file, init.manifest);
     this.log = logger(`node:${t.peerId.slice(-6)}`);
     this.outbox = new Outbox(t, this.log, 10_000, init.maxUnsentBytes);
     this.limits = { dim: this.cfg.dim, maxRows: init.maxRowsPerFrame ?? 512 };
@@ -143,16 +160,23 @@ export class SwarmNode {
     const bytes = Array.from({ length: r.end - r.start }, (_, i) => layerBytes(this.file, r.start + i)).reduce((a, b) => a + b, 0);
     this.log("info", "loading", { start: r.start, end: r.end, bytes });
     let done = 0, doneBytes = 0;
-    this.slices.push(loadSlice(this.file, this.cfg, r, this.init.kernels, {
-      // the session table admits (fairly); the runtime's own cap must never be what refuses
-      maxSessions: 1 << 20, kvBudgetBytes: this.init.kvBudgetBytes, maxContext: this.init.maxContext,
-    }, (layer, b) => {
-      done++;
-      doneBytes += b;
-      this.loading = { start: r.start, end: r.end, layers: done, bytes: doneBytes, totalBytes: bytes };
-      this.init.onProgress?.({ layer, layers: done, of: r.end - r.start, bytes: doneBytes, totalBytes: bytes });
-    }));
-    this.loading = undefined;
+    let slice: SliceRuntime;
+    try {
+      // every tensor hashed as it is read (and refused when it differs from the manifest)
+      slice = loadSlice(this.file, this.cfg, r, this.init.kernels, {
+        // the session table admits (fairly); the runtime's own cap must never be what refuses
+        maxSessions: 1 << 20, kvBudgetBytes: this.init.kvBudgetBytes, maxContext: this.init.maxContext,
+      }, (layer, b) => {
+        done++;
+        doneBytes += b;
+        this.loading = { start: r.start, end: r.end, layers: done, bytes: doneBytes, totalBytes: bytes };
+        this.init.onProgress?.({ layer, layers: done, of: r.end - r.start, bytes: doneBytes, totalBytes: bytes });
+      });
+      for (let i = r.start; i < r.end; i++) this.layerHashes.set(i, this.reads.layer(i));
+    } finally {
+      this.loading = undefined;
+    }
+    this.slices.push(slice);
     this.slices.sort((a, b) => a.range.start - b.range.start);
     this.log("info", "loaded", { start: r.start, end: r.end, ms: Math.round(performance.now() - t0) });
   }
@@ -180,7 +204,10 @@ export class SwarmNode {
       addrs: this.t.addrs().slice(0, 16),
       name: (this.init.name ?? os.hostname()).slice(0, 64),
       versions: [...SUPPORTED_VERSIONS],
-      model: { name: this.cfg.name.slice(0, 128), layers: this.cfg.nLayers, dim: this.cfg.dim, fingerprint: modelFingerprint(this.file, this.cfg) },
+      model: {
+        name: this.cfg.name.slice(0, 128), layers: this.cfg.nLayers, dim: this.cfg.dim, fingerprint: modelFingerprint(this.file, this.cfg), id: this.modelId,
+        layerHashes: this.ranges().flatMap((r) => Array.from({ length: r.end - r.start }, (_, k) => ({ layer: r.start + k, sha256: this.layerHashes.get(r.start + k)! }))),
+      },
       ranges: this.ranges(),
       capabilities: {
         numerics: NUMERICS_VERSION, backend: this.init.kernels.name, archs: [this.cfg.arch], dtypes: ["f32", "f16", "bf16"],

@@ -12,12 +12,14 @@ export const MAX_NAME = 64;
 export const MAX_ADDRS = 16;
 export const MAX_ADDR = 256;
 export const MAX_RANGES = 64;
+export const MAX_LAYER_HASHES = 1024; // layers one record vouches for (no real model has half as many)
 
 const uint = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 const finiteNonNeg = z.number().nonnegative().finite();
 export const PeerIdText = z.string().min(1).max(128).regex(/^[1-9A-HJ-NP-Za-km-z]+$/, "not a base58 peer id");
 export const AddrText = z.string().min(1).max(MAX_ADDR);
 export const SessionIdText = z.string().regex(/^[0-9a-f]{32}$/, "not a 128-bit hex session id");
+export const Sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, "not a SHA-256 in lowercase hex");
 export const LayerRangeSchema = z.object({ start: uint, end: uint }).refine((r) => r.start < r.end, "a layer range needs start < end");
 
 // What a node can do, so gateways need not guess. New abilities add flags
@@ -39,7 +41,12 @@ export const NodeRecord = z.object({
   addrs: z.array(AddrText).max(MAX_ADDRS),
   name: z.string().max(MAX_NAME),
   versions: z.array(uint).min(1).max(8),
-  model: z.object({ name: z.string().max(128), layers: z.number().int().min(1).max(100_000), dim: z.number().int().min(1).max(1 << 20), fingerprint: z.string().max(256) }),
+  model: z.object({
+    name: z.string().max(128), layers: z.number().int().min(1).max(100_000), dim: z.number().int().min(1).max(1 << 20),
+    fingerprint: z.string().max(256), // the layout: architecture, shape, and a hash of the compute parameters and tensor shapes (no weights); DHT keys use it
+    id: z.union([Sha256Hex, z.literal("")]), // the model's identity, a hash over its manifest (format/manifest.ts); "" when the node holds only part of the file and has no manifest
+    layerHashes: z.array(z.object({ layer: uint, sha256: Sha256Hex })).max(MAX_LAYER_HASHES), // one per layer of `ranges`, from the bytes the node loaded
+  }),
   ranges: z.array(LayerRangeSchema).max(MAX_RANGES),
   capabilities: Capabilities,
   policy: z.string().max(32), // "open", "allow-list", "swarm-key"; newer peers may add more
@@ -111,7 +118,21 @@ export function responseError(r: Extract<Response, { type: "error" }>, from: str
 export function checkRecord(rec: NodeRecord, model: { layers: number; dim: number; fingerprint: string }, remotePeer: string): void {
   if (rec.peer !== remotePeer) throw new LayerswarmError("BAD_MESSAGE", `node record names peer ${rec.peer.slice(0, 16)}… but was sent by ${remotePeer.slice(0, 16)}…`);
   if (rec.model.layers !== model.layers || rec.model.dim !== model.dim || rec.model.fingerprint !== model.fingerprint)
-    throw new LayerswarmError("BAD_MESSAGE", `node serves a different model (${rec.model.layers} layers of ${rec.model.dim}, fingerprint ${rec.model.fingerprint.slice(0, 64)})`);
+    throw new LayerswarmError("BAD_MESSAGE", `node serves a model of another layout (${rec.model.layers} layers of ${rec.model.dim}, fingerprint ${rec.model.fingerprint.slice(0, 80)}; ours ${model.layers} of ${model.dim}, ${model.fingerprint})`);
   for (const r of [...rec.ranges, ...(rec.loading ? [rec.loading] : [])])
     if (r.end > model.layers) throw new LayerswarmError("BAD_MESSAGE", `node record: layer range [${r.start}, ${r.end}) is outside the model's ${model.layers} layers`);
+  // a hash for every layer it serves, once, and for nothing else
+  const hashed = new Set<number>();
+  for (const h of rec.model.layerHashes) {
+    if (hashed.has(h.layer)) throw new LayerswarmError("BAD_MESSAGE", `node record: two hashes for layer ${h.layer}`);
+    if (!rec.ranges.some((r) => r.start <= h.layer && h.layer < r.end)) throw new LayerswarmError("BAD_MESSAGE", `node record: a hash for layer ${h.layer}, which it does not serve`);
+    hashed.add(h.layer);
+  }
+  for (const r of rec.ranges)
+    for (let i = r.start; i < r.end; i++) if (!hashed.has(i)) throw new LayerswarmError("BAD_MESSAGE", `node record: no hash for layer ${i}, which it serves`);
+}
+
+// Layers a record serves with other weights than ours (`ours[i]`: layer i's hash here).
+export function differingLayers(rec: NodeRecord, ours: readonly string[]): { layer: number; theirs: string; ours: string }[] {
+  return rec.model.layerHashes.filter((h) => h.sha256 !== ours[h.layer]).map((h) => ({ layer: h.layer, theirs: h.sha256, ours: ours[h.layer] ?? "" })).sort((a, b) => a.layer - b.layer);
 }

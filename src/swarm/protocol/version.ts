@@ -3,9 +3,16 @@
 // authorization and is refused. The numerics version names the kernels'
 // arithmetic: kernel code that changes any output bit bumps it, and peers
 // compare it before treating outputs as comparable (replay, audits).
+//
+// v3: a node record names the model by content (its manifest's hash and a
+// hash per layer it serves), and nodes announce in the DHT under the layout's
+// hash; a gateway pairs each layer only with nodes whose hash for it matches.
+// A v2 record carries no hashes, so a v3 gateway could pair none of its
+// layers, and a v2 peer's DHT keys name the model by its size: accepting v2
+// would be a promise we cannot keep, so v2 is refused like v1.
 
-export const PROTOCOL_VERSION = 2;
-export const SUPPORTED_VERSIONS: readonly number[] = [2];
+export const PROTOCOL_VERSION = 3;
+export const SUPPORTED_VERSIONS: readonly number[] = [3];
 export const NUMERICS_VERSION = 1;
 
 export const protocolId = (kind: "control" | "steps", v = PROTOCOL_VERSION) => `/layerswarm/${kind}/${v}`;
