@@ -60,7 +60,7 @@ function render(s) {
     <td>${rangesText(n.ranges, " ")}</td>
     <td class="state-${n.state}">${n.state}${n.loading ? ` ${n.loading.layers}/${n.loading.of}` : ""}</td>
     <td>${mib(n.memory.freeBytes)}</td><td>${mib(n.memory.kvUsedBytes)} / ${mib(n.memory.kvBudgetBytes)}</td>
-    <td>${n.layersPerSec} layers/s</td><td>${n.rttMs === undefined ? "–" : n.rttMs + " ms"}</td>
+    <td>${n.layersPerSec} layers/s</td><td>${n.rttMs === undefined ? "–" : n.rttMs + " ms"}</td><td data-testid="node-reach" class="reach-${n.reach || "none"}">${n.reach || "–"}</td>
     <td>${(n.links || []).length ? (n.links || []).map((l, i) => html`${i ? html`<br>` : ""}→${short(l.peer)} ${l.rttMs} ms`) : "–"}</td><td>${n.batchMs === undefined ? "–" : n.batchMs + " ms"}</td>
     <td>${n.sessions}</td><td class="addr" title="${n.addrs.join(" ")}">${n.addrs[0] || ""}</td></tr>`)}`;
   $("#sessions tbody").innerHTML = s.sessions.length ? html`${s.sessions.map((x) => {

@@ -6,7 +6,7 @@
 //   { model: {name, layers, dim, vocab, context},
 //     nodes: [{peer, name, addrs, ranges: [{start, end}], state: "loading"|"serving"|"lost",
 //              loading?: {layers, of, bytes, totalBytes}, memory: {freeBytes, kvUsedBytes, kvBudgetBytes},
-//              layersPerSec, rttMs (gateway round trip), links: [{peer, rttMs}] (round trips to the
+//              layersPerSec, rttMs (gateway round trip), reach ("direct" | "relayed" | "hole-punched": how the gateway reaches it now), links: [{peer, rttMs}] (round trips to the
 //              nodes it sends to), batchMs, sessions, since}],
 //     coverage: {covered, missing: [{start, end}], perLayer: [count of serving nodes holding layer i]},
 //     sessions: [{id, epoch, positions, route: [{peer, start, end}], inflight: [{pos, T, stage, ms}], decoded, tokPerSec, ageMs}],

@@ -74,6 +74,7 @@ program
   .requiredOption("-m, --model <file|url|hf:owner/repo/file>", "GGUF model; from a URL only this node's tensors are fetched (HTTP range requests, cached)")
   .option("--bootstrap <address>", "a peer of the swarm to start from: multiaddr (with or without /p2p/) or host:port (repeatable)", collect)
   .option("--no-mdns", "do not look for the swarm on the LAN by mDNS")
+  .option("--relay <address>", "when this peer turns out unreachable (behind a NAT), reserve a slot on this relay: a multiaddr ending in /p2p/<peer id> (repeatable; default: any reachable peer of the swarm)", collect)
   .option("--join <address>", "announce to this gateway directly: its multiaddr ending in /p2p/<peer id> (repeatable)", collect)
   .option("--layers <range>", "START:END (half-open), several separated by commas, or auto", "auto")
   .option("--listen <multiaddr>", "swarm address to listen on (repeatable; default: every interface, any port)", collect)
@@ -99,6 +100,7 @@ program
   .option("--key <file>", "ed25519 identity, created if missing (default: gateway.key in the state directory)")
   .option("--swarm-key <key>", "pre-shared swarm key (64 hex or a swarm.key file)")
   .option("--allow <file>", "route only through the nodes whose peer ids this file lists (one per line)")
+  .option("--relay <address>", "when this peer turns out unreachable (behind a NAT), reserve a slot on this relay: a multiaddr ending in /p2p/<peer id> (repeatable; default: any reachable peer of the swarm)", collect)
   .option("--local-layers <k>", "run the first K layers here: no node sees embedding rows", int, 0)
   .option("--local-tail <k>", "run the last K layers here: no node returns rows the head reads directly", int, 0)
   .option("--cors-origin <origin>", "also let web pages from this origin call the API (repeatable; * for any)", collect)
@@ -109,7 +111,7 @@ program
 
 program
   .command("bootstrap")
-  .description("run a peer that only serves the swarm's DHT, for nodes and gateways to --bootstrap from")
+  .description("run a peer that serves the swarm's DHT and relays for peers behind NATs, for nodes and gateways to --bootstrap from")
   .option("--listen <multiaddr>", "address to listen on, e.g. /ip4/0.0.0.0/tcp/4001 (repeatable; default: every interface, any port)", collect)
   .option("--bootstrap <address>", "another peer of the swarm to connect to (repeatable)", collect)
   .option("--key <file>", "ed25519 identity, created if missing (default: bootstrap.key in the state directory)")

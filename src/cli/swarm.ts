@@ -17,6 +17,7 @@ import { ApiServer } from "../api/server.js";
 import { SwarmMonitor } from "../api/monitor.js";
 import { Gateway } from "../swarm/gateway/index.js";
 import { Libp2pTransport } from "../swarm/libp2p.js";
+import type { RelayLimits } from "../swarm/nat.js";
 import { SwarmNode } from "../swarm/node/index.js";
 import { withLinkDelay } from "../swarm/delay.js";
 import { allocateLayers } from "../swarm/placement.js";
@@ -60,6 +61,7 @@ export interface NodeFlags {
   model: string;
   join?: string[];
   bootstrap?: string[];
+  relay?: string[];
   mdns?: boolean;
   layers?: string;
   listen?: string[];
@@ -118,6 +120,49 @@ function mdnsOption(on: boolean): boolean | string {
   return on ? process.env.LAYERSWARM_MDNS_SERVICE || true : false;
 }
 
+// NAT traversal (relay for others, a relay slot when unreachable, DCUtR) for
+// peers that listen beyond loopback. The relay limits per circuit can be set
+// by LAYERSWARM_RELAY_MAX_BYTES (e.g. 512MiB) and LAYERSWARM_RELAY_MAX_SECONDS
+// (defaults in nat.ts: 1 GiB, 1 hour).
+function natOption(listen: string[], relays: string[] = []): false | Partial<RelayLimits> & { relays?: string[] } {
+  if (listen.every((a) => /^\/ip4\/127\.|^\/ip6\/::1\//.test(a))) return false;
+  const o: Partial<RelayLimits> & { relays?: string[] } = { relays: relays.map(parseRelay) };
+  const bytes = process.env.LAYERSWARM_RELAY_MAX_BYTES, secs = process.env.LAYERSWARM_RELAY_MAX_SECONDS;
+  if (bytes) o.dataBytes = parseBytes(bytes);
+  if (secs) {
+    if (!(Number(secs) > 0)) throw new LayerswarmError("BAD_ARGUMENT", `LAYERSWARM_RELAY_MAX_SECONDS=${secs} is not a positive number`);
+    o.durationMs = Number(secs) * 1000;
+  }
+  return o;
+}
+
+// A relay for --relay: a multiaddr ending in /p2p/<peer id> (a reservation names the relay).
+export function parseRelay(addr: string): string {
+  try {
+    const ma = multiaddr(addr);
+    if (ma.getComponents().at(-1)?.name === "p2p" && !addr.includes("/p2p-circuit")) return ma.toString();
+  } catch { /* below */ }
+  throw new LayerswarmError("BAD_ARGUMENT", `--relay ${addr}: give the relay's multiaddr ending in /p2p/<peer id> (every node, gateway and bootstrap peer prints its own)`);
+}
+
+// Tell the operator when this peer turns out to be unreachable, and its relay address once it has one.
+function reportReachability(what: string, lt: Libp2pTransport): void {
+  lt.onReachability((r) => {
+    if (r !== "unreachable") return void process.stderr.write(`layerswarm: ${what} is reachable from other peers\n`);
+    process.stderr.write(`layerswarm: ${what} is not reachable from other peers (behind a NAT or firewall): reserving a slot on a relay\n`);
+    let tries = 0;
+    const timer = setInterval(() => {
+      const relayed = lt.addrs().filter((a) => a.includes("/p2p-circuit"));
+      if (relayed.length || ++tries > 60) {
+        clearInterval(timer);
+        process.stderr.write(relayed.length ? `layerswarm: ${what} is reached through a relay at ${relayed[0]}${relayed[0].includes("/p2p/" + lt.peerId) ? "" : `/p2p/${lt.peerId}`}\n` : `layerswarm: ${what} found no relay yet (every reachable node, gateway and bootstrap peer relays)\n`);
+        process.stdout.write(JSON.stringify({ event: "reachability", reachable: false, relayed: relayed.map((a) => (a.includes(`/p2p/${lt.peerId}`) ? a : `${a}/p2p/${lt.peerId}`)) }) + "\n");
+      }
+    }, 500);
+    timer.unref();
+  });
+}
+
 // The line each process prints at start, for people to pass to --bootstrap (or --join).
 // Addresses other machines can use first, loopback last.
 function dialable(t: { peerId: string; addrs(): string[] }): string[] {
@@ -135,7 +180,9 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
   const bootstrap = (o.bootstrap ?? []).map(parseBootstrap);
   const { gate, kind } = policyOf(o);
   const identity = await loadOrCreateIdentity(o.key ?? path.join(stateDir(), "node.key"), true);
-  const lt = await Libp2pTransport.create({ identity, listen: o.listen ?? LISTEN_ALL, swarmKey: o.swarmKey, gate, dht: true, bootstrap, mdns: mdnsOption(o.mdns !== false) });
+  const listen = o.listen ?? LISTEN_ALL;
+  const lt = await Libp2pTransport.create({ identity, listen, swarmKey: o.swarmKey, gate, dht: true, bootstrap, mdns: mdnsOption(o.mdns !== false), nat: natOption(listen, o.relay) });
+  reportReachability("this node", lt);
   const t = withLinkDelay(lt);
   process.stderr.write(policyNotice("node", kind) + "\n");
   if (!join.length && !bootstrap.length && o.mdns === false)
@@ -182,6 +229,7 @@ export interface GatewayFlags {
   model: string;
   listen?: string[];
   bootstrap?: string[];
+  relay?: string[];
   mdns?: boolean; // default off here: the commands say
   port: number;
   host: string;
@@ -201,7 +249,9 @@ export async function startGateway(o: GatewayFlags) {
   const bootstrap = (o.bootstrap ?? []).map(parseBootstrap);
   const { gate, kind } = policyOf(o);
   const identity = await loadOrCreateIdentity(o.key ?? path.join(stateDir(), "gateway.key"), true);
-  const lt = await Libp2pTransport.create({ identity, listen: o.listen ?? LISTEN_LOCAL, swarmKey: o.swarmKey, gate, dht: true, bootstrap, mdns: mdnsOption(o.mdns === true) });
+  const listen = o.listen ?? LISTEN_LOCAL;
+  const lt = await Libp2pTransport.create({ identity, listen, swarmKey: o.swarmKey, gate, dht: true, bootstrap, mdns: mdnsOption(o.mdns === true), nat: natOption(listen, o.relay) });
+  reportReachability("this gateway", lt);
   const t = withLinkDelay(lt);
   process.stderr.write(policyNotice("gateway", kind) + "\n");
   const local = isRemote(o.model) ? (await openRemoteSlice(o.model, (g) => tensorsFor(g, [], true), progress("gateway tensors"))).path : o.model;
@@ -377,10 +427,10 @@ export async function statusCommand(o: { gateway: string; apiKey?: string; json?
     return line;
   };
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
-  const rows = [["node", "layers", `map 0..${L}`, "state", "free", "KV used", "layers/s", "RTT", "links", "sessions"]];
+  const rows = [["node", "layers", `map 0..${L}`, "state", "free", "KV used", "layers/s", "RTT", "reached", "links", "sessions"]];
   for (const n of s.nodes)
     rows.push([`${n.name} ${n.peer.slice(-8)}`, n.ranges.map((x) => `[${x.start},${x.end})`).join(" "), bar(n.ranges), n.state, mib(n.memory.freeBytes), mib(n.memory.kvUsedBytes),
-      String(n.layersPerSec), n.rttMs === undefined ? "-" : `${n.rttMs} ms`, n.links.map((l) => `->${l.peer.slice(-6)} ${l.rttMs} ms`).join(" ") || "-", String(n.sessions)]);
+      String(n.layersPerSec), n.rttMs === undefined ? "-" : `${n.rttMs} ms`, n.reach ?? "-", n.links.map((l) => `->${l.peer.slice(-6)} ${l.rttMs} ms`).join(" ") || "-", String(n.sessions)]);
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   const lines = [`${s.model.name}: ${L} layers · ${s.coverage.covered ? "all layers covered" : `MISSING ${s.coverage.missing.map((m) => `[${m.start},${m.end})`).join(" ")}`} · ${s.totals.tokPerSec} tok/s · ${s.totals.requests} requests · ${s.sessions.length} sessions`, ""];
   for (const r of rows) lines.push(r.map((c, i) => c.padEnd(widths[i])).join("  "));
@@ -395,14 +445,16 @@ export interface BootstrapFlags {
   mdns?: boolean;
 }
 
-// layerswarm bootstrap: a peer that only serves the swarm's DHT (relaying comes
-// later), so that nodes and gateways have somewhere to start. It keeps its
+// layerswarm bootstrap: a peer that only serves the swarm's DHT and relays for
+// peers behind NATs (nat.ts), so that nodes and gateways have somewhere to start. It keeps its
 // identity (bootstrap.key), so its address stays the same across restarts.
 export async function bootstrapCommand(o: BootstrapFlags): Promise<void> {
   const bootstrap = (o.bootstrap ?? []).map(parseBootstrap);
   const identity = await loadOrCreateIdentity(o.key ?? path.join(stateDir(), "bootstrap.key"), true);
   const gate = new PeerGate({ local: thisMachine() });
-  const t = await Libp2pTransport.create({ identity, listen: o.listen ?? LISTEN_ALL, swarmKey: o.swarmKey, gate, dht: true, bootstrap, mdns: mdnsOption(o.mdns !== false) });
+  const listen = o.listen ?? LISTEN_ALL;
+  const t = await Libp2pTransport.create({ identity, listen, swarmKey: o.swarmKey, gate, dht: true, bootstrap, mdns: mdnsOption(o.mdns !== false), nat: natOption(listen) });
+  reportReachability("this bootstrap peer", t);
   const addrs = dialable(t);
   process.stderr.write(`layerswarm: bootstrap peer ${t.peerId}; nodes and gateways start with --bootstrap ${addrs[0]}\n`);
   process.stdout.write(JSON.stringify({ event: "bootstrap-ready", peer: t.peerId, addrs, pid: process.pid }) + "\n");

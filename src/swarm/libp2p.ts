@@ -53,7 +53,7 @@ export interface Libp2pOptions {
   maxProviderRecords?: { total: number; perPeer: number }; // provider records this peer keeps for the DHT (default 100,000; 256 per provider)
   // NAT traversal (nat.ts): relay for others while reachable, reserve a relay
   // slot when not, DCUtR, AutoNAT; true for RELAY_LIMITS, or other limits
-  nat?: boolean | Partial<RelayLimits>;
+  nat?: boolean | (Partial<RelayLimits> & { relays?: string[] }); // relays: reserve on these (multiaddrs ending in /p2p/<id>), not any
 }
 
 // A swarm key in the go-ipfs format: "/key/swarm/psk/1.0.0/\n/base16/\n<64 hex>"
@@ -264,6 +264,8 @@ export class Libp2pTransport implements Transport {
   private constructor(private node: Libp2p, readonly gate: PeerGate, private bootstrapAddrs: Multiaddr[], private store: BoundedDatastore, private dialBack?: DialBack) {
     this.log = logger(`libp2p:${node.peerId.toString().slice(-6)}`);
     this.reaches = new ReachTracker(node);
+    // a peer nobody can dial serves no DHT requests: others would wait on it in every lookup
+    dialBack?.onChange((r) => void this.dht?.setMode(r === "unreachable" ? "client" : "server").catch(() => {}));
     node.addEventListener("peer:disconnect", (e) => void this.disconnected(e.detail.toString()));
     node.addEventListener("connection:open", (e) => gate.opened(ipOf(e.detail.remoteAddr)));
     node.addEventListener("connection:close", (e) => {
@@ -323,7 +325,7 @@ export class Libp2pTransport implements Transport {
     });
     made = node;
     if (limits) {
-      dialBack = new DialBack(node, logger(`nat:${node.peerId.toString().slice(-6)}`));
+      dialBack = new DialBack(node, logger(`nat:${node.peerId.toString().slice(-6)}`), typeof o.nat === "object" ? o.nat.relays : undefined);
       await dialBack.start();
     }
     return new Libp2pTransport(node, gate, bootstrap, store, dialBack);

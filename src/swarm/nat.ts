@@ -196,7 +196,8 @@ export class DialBack {
   private dialing = 0;
   private listeners: ((s: Reachability) => void)[] = [];
 
-  constructor(private node: Libp2p, private log: Logger, private recheckMs = 5 * 60_000) {}
+  // relays: multiaddrs ending in /p2p/<relay> to reserve on; none: any peer that relays
+  constructor(private node: Libp2p, private log: Logger, private relays: string[] = [], private recheckMs = 5 * 60_000) {}
 
   onChange(cb: (s: Reachability) => void): void {
     this.listeners.push(cb);
@@ -287,7 +288,8 @@ export class DialBack {
       this.relaying = true;
       // the relay transport reserves a slot on a peer that offers relay service and announces its address
       const tm = (this.node as unknown as { components: { transportManager: { listen(a: Multiaddr[]): Promise<void> } } }).components.transportManager;
-      void tm.listen([multiaddr("/p2p-circuit")]).catch((e) => this.log("warn", "cannot listen through a relay", { error: (e as Error).message }));
+      const at = this.relays.length ? this.relays.map((r) => multiaddr(`${r}/p2p-circuit`)) : [multiaddr("/p2p-circuit")];
+      void tm.listen(at).catch((e) => this.log("warn", "cannot listen through a relay", { error: (e as Error).message }));
     }
     for (const cb of this.listeners) cb(s);
   }

@@ -13,7 +13,7 @@ import {
   DType, ErrorFrame, Ext, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, PROTOCOLS, ResultFrame, SignedGrant, decodeError, decodeResult, encodeStep, firstNonFinite, frameType, maxFrameBytes,
 } from "../protocol/index.js";
 import { request } from "../rpc.js";
-import { Channel, Transport } from "../transport.js";
+import { Channel, Reach, Transport } from "../transport.js";
 import { NodeDirectory } from "./directory.js";
 
 // The route failed. `peers` are stages that are gone (unreachable: lost for
@@ -73,6 +73,10 @@ export class StepPipeline {
 
   async start(): Promise<void> {
     await this.t.handle(PROTOCOLS.steps, (ch) => void this.serveResults(ch), { maxMessageBytes: maxFrameBytes(this.limits), maxStreamsPerConnection: 4 });
+    this.t.onInterrupt?.((peer) => {
+      this.outbox.forget(peer);
+      this.interrupt(peer, "was reached again after its relay cut the circuit");
+    });
   }
 
   send(ws: WireSession, route: { peer: string; addrs: string[] }[], st: Step, signal?: AbortSignal): Promise<Float32Array> {
@@ -110,6 +114,18 @@ export class StepPipeline {
   // A node of these routes is gone: their steps fail over.
   lose(peer: string, reason: string): void {
     for (const [req, p] of this.pending) if (p.peers.includes(peer)) this.settle(req, undefined, new RouteLost([peer], `node ${peer.slice(-8)} ${reason}`));
+  }
+
+  // How a peer is reached now (direct, relayed, hole-punched), if connected: for views, not steps.
+  reachOf(peer: string): Reach | undefined {
+    return this.t.reach?.(peer);
+  }
+
+  // The connection to a node broke and was made again (a relay cut a circuit
+  // at its limits): steps in flight through it are lost, the node is not.
+  // They fail now, their sessions replay on the same route.
+  interrupt(peer: string, reason: string): void {
+    for (const [req, p] of this.pending) if (p.peers.includes(peer)) this.settle(req, undefined, new RouteLost([], `node ${peer.slice(-8)} ${reason}`));
   }
 
   // A session moved to a new route: its steps still in flight on the old one

@@ -4,6 +4,7 @@
 
 import { EventEmitter } from "node:events";
 import { LayerRange } from "../../model/config.js";
+import type { Reach } from "../transport.js";
 import type { Gateway } from "./index.js";
 
 export interface NodeView {
@@ -16,7 +17,8 @@ export interface NodeView {
   memory: { freeBytes: number; kvUsedBytes: number; kvBudgetBytes: number };
   layersPerSec: number;
   backend: string;
-  rttMs?: number;
+  rttMs?: number; // the gateway's last control round trip to it
+  reach?: Reach; // how the gateway reaches it now (undefined: not connected at the moment)
   links: { peer: string; rttMs: number }[];
   batchMs?: number;
   sessions: number;
@@ -62,7 +64,7 @@ export function makeView(gw: Gateway): GatewayView {
         state: n.state === "lost" ? "lost" : r.loading ? "loading" : "serving",
         loading: r.loading ? { layers: r.loading.layers, of: r.loading.end - r.loading.start, bytes: r.loading.bytes, totalBytes: r.loading.totalBytes } : undefined,
         memory: { freeBytes: r.capacity.freeBytes, kvUsedBytes: r.capacity.kvUsedBytes, kvBudgetBytes: r.capacity.kvBudgetBytes },
-        layersPerSec: r.capacity.layersPerSec, backend: r.capabilities.backend, rttMs: n.rttMs, links: r.links.map((l) => ({ ...l })),
+        layersPerSec: r.capacity.layersPerSec, backend: r.capabilities.backend, rttMs: n.rttMs, reach: gw.pipe.reachOf(r.peer), links: r.links.map((l) => ({ ...l })),
         batchMs: n.batchMs.length ? Math.round((n.batchMs.reduce((a, b) => a + b, 0) / n.batchMs.length) * 100) / 100 : undefined,
         sessions: n.sessions, since: n.since, via: n.via, recordAgeMs: Date.now() - n.refreshedAt,
         model: r.model.id, differs: n.differs.map((d) => ({ ...d })),
