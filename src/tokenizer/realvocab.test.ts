@@ -99,9 +99,6 @@ describe.each(REAL_VOCABS.map((v) => [v.name, v] as [string, RealVocab]))("%s", 
 });
 
 describe("the fixtures hold what llama.cpp's convert script writes", () => {
-  const hfVocab = (pkg: string): Record<string, number> =>
-    JSON.parse(fs.readFileSync(path.join(packageDir(pkg), "models/tokenizer.json"), "utf8")).model.vocab;
-
   it("Llama 2: llama.cpp's ggml-vocab-llama-spm.gguf is Llama 2's vocabulary (llama-tokenizer-js's, id for id)", () => {
     const tokens = llamaCppVocabMeta("ggml-vocab-llama-spm.gguf")["tokenizer.ggml.tokens"].value as string[];
     const src = fs.readFileSync(path.join(packageDir("llama-tokenizer-js"), "llama-tokenizer.js"), "utf8");
