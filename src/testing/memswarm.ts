@@ -9,6 +9,7 @@ import { Gateway, GatewayOptions } from "../swarm/gateway/index.js";
 import { MemoryDht, MemoryNetwork, MemoryTransport } from "../swarm/memory.js";
 import { NodeInit, SwarmNode } from "../swarm/node/index.js";
 import { PeerGate } from "../swarm/policy.js";
+import { Transport } from "../swarm/transport.js";
 
 export interface MemSwarm {
   net: MemoryNetwork;
@@ -16,7 +17,8 @@ export interface MemSwarm {
   model: Model;
   nodes: SwarmNode[];
   transports: MemoryTransport[];
-  addNode(ranges: LayerRange[], init?: Partial<NodeInit>, ip?: string): Promise<{ node: SwarmNode; t: MemoryTransport }>;
+  // wrap: what the node sends through (a slow link, for instance)
+  addNode(ranges: LayerRange[], init?: Partial<NodeInit>, ip?: string, wrap?: (t: MemoryTransport) => Transport): Promise<{ node: SwarmNode; t: MemoryTransport }>;
   complete(prompt: number[], maxTokens: number, onToken?: (n: number) => void): Promise<number[]>;
   stop(): Promise<void>;
 }
@@ -29,15 +31,16 @@ export async function memSwarm(modelPath: string, ranges: LayerRange[], opts: Ga
   const gt = await MemoryTransport.create(net, "10.0.0.1", gate);
   const model = Model.gateway(modelPath);
   const manifest = computeManifestSync(model.file); // nodes of another file pass their own (init.manifest)
-  const gw = new Gateway(model, gt, gt.identity, { content: identityOf(model.file, manifest), ...opts, gate });
+  // no probe sessions unless asked (probeMs): the attack tests count every frame and session a node sees
+  const gw = new Gateway(model, gt, gt.identity, { probeMs: 0, content: identityOf(model.file, manifest), ...opts, gate });
   await gw.start();
   const kernels = createKernels();
   const sw: MemSwarm = {
     net, gw, model, nodes: [], transports: [],
-    async addNode(r, init = {}, ip = `10.1.0.${++ipCounter % 250}`) {
+    async addNode(r, init = {}, ip = `10.1.0.${++ipCounter % 250}`, wrap) {
       const ngate = init.gate ?? new PeerGate();
       const t = await MemoryTransport.create(net, ip, ngate);
-      const node = new SwarmNode({ modelPath, manifest, ranges: r, kernels, kvBudgetBytes: 256 * 2 ** 20, announceMs: 60_000, ...nodeInit, ...init, gate: ngate }, t);
+      const node = new SwarmNode({ modelPath, manifest, ranges: r, kernels, kvBudgetBytes: 256 * 2 ** 20, announceMs: 60_000, ...nodeInit, ...init, gate: ngate }, wrap ? wrap(t) : t);
       await node.start([{ peer: gw.peerId, addrs: gw.addrs() }]);
       sw.nodes.push(node);
       sw.transports.push(t);

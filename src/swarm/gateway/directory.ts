@@ -12,12 +12,12 @@
 // fine-tune stays known, with the layers that differ named in the log and the
 // view, and is routed through for none of them.
 
-
 import { EventEmitter } from "node:events";
 import { LayerswarmError } from "../../errors.js";
 import { LayerRange } from "../../model/config.js";
 import { Logger } from "../log.js";
 import { PeerGate } from "../policy.js";
+import { Measured, subtractRanges } from "../placement.js";
 import { NodeRecord, checkRecord, differingLayers } from "../protocol/index.js";
 
 export interface NodeEntry {
@@ -34,6 +34,15 @@ export interface NodeEntry {
   via: "announce" | "dht"; // how its record last arrived: it announced itself, or discovery found it and we asked
   refreshedAt: number; // when its record last arrived that way
   differs: LayerDiff[]; // layers it serves with other weights than ours: never routed through for them
+  // this gateway's own timing of a probe session through its range (probe.ts): one row, then `rows` rows
+  probe?: { ms1: number; msRows: number; rows: number; layers: number; at: number };
+}
+
+// A node's cost figures as this gateway measured them (placement.ts prices stages with them).
+export interface Figures {
+  hopMs: number;
+  layerMs: number;
+  rowMs: number;
 }
 
 export interface LayerDiff {
@@ -152,7 +161,6 @@ export class NodeDirectory {
     e.differs = differs;
   }
 
-
   // Serving nodes whose record has not arrived again within ttlMs.
   expired(ttlMs: number): string[] {
     const before = Date.now() - ttlMs;
@@ -197,22 +205,38 @@ export class NodeDirectory {
   }
 
   // Routing input: a node's load counts its sessions and, heavily, its recent failures.
+  // Layers it is draining (moving away from) take no new sessions, so they are left out.
   holders(): { id: string; ranges: LayerRange[]; load: number }[] {
     return this.serving().map((n) => ({ id: n.record.peer, ranges: openRanges(n), load: n.sessions + 1000 * this.failures(n) }));
   }
+
+  // Route costs for these nodes, from this gateway's own measurements only: the
+  // probe's one-row time split into the round trip (control requests it timed)
+  // and compute per layer, and the further rows' time per row. A node not
+  // measured yet is priced like the median measured one (like every other when
+  // none is): neither preferred nor shunned until its probe comes back.
+  measured(nodes: NodeEntry[]): Measured[] {
+    const figs = new Map<string, Figures>();
+    for (const n of this.serving()) if (n.probe) figs.set(n.record.peer, figures(n));
+    const known = [...figs.values()];
+    const med = (k: keyof Figures) => {
+      const v = known.map((f) => f[k]).sort((a, b) => a - b);
+      return v.length ? v[v.length >> 1] : k === "hopMs" ? 1 : 0;
+    };
+    const neutral: Figures = { hopMs: med("hopMs"), layerMs: med("layerMs"), rowMs: med("rowMs") };
+    return nodes.map((n) => ({ id: n.record.peer, ranges: openRanges(n), load: n.sessions, failures: this.failures(n), ...(figs.get(n.record.peer) ?? neutral) }));
+  }
 }
 
-// The ranges of a node this gateway routes through: its record's, without the layers whose weights differ from ours.
+// The ranges a node opens new sessions on: its record's, less what it is draining.
+// Layers whose weights differ from ours (pairing) are left out as well.
 export function openRanges(n: NodeEntry): LayerRange[] {
-  if (n.differs.length === 0) return n.record.ranges;
-  const bad = new Set(n.differs.map((d) => d.layer));
-  const out: LayerRange[] = [];
-  for (const r of n.record.ranges)
-    for (let i = r.start; i < r.end; i++) {
-      if (bad.has(i)) continue;
-      const last = out[out.length - 1];
-      if (last && last.end === i) last.end++;
-      else out.push({ start: i, end: i + 1 });
-    }
-  return out;
+  const open = n.record.draining?.length ? subtractRanges(n.record.ranges, n.record.draining) : n.record.ranges;
+  return n.differs.length ? subtractRanges(open, n.differs.map((d) => ({ start: d.layer, end: d.layer + 1 }))) : open;
+}
+
+export function figures(n: NodeEntry): Figures {
+  const p = n.probe!;
+  const hopMs = Math.min(n.rttMs ?? p.ms1 / 2, p.ms1);
+  return { hopMs, layerMs: Math.max(0, p.ms1 - hopMs) / Math.max(1, p.layers), rowMs: Math.max(0, p.msRows - p.ms1) / Math.max(1, p.rows - 1) };
 }

@@ -20,9 +20,10 @@ import { PeerGate } from "../policy.js";
 import { DISCOVER_FAST_MS, DISCOVER_INTERVAL_MS, DType, MAX_CONTROL_BYTES, PROTOCOLS, RECORD_TTL_MS, Request, Response, providerKeys } from "../protocol/index.js";
 import { Caller, request, serveRequests } from "../rpc.js";
 import { Transport } from "../transport.js";
-import { NodeDirectory, NodeEntry } from "./directory.js";
+import { NodeDirectory, NodeEntry, openRanges } from "./directory.js";
 import { NodeFinder } from "./finder.js";
 import { StepPipeline } from "./pipeline.js";
+import { Prober } from "./probe.js";
 import { Router } from "./router.js";
 import { Sessions } from "./sessions.js";
 import { GatewayView, makeView } from "./view.js";
@@ -47,6 +48,8 @@ export interface GatewayOptions {
   // pairs only with nodes whose hash for it is this one's. Default: the model
   // file hashed whole now (the CLI passes its cached manifest's).
   content?: ModelIdentity;
+  probeMs?: number; // time each node's stage again after this long, for route costs (default 60 s; 0: never, routes priced alike)
+  probeRows?: number; // rows of the throughput probe (default 32)
 }
 
 export class Gateway implements LayerStack {
@@ -58,7 +61,9 @@ export class Gateway implements LayerStack {
   readonly local: { head?: SliceRuntime; tail?: SliceRuntime };
   readonly finder?: NodeFinder;
   readonly content: ModelIdentity;
+  readonly prober: Prober;
   private recordTtlMs: number;
+  private probeMs: number;
   private log: Logger;
   private timers: NodeJS.Timeout[] = [];
   private tailChains = new Map<string, Promise<unknown>>();
@@ -83,6 +88,8 @@ export class Gateway implements LayerStack {
       replayInput: (id, tokens, pos) => this.headForward(`${id}\u0000replay`, pos, tokens.length, model.embedder.embed(tokens), pos === 0),
       replayDone: (id) => this.local.head?.dropSession(`${id}\u0000replay`),
     });
+    this.probeMs = o.probeMs ?? 60_000;
+    this.prober = new Prober(t, identity, this.dir, this.pipe, this.log, model.cfg.dim, { everyMs: this.probeMs, rows: o.probeRows ?? 32 }, (peer, why) => this.lose(peer, why));
     this.view = makeView(this);
     this.recordTtlMs = o.recordTtlMs ?? RECORD_TTL_MS;
     if (o.discovery)
@@ -118,6 +125,7 @@ export class Gateway implements LayerStack {
     sweep.unref();
     this.timers.push(sweep);
     this.finder?.start();
+    if (this.probeMs > 0) this.prober.start();
   }
 
   private lose(peer: string, reason: string): void {
@@ -134,7 +142,7 @@ export class Gateway implements LayerStack {
         return { type: "ok" };
       case "holders":
         // a node joining with --layers auto asks what the swarm holds
-        return { type: "holders", holders: this.dir.serving().slice(0, 4096).map((n) => ({ peer: n.record.peer, ranges: n.record.ranges })) };
+        return { type: "holders", holders: this.dir.serving().slice(0, 4096).map((n) => holderOf(n)) };
       case "progress": {
         const n = this.dir.get(from.peer);
         if (!n) throw new LayerswarmError("FORBIDDEN", "progress from a node this gateway does not route through");
@@ -240,7 +248,14 @@ export class Gateway implements LayerStack {
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     this.finder?.stop();
+    this.prober.stop();
     this.pipe.stop();
     await this.t.stop();
   }
+}
+
+// A node as the gateway describes it to a joining node: its open layers and what its record says of its speed and demand.
+function holderOf(n: NodeEntry) {
+  const ranges = openRanges(n), held = n.record.ranges.reduce((a, r) => a + r.end - r.start, 0);
+  return { peer: n.record.peer, ranges, tokPerSec: held ? n.record.capacity.layersPerSec / held : 0, rowsPerSec: n.record.demand?.rowsPerSec ?? 0 };
 }

@@ -1,4 +1,7 @@
-// Routes: a chain of serving nodes covering the remote layers. Nodes that
+// Routes: a chain of serving nodes covering the remote layers, the cheapest
+// by this gateway's own measurements (directory.measured: probe timings,
+// round trips, its own sessions on each node), planned afresh for every new
+// session and after every failure (placement.cheapestRoute). Nodes that
 // failed steps recently (while still answering), and the nodes a session
 // avoids, are left out whenever a route exists without them. When some
 // layers are held by nobody usable, nodes are asked to load them (each node
@@ -10,7 +13,7 @@
 import { LayerswarmError, throwIfAborted } from "../../errors.js";
 import { LayerRange } from "../../model/config.js";
 import { Logger } from "../log.js";
-import { Holder, Stage, missingLayers, planRoute } from "../placement.js";
+import { Holder, Stage, cheapestRoute, missingLayers } from "../placement.js";
 import { request } from "../rpc.js";
 import { Transport } from "../transport.js";
 import { NodeDirectory } from "./directory.js";
@@ -29,9 +32,16 @@ export class Router {
     return this.dir.holders().filter((h) => !avoid?.has(h.id) && this.dir.failures(this.dir.get(h.id)!) === 0);
   }
 
+  // The cheapest route for a step of `rows` rows, through nodes in good standing
+  // (clean), or through any serving node (failures priced in heavily).
+  private cheapest(rows: number, clean: boolean, avoid?: ReadonlySet<string>): Stage[] | undefined {
+    const nodes = this.dir.serving().filter((n) => !clean || (!avoid?.has(n.record.peer) && this.dir.failures(n) === 0));
+    return cheapestRoute(this.span.end, this.dir.measured(nodes), this.span.start, rows)?.stages;
+  }
+
   // The best route: without suspects if possible, else with them.
-  plan(avoid?: ReadonlySet<string>): Stage[] | undefined {
-    return planRoute(this.span.end, this.usable(avoid), this.span.start) ?? planRoute(this.span.end, this.dir.holders(), this.span.start);
+  plan(avoid?: ReadonlySet<string>, rows = 1): Stage[] | undefined {
+    return this.cheapest(rows, true, avoid) ?? this.cheapest(rows, false);
   }
 
   // Layers no serving node holds.
@@ -39,10 +49,11 @@ export class Router {
     return missingLayers(this.span.end, this.dir.holders(), this.span.start);
   }
 
-  async route(signal?: AbortSignal, avoid?: ReadonlySet<string>): Promise<Stage[]> {
+  // rows: the first step's rows (a long prompt weighs link throughput, one row latency).
+  async route(signal?: AbortSignal, avoid?: ReadonlySet<string>, rows = 1): Promise<Stage[]> {
     for (let repaired = false; ; repaired = true) {
       throwIfAborted(signal);
-      const clean = planRoute(this.span.end, this.usable(avoid), this.span.start);
+      const clean = this.cheapest(rows, true, avoid);
       if (clean) return clean;
       if (this.repairing) {
         await this.repairing.catch(() => {});
@@ -58,7 +69,7 @@ export class Router {
         }
         continue;
       }
-      const any = planRoute(this.span.end, this.dir.holders(), this.span.start);
+      const any = this.cheapest(rows, false);
       if (any) return any; // only through nodes that failed before: better than nothing
       const gaps = this.missing().map((g) => `[${g.start}, ${g.end})`).join(" ");
       throw new LayerswarmError("NO_ROUTE", `no route through the swarm: layers ${gaps} are held by no serving node and none could load them`);

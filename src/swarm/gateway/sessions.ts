@@ -84,13 +84,14 @@ export class Sessions {
   }
 
   // Concurrent first steps of a session (the chunks of a prompt) share one state.
-  async open(id: string, signal?: AbortSignal): Promise<SessionState> {
+  // rows: the first step's, for the route's cost (a long prompt weighs link throughput).
+  async open(id: string, signal?: AbortSignal, rows = 1): Promise<SessionState> {
     const s = this.all.get(id);
     if (s) return s;
     let p = this.opening.get(id);
     if (!p) {
       p = (async () => {
-        const route = await this.router.route(signal);
+        const route = await this.router.route(signal, undefined, rows);
         const st: SessionState = { id, epoch: 0, route, wire: await this.wireFor(id, route), history: [], retry: [], avoid: new Set(), createdAt: Date.now(), decoded: 0, positions: 0 };
         this.take(route, +1);
         this.all.set(id, st);
@@ -113,7 +114,7 @@ export class Sessions {
 
   // One step of a session, through its route; fails over as needed.
   async step(st: Step, remoteInput: Float32Array, signal?: AbortSignal): Promise<Float32Array> {
-    const s = await this.open(st.session, signal);
+    const s = await this.open(st.session, signal, st.T);
     if (st.tokens) {
       // a step at an earlier position rewrites the history from there
       s.history = s.history.filter((h) => h.pos < st.pos);

@@ -23,7 +23,7 @@ import { layerBytes } from "../../model/weights.js";
 import { Discovery } from "../discovery.js";
 import { Logger, logger } from "../log.js";
 import { Outbox } from "../outbox.js";
-import { Holder, chooseRange } from "../placement.js";
+import { Supply, chooseRange, missingLayers, planMove, subtractRanges } from "../placement.js";
 import { PeerGate, PolicyKind } from "../policy.js";
 import {
   Ext, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, MAX_CONTROL_BYTES, NUMERICS_VERSION, NodeRecord, PROTOCOLS, PROVIDE_INTERVAL_MS, Request, Response, SUPPORTED_VERSIONS,
@@ -61,6 +61,8 @@ export interface NodeInit {
   provideMs?: number; // how often to provide its block keys again (default PROVIDE_INTERVAL_MS)
   maxUnsentBytes?: number; // bytes waiting for one destination before its sessions pause (default 16 MiB)
   strikesBeforeBan?: number; // refused frames from one peer before it is banned (default 32)
+  rebalanceMs?: number; // look this often whether moving elsewhere would help the swarm, and move (default 0: never)
+  drainMs?: number; // a move waits this long for live sessions to finish, then hands them over (default 60 s)
 }
 
 // The IP address in the first of these multiaddrs, if any (IPv6 grouped by /64).
@@ -80,6 +82,11 @@ export function modelFingerprint(f: GGUFFile, cfg: ModelConfig): string {
   let l = layouts.get(f);
   if (!l) layouts.set(f, (l = layoutId(f)));
   return `${cfg.arch}:${cfg.dim}x${cfg.nLayers}:${l.slice(0, 32)}`;
+}
+
+interface AuthContext {
+  gateway?: { peer: string; addrs: string[] }; // the session's gateway, once known for sure
+  announce?: boolean; // refused for layers it does not open: send that gateway our record first
 }
 
 interface Queued {
@@ -120,6 +127,12 @@ export class SwarmNode {
   // the next stages this node sent steps to (the dashboard's link latencies), at most 64; never whoever it refused
   private nextStages = new Map<string, { addrs: string[]; at: number }>();
   private recent = new Map<string, number>(); // session -> time of its last step (batch window)
+  // rebalancing (move): layers being given up, whom to tell, and the demand seen
+  private draining: LayerRange[] = [];
+  private moving = false;
+  private join: { peer: string; addrs: string[] }[] = [];
+  private gateways = new Map<string, string[]>(); // gateways whose sessions it served lately (at most 64)
+  private demand = { rowsPerSec: 0, at: Date.now(), rows: 0 };
   stats = { frames: 0, batches: 0, rows: 0, badFrames: 0, busyMs: 0, refused: 0, opened: 0, evicted: 0 };
 
   constructor(private init: NodeInit, private t: Transport) {
@@ -219,15 +232,18 @@ export class SwarmNode {
       stats: { ...this.stats, busyMs: Math.round(this.stats.busyMs) },
       loading: this.loading,
       links: [...this.links].slice(0, 64).map(([peer, rttMs]) => ({ peer, rttMs })),
+      draining: this.draining.length ? this.draining.map((r) => ({ ...r })) : undefined,
+      demand: { rowsPerSec: Math.round(this.demand.rowsPerSec * 100) / 100 },
     };
   }
 
   // ------------------------------------------------------------ lifecycle
 
   async start(join: { peer: string; addrs: string[] }[] = [], auto?: { maxLayers: number; surveyMs?: number }): Promise<void> {
+    this.join = join;
     if (auto) {
       const holders = await this.holders(join, auto.surveyMs ?? 10_000);
-      const r = chooseRange(this.cfg.nLayers, holders.map((h) => ({ id: h.id, ranges: h.ranges.filter((x) => x.end <= this.cfg.nLayers) })), auto.maxLayers);
+      const r = chooseRange(this.cfg.nLayers, holders, auto.maxLayers);
       this.log("info", "auto layers", { start: r.start, end: r.end, holders: holders.length });
       await this.loadRange(r);
     }
@@ -236,6 +252,8 @@ export class SwarmNode {
     const idle = this.init.sessionIdleMs ?? 15 * 60_000;
     this.every(Math.min(60_000, idle), () => this.sweepIdle(idle));
     this.every(2000, () => void this.pingLinks());
+    this.every(10_000, () => this.sampleDemand());
+    if (this.init.rebalanceMs) this.every(this.init.rebalanceMs, () => void this.rebalance().catch((e) => this.log("warn", "rebalancing failed", { error: (e as Error).message })));
     await this.t.handle(PROTOCOLS.steps, (ch) => void this.serveSteps(ch), { maxMessageBytes: maxFrameBytes(this.limits), maxStreamsPerConnection: 4 });
     await this.t.handle(PROTOCOLS.control, serveRequests((r, from) => this.control(r, from), (from, e) => this.misbehaved(from.peer, from.ip, e.message)),
       { maxMessageBytes: MAX_CONTROL_BYTES, maxStreamsPerConnection: 32 });
@@ -244,19 +262,25 @@ export class SwarmNode {
     if (this.init.discovery) this.provideSoon(0);
   }
 
-  // Who holds what, for --layers auto: the --join gateway says, or the DHT's providers do (each asked directly).
-  private async holders(join: { peer: string; addrs: string[] }[], surveyMs: number): Promise<Holder[]> {
+  // Who else holds what, for --layers auto and moves: the --join gateway says,
+  // or the DHT's providers do (each asked directly for its record: its
+  // throughput and the demand it saw come with it; layers it is draining do not count).
+  private async holders(join: { peer: string; addrs: string[] }[], surveyMs: number): Promise<Supply[]> {
+    const inModel = (rs: LayerRange[]) => rs.filter((x) => x.end <= this.cfg.nLayers);
     if (join.length) {
       const res = await request(this.t, join[0].peer, join[0].addrs, { type: "holders" }, 10_000);
       if (res.type !== "holders") throw new LayerswarmError("BAD_MESSAGE", `the gateway answered "holders" with "${res.type}"`);
-      return res.holders.map((h) => ({ id: h.peer, ranges: h.ranges }));
+      return res.holders.filter((h) => h.peer !== this.t.peerId).map((h) => ({ id: h.peer, ranges: inModel(h.ranges), tokPerSec: h.tokPerSec || 1e-3, rowsPerSec: h.rowsPerSec ?? 0 }));
     }
     const d = this.init.discovery;
     if (!d) throw new LayerswarmError("BAD_ARGUMENT", "--layers auto needs --join or discovery (--bootstrap, or mDNS): something must say which layers the swarm lacks");
     const model = { layers: this.cfg.nLayers, dim: this.cfg.dim, fingerprint: modelFingerprint(this.file, this.cfg) };
-    const out: Holder[] = [];
+    const out: Supply[] = [];
     await survey(d, this.t, model, providerKeys(model.fingerprint, [{ start: 0, end: model.layers }], model.layers), {
-      found: (f) => void out.push({ id: f.record.peer, ranges: f.record.ranges }),
+      found: (f) => {
+        const rec = f.record, held = rec.ranges.reduce((a, r) => a + r.end - r.start, 0);
+        out.push({ id: rec.peer, ranges: inModel(subtractRanges(rec.ranges, rec.draining ?? [])), tokPerSec: held ? Math.max(1e-3, rec.capacity.layersPerSec) / held : 1, rowsPerSec: rec.demand?.rowsPerSec ?? 0 });
+      },
       refused: () => {},
     }, {}, AbortSignal.timeout(surveyMs));
     return out;
@@ -308,8 +332,92 @@ export class SwarmNode {
   }
 
   // Tell a gateway what we serve (again every few seconds: a restarted gateway learns it back).
-  async announce(g: { peer: string; addrs: string[] }): Promise<void> {
-    await request(this.t, g.peer, g.addrs, { type: "announce", record: this.record() }, 10_000);
+  async announce(g: { peer: string; addrs: string[] }, timeoutMs = 10_000): Promise<void> {
+    await request(this.t, g.peer, g.addrs, { type: "announce", record: this.record() }, timeoutMs);
+  }
+
+  // ------------------------------------------------------------ rebalancing
+
+  private sampleDemand(): void {
+    const now = Date.now(), dt = (now - this.demand.at) / 1000;
+    if (dt <= 0) return;
+    this.demand = { rowsPerSec: (this.stats.rows - this.demand.rows) / dt, at: now, rows: this.stats.rows };
+  }
+
+  // Tell every gateway we know (--join, and those whose sessions we served lately) our record now.
+  private async tellGateways(): Promise<void> {
+    const all = new Map([...this.gateways, ...this.join.map((g) => [g.peer, g.addrs] as const)]);
+    await Promise.all([...all].map(([peer, addrs]) => this.announce({ peer, addrs }, 2000).catch(() => {})));
+  }
+
+  // Decided by the node itself: if moving would ease the swarm's bottleneck
+  // (placement.planMove: its layers stay held by others, the gain is clear), move.
+  async rebalance(surveyMs = 10_000): Promise<LayerRange[] | undefined> {
+    if (this.moving || this.stopped || !this.slices.length) return undefined;
+    const others = await this.holders(this.join, surveyMs);
+    const held = this.slices.reduce((a, sl) => a + sl.range.end - sl.range.start, 0);
+    const me: Supply = { id: this.t.peerId, ranges: this.ranges(), tokPerSec: Math.max(1e-3, this.layersPerSec) / held, rowsPerSec: this.demand.rowsPerSec };
+    const target = planMove(this.cfg.nLayers, [...others, me], me.id, Math.min(this.init.maxLayers ?? held, this.cfg.nLayers));
+    if (!target) return undefined;
+    this.log("info", "rebalancing", { from: this.ranges(), to: target });
+    return this.move(target, { others });
+  }
+
+  // Move to other layers without failing anyone's session: announce the
+  // layers being given up as draining (the record says so; gateways open no
+  // new sessions there, and a stale one that tries is refused with our record),
+  // let the sessions using them finish for up to drainMs, evict the rest (their
+  // gateways replay them exactly on another route), and only then drop those
+  // layers and load the new ones. Refused if it would leave layers held by
+  // nobody else, unless force. Its own operator or its own policy decides; no
+  // message from a peer can start it.
+  async move(to: LayerRange | "auto", o: { drainMs?: number; force?: boolean; surveyMs?: number; others?: Supply[] } = {}): Promise<LayerRange[]> {
+    if (this.moving) throw new LayerswarmError("BUSY", "this node is already moving");
+    this.moving = true;
+    try {
+      const L = this.cfg.nLayers, maxLayers = Math.min(this.init.maxLayers ?? L, L);
+      const others = o.others ?? (o.force && to !== "auto" ? [] : await this.holders(this.join, o.surveyMs ?? 10_000));
+      const target = to === "auto" ? chooseRange(L, others, maxLayers) : to;
+      if (!(target.start >= 0 && target.end <= L && target.start < target.end)) throw new LayerswarmError("BAD_RANGE", `layer range [${target.start}, ${target.end}) is not within the model's ${L} layers`);
+      if (target.end - target.start > maxLayers) throw new LayerswarmError("OUT_OF_MEMORY", `layers [${target.start}, ${target.end}): this node's memory allows ${maxLayers} layers`);
+      // every slice touching a layer it gives up is dropped whole (its sessions' caches live there)
+      const giving = subtractRanges(this.ranges(), [target]);
+      const leaving = this.slices.filter((sl) => giving.some((g) => g.start < sl.range.end && sl.range.start < g.end)).map((sl) => sl.range);
+      if (!o.force) {
+        const holes = missingLayers(L, [...others, { id: this.t.peerId, ranges: [target] }]).filter((h) => leaving.some((r) => r.start < h.end && h.start < r.end));
+        if (holes.length)
+          throw new LayerswarmError("BAD_ARGUMENT", `moving to [${target.start}, ${target.end}) would leave layers ${holes.map((h) => `[${h.start}, ${h.end})`).join(" ")} held by nobody else (use force to move anyway)`);
+      }
+      if (leaving.length) {
+        this.draining = leaving;
+        this.log("info", "draining", { ranges: leaving, to: target });
+        await this.tellGateways();
+        await this.drain(leaving, o.drainMs ?? this.init.drainMs ?? 60_000);
+        this.slices = this.slices.filter((sl) => !leaving.includes(sl.range));
+      }
+      for (const r of subtractRanges([target], this.ranges())) await this.loadRange(r);
+      this.draining = [];
+      this.measure();
+      if (this.init.discovery) this.provideSoon(0);
+      await this.tellGateways();
+      this.log("info", "moved", { ranges: this.ranges() });
+      return this.ranges();
+    } finally {
+      this.draining = [];
+      this.moving = false;
+    }
+  }
+
+  // Wait until no session uses these slices, or drainMs has passed; then evict those left.
+  private async drain(leaving: LayerRange[], drainMs: number): Promise<void> {
+    const me = this.t.peerId;
+    const using = () => [...this.sessions.values()].filter((s) =>
+      s.grant.grant.hops.some((h) => h.peer === me && leaving.some((r) => r.start <= h.start && h.end <= r.end)));
+    const until = Date.now() + drainMs;
+    while (using().length && Date.now() < until && !this.stopped) await new Promise((r) => setTimeout(r, 20));
+    const left = using();
+    for (const s of left) this.evict(s, "session handed over: the node is moving to other layers");
+    if (left.length) this.log("info", "handed sessions over", { sessions: left.length });
   }
 
   async stop(): Promise<void> {
@@ -414,14 +522,17 @@ export class SwarmNode {
         const f = decodeStep(m, this.limits);
         this.stats.frames++;
         let q: Queued;
-        const ctx: { gateway?: { peer: string; addrs: string[] } } = {};
+        const ctx: AuthContext = {};
         try {
           q = await this.authorize(f, from, ip, ctx);
         } catch (e) {
           if (codeOf(e) === "BAD_MESSAGE") throw e;
           this.stats.refused++;
           if (codeOf(e) === "FORBIDDEN") this.strike(from, ip, (e as Error).message);
-          this.refuse(f, from, e, ctx.gateway);
+          const gw = ctx.gateway;
+          // a new session on layers we no longer open: the gateway gets our record first, so it reroutes knowing why
+          if (ctx.announce && gw) void this.announce(gw, 2000).catch(() => {}).finally(() => this.refuse(f, from, e, gw));
+          else this.refuse(f, from, e, gw);
           continue;
         }
         this.enqueue(q);
@@ -436,7 +547,7 @@ export class SwarmNode {
 
   // Is this step allowed, and for which session? Throws FORBIDDEN, UNKNOWN_SESSION, BAD_RANGE, BAD_ARGUMENT, BUSY or BAD_MESSAGE.
   // ctx.gateway: set once the session's gateway is known for sure (a verified grant naming this hop and sender).
-  private async authorize(f: StepFrame, from: string, ip: string, ctx: { gateway?: { peer: string; addrs: string[] } }): Promise<Queued> {
+  private async authorize(f: StepFrame, from: string, ip: string, ctx: AuthContext): Promise<Queued> {
     const grantBytes = extension(f, Ext.ROUTE_GRANT);
     let s = this.sessions.get(f.session);
     if (grantBytes) {
@@ -445,7 +556,12 @@ export class SwarmNode {
       this.checkHop(g.grant, f, from);
       ctx.gateway = { peer: g.grant.gateway, addrs: g.grant.gatewayAddrs };
       if (!this.gate.allowed(g.grant.gateway)) throw new LayerswarmError("FORBIDDEN", "this node serves only the gateways in its --allow list");
-      this.checkRange(g.grant.hops[f.hop]);
+      const hop = g.grant.hops[f.hop];
+      ctx.announce = !s; // a stale record sent it here: it hears the fresh one with the refusal
+      this.checkRange(hop);
+      const leaving = this.draining.find((d) => d.start < hop.end && hop.start < d.end);
+      if (!s && leaving) throw new LayerswarmError("BUSY", `this node is moving away from layers [${leaving.start}, ${leaving.end}): it opens no new sessions there`);
+      ctx.announce = false;
       if (s) {
         if (s.gateway !== g.grant.gateway) throw new LayerswarmError("FORBIDDEN", "session id already in use");
         if (g.grant.issuedAt >= s.grant.grant.issuedAt) s.grant = g;
@@ -456,6 +572,9 @@ export class SwarmNode {
         s = { id: f.session, gateway: g.grant.gateway, grant: g, ip: owner, createdAt: Date.now(), lastStep: Date.now() };
         const evicted = this.sessions.admit(s);
         this.stats.opened++;
+        this.gateways.delete(g.grant.gateway);
+        this.gateways.set(g.grant.gateway, g.grant.gatewayAddrs);
+        if (this.gateways.size > 64) this.gateways.delete(this.gateways.keys().next().value!);
         if (evicted) this.evict(evicted);
       }
     } else {
@@ -505,13 +624,12 @@ export class SwarmNode {
 
   // Evicted: the gateway hears of it at once, for the session and for every
   // step of it that was waiting here, so it reroutes without a timeout.
-  private evict(s: NodeSession): void {
+  private evict(s: NodeSession, message = "session evicted: the node is full and its owner held more than its share"): void {
     this.stats.evicted++;
     const g = s.grant.grant;
-    const message = "session evicted: the node is full and its owner held more than its share";
     for (const x of this.queues.get(s.id) ?? []) this.sendTo(g.gateway, g.gatewayAddrs, encodeError({ req: x.f.req, session: s.id, code: "BUSY", message }));
     this.dropSession(s.id);
-    this.log("info", "evicted a session to admit another", { gateway: s.gateway.slice(-8) });
+    this.log("info", "evicted a session", { gateway: s.gateway.slice(-8), why: message });
     this.sendTo(g.gateway, g.gatewayAddrs, encodeError({ req: 0, session: s.id, code: "BUSY", message }));
   }
 

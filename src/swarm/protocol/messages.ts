@@ -55,10 +55,17 @@ export const NodeRecord = z.object({
   stats: z.object({ frames: uint, batches: uint, rows: uint, badFrames: uint, busyMs: finiteNonNeg, refused: uint, opened: uint.optional(), evicted: uint.optional() }),
   loading: z.object({ start: uint, end: uint, layers: uint, bytes: finiteNonNeg, totalBytes: finiteNonNeg }).optional(),
   links: z.array(z.object({ peer: PeerIdText, rttMs: finiteNonNeg })).max(64),
+  // layers it is giving up (rebalancing): it serves its live sessions there but opens no new ones
+  draining: z.array(LayerRangeSchema).max(MAX_RANGES).optional(),
+  // the demand it saw: rows per second it ran lately (for placement; never for routes)
+  demand: z.object({ rowsPerSec: finiteNonNeg }).optional(),
 });
 export type NodeRecord = z.infer<typeof NodeRecord>;
 
-export const Holder = z.object({ peer: PeerIdText, ranges: z.array(LayerRangeSchema).max(MAX_RANGES) });
+// What a gateway tells a node joining with --layers auto: who holds what, and
+// what their records say of their throughput (tokens per second through their
+// range) and the demand they saw (rows per second).
+export const Holder = z.object({ peer: PeerIdText, ranges: z.array(LayerRangeSchema).max(MAX_RANGES), tokPerSec: finiteNonNeg.optional(), rowsPerSec: finiteNonNeg.optional() });
 
 export const Request = z.discriminatedUnion("type", [
   z.object({ type: z.literal("announce"), record: NodeRecord }), // node -> gateway: I serve these layers
