@@ -21,7 +21,6 @@ import { identify } from "@libp2p/identify";
 import { ping } from "@libp2p/ping";
 import { preSharedKey } from "@libp2p/pnet";
 import { peerIdFromString } from "@libp2p/peer-id";
-import { LengthPrefixedDecoder } from "@libp2p/utils";
 import { kadDHT, passthroughMapper, MessageType, type KadDHT } from "@libp2p/kad-dht";
 import { mdns } from "@libp2p/mdns";
 import { MemoryDatastore } from "datastore-core/memory";
@@ -72,21 +71,86 @@ function ipOf(ma: Multiaddr): string {
   return c?.value ?? ma.toString();
 }
 
+// Length-prefixed messages (unsigned varint, then the bytes), taken apart
+// chunk by chunk as they arrive. Only the message in progress is held, as the
+// chunks that carry it (nothing is allocated on a peer's word before its
+// bytes arrive), and each whole message is copied once into a buffer of its
+// own. @libp2p/utils' LengthPrefixedDecoder bounded its buffer before taking
+// messages out of it, so one chunk that ended one large message and began the
+// next (a stream resumed after a pause hands over everything it held) read as
+// an oversized message from an honest peer: the stream was reset, the peer
+// banned and the step lost.
+export class MessageDecoder {
+  private len = 0; // the prefix read so far
+  private lenBytes = 0;
+  private want = -1; // bytes of the message in progress; -1: reading a prefix
+  private parts: Uint8Array[] = [];
+  private have = 0;
+  constructor(readonly maxBytes: number) {}
+
+  // Bytes of the message in progress held here (for limits and tests).
+  get buffered(): number {
+    return this.have;
+  }
+
+  decode(c: Uint8Array, out: Uint8Array[]): void {
+    let o = 0;
+    while (o < c.length) {
+      if (this.want < 0) {
+        const b = c[o++];
+        this.len += (b & 0x7f) * 2 ** (7 * this.lenBytes++);
+        if (this.len > this.maxBytes) throw new LayerswarmError("BAD_MESSAGE", `a message of ${b & 0x80 ? "more than " : ""}${this.len} bytes (at most ${this.maxBytes} here)`);
+        if (b & 0x80) continue;
+        this.want = this.len;
+        this.len = this.lenBytes = 0;
+        if (this.want === 0) this.want = -1; // empty messages carry nothing: skipped
+        continue;
+      }
+      const n = Math.min(c.length - o, this.want - this.have);
+      if (n === this.want && o === 0 && n === c.length) {
+        out.push(c.slice()); // a whole message in one chunk: copied (the transport may reuse its buffers)
+        this.want = -1;
+        o += n;
+        continue;
+      }
+      this.parts.push(c.subarray(o, o + n));
+      this.have += n;
+      o += n;
+      if (this.have === this.want) {
+        const m = new Uint8Array(this.want);
+        let at = 0;
+        for (const p of this.parts) {
+          m.set(p, at);
+          at += p.length;
+        }
+        out.push(m);
+        this.parts = [];
+        this.have = 0;
+        this.want = -1;
+      }
+    }
+  }
+}
+
 // Messages are taken off the stream as they arrive, from the start (not only
 // once someone iterates), decoded into a queue; past PAUSE_BYTES queued the
-// stream is paused, which stops Yamux window updates, so the sender waits.
+// stream is paused, which stops Yamux window updates, so the sender waits
+// (at most one window, 2 MiB, arrives after the pause and waits in the
+// stream's read buffer, under its 4 MiB limit).
 class StreamChannel implements Channel {
   closed = false;
   reach: Reach = "direct"; // set by the transport from the stream's connection
   private queue: Uint8Array[] = [];
+  private head = 0; // queue[head] is the next message
   private queued = 0;
   private ended: Error | null | undefined;
   private wake?: () => void;
-  private dec: LengthPrefixedDecoder;
+  private dec: MessageDecoder;
+  private resuming = false;
 
   constructor(private s: Stream, readonly remotePeer: string, readonly remoteIp: string, maxBytes: number) {
-    this.dec = new LengthPrefixedDecoder({ maxDataLength: maxBytes, maxBufferSize: maxBytes + 16 });
-    s.addEventListener("message", ((evt: { data: Uint8Array }) => this.onData(evt.data)) as never);
+    this.dec = new MessageDecoder(maxBytes);
+    s.addEventListener("message", ((evt: { data: Uint8Array | Iterable<Uint8Array> }) => this.onData(evt.data)) as never);
     const onEnd = (evt?: Event) => {
       this.closed = true;
       if (this.ended === undefined) this.ended = (evt as { error?: Error } | undefined)?.error ?? null;
@@ -99,29 +163,50 @@ class StreamChannel implements Channel {
     });
   }
 
-  private onData(data: Uint8Array): void {
+  private onData(data: Uint8Array | Iterable<Uint8Array>): void {
+    const before = this.queue.length;
     try {
-      for (const m of this.dec.decode(data)) {
-        const u = m.slice(); // a copy: the transport may reuse the buffers it decoded from
-        this.queue.push(u);
-        this.queued += u.length;
-      }
-      if (this.queued > PAUSE_BYTES && this.s.readStatus === "readable") this.s.pause();
+      if (data instanceof Uint8Array) this.dec.decode(data, this.queue);
+      else for (const c of data) this.dec.decode(c, this.queue);
     } catch (e) {
       const err = new LayerswarmError("BAD_MESSAGE", `from ${this.remotePeer.slice(-8)}: ${(e as Error).message}`);
       this.ended = err;
       this.closed = true;
       this.s.abort(err);
+      this.wake?.();
+      return;
     }
-    this.wake?.();
+    for (let i = before; i < this.queue.length; i++) this.queued += this.queue[i].length;
+    // Not from inside resume(): Yamux's resume sends its window update after
+    // handing over what it held, which would undo a pause made meanwhile
+    // (the stream paused for us, its window open: the read buffer grows
+    // until the stream aborts). resume() looks again once it returns.
+    if (!this.resuming) this.maybePause();
+    if (this.queue.length > before) this.wake?.();
+  }
+
+  private maybePause(): void {
+    if (this.queued > PAUSE_BYTES && this.s.readStatus === "readable") this.s.pause();
   }
 
   async send(msg: Uint8Array, signal?: AbortSignal): Promise<void> {
     if (this.closed || this.s.status !== "open") throw new LayerswarmError("UNREACHABLE", `stream to ${this.remotePeer.slice(-8)} is closed`);
-    const b = new Uint8Array(varint.encodingLength(msg.length) + msg.length);
-    varint.encodeUint8Array(msg.length, b);
-    b.set(msg, b.length - msg.length);
-    if (!this.s.send(b)) await this.s.onDrain({ signal });
+    const n = varint.encodingLength(msg.length);
+    let ok: boolean;
+    if (msg.length <= 65536) {
+      // one buffer, so that a small message goes out as one Yamux frame
+      const b = new Uint8Array(n + msg.length);
+      varint.encodeUint8Array(msg.length, b);
+      b.set(msg, n);
+      ok = this.s.send(b);
+    } else {
+      // a large one as it is (no copy of a 4 MB frame to prepend 3 bytes)
+      const prefix = new Uint8Array(n);
+      varint.encodeUint8Array(msg.length, prefix);
+      const a = this.s.send(prefix); // both are queued whatever the first returns
+      ok = this.s.send(msg) && a;
+    }
+    if (!ok) await this.s.onDrain({ signal });
     // the stream's own write buffer has no bound: wait while it holds more than
     // PAUSE_BYTES (the receiver paused, its window closed), so the sender is held back
     while (this.s.writeBufferLength > PAUSE_BYTES && this.s.status === "open") {
@@ -141,10 +226,21 @@ class StreamChannel implements Channel {
 
   async *messages(): AsyncIterable<Uint8Array> {
     for (;;) {
-      if (this.queue.length > 0) {
-        const m = this.queue.shift()!;
+      if (this.head < this.queue.length) {
+        const m = this.queue[this.head];
+        this.queue[this.head++] = undefined as never;
+        if (this.head === this.queue.length) this.queue.length = this.head = 0;
+        else if (this.head > 1024) this.queue = this.queue.slice(this.head), this.head = 0;
         this.queued -= m.length;
-        if (this.queued < PAUSE_BYTES / 2 && this.s.readStatus === "paused") this.s.resume();
+        if (this.queued < PAUSE_BYTES / 2 && this.s.readStatus === "paused") {
+          this.resuming = true;
+          try {
+            this.s.resume();
+          } finally {
+            this.resuming = false;
+          }
+          this.maybePause();
+        }
         yield m;
         continue;
       }
@@ -301,7 +397,10 @@ export class Libp2pTransport implements Transport {
       connectionProtector: o.swarmKey ? preSharedKey({ psk: swarmKeyBytes(o.swarmKey) }) : undefined,
       services: {
         identify: identify(),
-        ping: ping({ runOnLimitedConnection: true }), // round trips to peers behind a relay too
+        // round trips to peers behind a relay too; more than one at a time per connection (our link
+        // pings, the router's and libp2p's connection monitor share the protocol: with js-libp2p's
+        // one, a second ping failed while the first waited behind a 4 MB frame)
+        ping: ping({ runOnLimitedConnection: true, maxOutboundStreams: 4, maxInboundStreams: 8 }),
         ...(nat?.services ?? {}),
         ...(o.dht || bootstrap.length ? {
           // our own DHT, LAN and loopback addresses included; every peer serves it (NAT: later, with AutoNAT)
@@ -315,6 +414,12 @@ export class Libp2pTransport implements Transport {
         ...(o.mdns ? { mdns: mdns({ serviceTag: typeof o.mdns === "string" ? o.mdns : MDNS_SERVICE, interval: 5_000 }) } : {}),
       },
       connectionManager: { maxConnections: 512, maxIncomingPendingConnections: 64 },
+      // libp2p pings every connection every 10 s and, by default, aborts it when a ping fails or
+      // outlasts an adaptive timeout (5 s at least). A node computing a large step holds its event
+      // loop for seconds, so its pings are late: the connection, and the frame on it, were dropped,
+      // and the session waited out its step timeout. Liveness is the swarm's own business (step
+      // timeouts that ask each stage, record expiry, the transport's disconnect events).
+      connectionMonitor: { abortConnectionOnPingFailure: false },
       connectionGater: {
         denyInboundConnection: (maConn) => !gate.allowIp(ipOf(maConn.remoteAddr)),
         denyInboundEncryptedConnection: (peer) => !gate.allowPeer(peer.toString()),

@@ -5,7 +5,7 @@
 
 import { afterEach, describe, expect, it } from "vitest";
 import { Identity } from "./identity.js";
-import { Libp2pTransport } from "./libp2p.js";
+import { Libp2pTransport, MessageDecoder } from "./libp2p.js";
 import { MemoryNetwork, MemoryTransport } from "./memory.js";
 import { Channel, Transport } from "./transport.js";
 
@@ -116,6 +116,29 @@ describe.each(impls)("Transport compliance: %s", (_name, make) => {
     expect(intact).toBe(true);
   });
 
+  it("messages at the size limit, back to back, to a reader that keeps pausing, arrive whole and in order", async () => {
+    // A resumed stream hands over everything it held in one go: the end of one
+    // message and the start of the next. That is not an oversized message.
+    let reader: Channel | undefined;
+    const max = 4 << 20;
+    const { a, b } = await pair((ch) => (reader = ch), { maxMessageBytes: max, maxStreamsPerConnection: 4 });
+    const ch = await a.dial(b.peerId, b.addrs(), P, { maxMessageBytes: 1024 });
+    const N = 10;
+    const sending = (async () => {
+      for (let i = 0; i < N; i++) await ch.send(bytes(max - (i % 3), i));
+    })();
+    let n = 0, intact = true;
+    for await (const m of reader!.messages()) {
+      const want = bytes(max - (n % 3), n);
+      intact &&= m.length === want.length && Buffer.compare(m, want) === 0;
+      await new Promise((r) => setTimeout(r, 30)); // a busy receiver
+      if (++n === N) break;
+    }
+    await sending;
+    expect(intact).toBe(true);
+    expect(reader!.closed).toBe(false);
+  });
+
   it("notices when the peer goes away; the stream ends with an error or closes", async () => {
     let open: Channel | undefined;
     const { a, b } = await pair((ch) => (open = ch));
@@ -155,5 +178,34 @@ describe.each(impls)("Transport compliance: %s", (_name, make) => {
     }));
     expect(results.filter((r) => r.status === "fulfilled").length).toBe(2);
     expect(open.length).toBeLessThanOrEqual(2);
+  });
+});
+
+describe("MessageDecoder (libp2p streams)", () => {
+  const frame = (m: Uint8Array) => {
+    const pre: number[] = [];
+    let n = m.length;
+    do {
+      pre.push((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
+      n = Math.floor(n / 128);
+    } while (n > 0);
+    return Buffer.concat([Buffer.from(pre), m]);
+  };
+
+  it("takes messages apart whatever the chunking: byte by byte, whole, or one chunk ending one and starting the next", () => {
+    const msgs = [bytes(1000, 1), bytes(1, 2), bytes(300, 3), bytes(1000, 4)];
+    const all = Buffer.concat(msgs.map(frame));
+    for (const step of [1, 7, 1002, all.length]) {
+      const d = new MessageDecoder(1000), out: Uint8Array[] = [];
+      for (let o = 0; o < all.length; o += step) d.decode(all.subarray(o, o + step), out);
+      expect(out.map((m) => Buffer.from(m).toString("hex")), `chunks of ${step}`).toEqual(msgs.map((m) => Buffer.from(m).toString("hex")));
+      expect(d.buffered).toBe(0);
+    }
+  });
+
+  it("refuses a message over its limit from the prefix alone, before any of it arrives", () => {
+    const d = new MessageDecoder(1000);
+    expect(() => d.decode(frame(bytes(1001, 1)).subarray(0, 2), [])).toThrow(/1001 bytes \(at most 1000/);
+    expect(() => new MessageDecoder(1000).decode(Uint8Array.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), [])).toThrow(/at most 1000/);
   });
 });
