@@ -29,7 +29,7 @@ import { multiaddr } from "@multiformats/multiaddr";
 import { TextDecoderStream } from "../tokenizer/index.js";
 import { ChatTemplate } from "../tokenizer/chat.js";
 import { WEB_DIR, stateDir } from "./paths.js";
-import { checkWeightTypes, modelHeader, resolveModel } from "./model.js";
+import { cachedRemoteManifest, checkWeightTypes, gatewayContent, localManifest, modelHeader, resolveModel } from "./model.js";
 import type { GenerateFlags } from "./commands.js";
 
 const log = logger("cli");
@@ -195,6 +195,8 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
     fetchLayers = async (r) => void (await openRemoteSlice(o.model, (g) => tensorsFor(g, [r], false), progress(`layers ${r.start}-${r.end}`)));
   }
   const f = readGGUF(modelPath);
+  // the layers it loads are checked against the manifest (a remote model's only when one is cached; its record's layer hashes are those of the bytes fetched either way)
+  const manifest = isRemote(o.model) ? await cachedRemoteManifest(o.model) : (await localManifest(o.model, progress("manifest"))).manifest;
   const cfg = configFromGGUF(f);
   const maxMem = o.maxMemory ? parseBytes(o.maxMemory) : Math.floor(os.freemem() * 0.8);
   const perLayer = Math.max(...Array.from({ length: cfg.nLayers }, (_, i) => layerBytes(f, i)));
@@ -212,7 +214,7 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
     else if (p.layers === p.of || p.layers % Math.max(1, Math.floor(p.of / 4)) === 0) log("info", "load progress", p);
   };
   const node = new SwarmNode({
-    modelPath, fetchLayers, ranges, onProgress, kernels: createKernels({ threads: o.threads }), kvBudgetBytes: kvBudget, maxSessions: o.maxSessions, name: o.name,
+    modelPath, manifest, fetchLayers, ranges, onProgress, kernels: createKernels({ threads: o.threads }), kvBudgetBytes: kvBudget, maxSessions: o.maxSessions, name: o.name,
     maxLayers, gate, policy: kind, discovery: lt.discovery(),
   }, t);
   await node.start(join, auto ? { maxLayers } : undefined);
@@ -255,8 +257,10 @@ export async function startGateway(o: GatewayFlags) {
   const t = withLinkDelay(lt);
   process.stderr.write(policyNotice("gateway", kind) + "\n");
   const local = isRemote(o.model) ? (await openRemoteSlice(o.model, (g) => tensorsFor(g, [], true), progress("gateway tensors"))).path : o.model;
+  const content = await gatewayContent(o.model, local, progress("manifest"));
   const model = Model.gateway(local, { threads: o.threads });
   const gw = new Gateway(model, t, identity, {
+    content,
     stepTimeoutMs: o.stepTimeout, dtype: parseDType(o.dtype), gate, localLayers: o.localLayers, localTail: o.localTail, discovery: lt.discovery(),
   });
   const mon = new SwarmMonitor(gw.view); // from the start, so it sees every node join

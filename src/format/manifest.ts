@@ -68,6 +68,11 @@ const CacheSchema = z.strictObject({
   manifest: ManifestSchema,
 });
 type CacheKey = z.infer<typeof CacheSchema>["key"];
+// The cache of a remote file's manifest: the URL, its size and its ETag ("" when the server sends none).
+const UrlCacheSchema = z.strictObject({
+  key: z.strictObject({ url: z.string().min(1).max(8192), bytes: byteCount, etag: z.string().max(256) }),
+  manifest: ManifestSchema,
+});
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
 
@@ -338,6 +343,13 @@ export function manifestCachePaths(file: string): { beside: string; cached: stri
 // A cache file, validated: BAD_FILE naming the file and the field when it is
 // not one. Returns undefined when it describes another version of the file.
 export function readManifestCache(cachePath: string, file: string): Manifest | undefined {
+  const { key: c, manifest } = parseCache(cachePath, CacheSchema);
+  const k = keyOf(file);
+  if (c.path !== k.path || c.bytes !== k.bytes || c.mtimeNs !== k.mtimeNs || c.ino !== k.ino) return undefined;
+  return manifest;
+}
+
+function parseCache<T extends { key: { bytes: number }; manifest: Manifest }>(cachePath: string, schema: z.ZodType<T>): T {
   const bad = (m: string) => new LayerswarmError("BAD_FILE", `${cachePath}: not a valid manifest cache: ${m} (delete it to rebuild)`);
   const size = fs.statSync(cachePath).size;
   if (size > MAX_CACHE_BYTES) throw bad(`${size} bytes, more than ${MAX_CACHE_BYTES}`);
@@ -347,19 +359,33 @@ export function readManifestCache(cachePath: string, file: string): Manifest | u
   } catch (e) {
     throw bad(`not JSON (${(e as Error).message.slice(0, 100)})`);
   }
-  const r = CacheSchema.safeParse(raw);
+  const r = schema.safeParse(raw);
   if (!r.success) {
     const i = r.error.issues[0];
     throw bad(`${i.path.join(".") || "(top)"}: ${i.message}`.slice(0, 300));
   }
-  const k = keyOf(file), c = r.data.key;
-  if (c.path !== k.path || c.bytes !== k.bytes || c.mtimeNs !== k.mtimeNs || c.ino !== k.ino) return undefined;
-  if (r.data.manifest.fileBytes !== k.bytes) throw bad(`manifest.fileBytes ${r.data.manifest.fileBytes} differs from its key's ${k.bytes}`);
-  return r.data.manifest;
+  if (r.data.manifest.fileBytes !== r.data.key.bytes) throw bad(`manifest.fileBytes ${r.data.manifest.fileBytes} differs from its key's ${r.data.key.bytes}`);
+  return r.data;
+}
+
+// A remote file's cached manifest: undefined when there is none or it is of
+// another version of the file (size, ETag); BAD_FILE when it is malformed.
+export function urlManifestCachePath(url: string): string {
+  return path.join(cacheDir(), "manifests", `url-${sha256(url).slice(0, 32)}.json`);
+}
+export function readUrlManifestCache(url: string, bytes: number, etag = ""): Manifest | undefined {
+  const p = urlManifestCachePath(url);
+  if (!fs.existsSync(p)) return undefined;
+  const { key, manifest } = parseCache(p, UrlCacheSchema);
+  return key.url === url && key.bytes === bytes && key.etag === etag ? manifest : undefined;
+}
+export function writeUrlManifestCache(url: string, bytes: number, etag: string, m: Manifest): string | undefined {
+  const p = urlManifestCachePath(url);
+  return writeCache(p, { url, bytes, etag }, m) ? p : undefined;
 }
 
 // Writes atomically (a temporary file, then rename); false when it cannot.
-function writeCache(to: string, key: CacheKey, m: Manifest): boolean {
+function writeCache(to: string, key: CacheKey | z.infer<typeof UrlCacheSchema>["key"], m: Manifest): boolean {
   const tmp = `${to}.tmp-${process.pid}`;
   try {
     fs.mkdirSync(path.dirname(to), { recursive: true });

@@ -195,6 +195,36 @@ async function remoteSize(s: Source): Promise<number> {
   return total;
 }
 
+// What identifies a remote file's version for caches: its size and the
+// server's ETag (when it sends one).
+export async function remoteInfo(spec: string, o: RemoteOptions = {}): Promise<{ url: string; bytes: number; etag?: string }> {
+  const s = source(spec, o);
+  const { res: r, close } = await open(s, "bytes=0-0");
+  await close();
+  const cr = r.headers.get("content-range");
+  const bytes = cr ? Number(/\/(\d+)$/.exec(cr)?.[1]) : Number(r.headers.get("content-length"));
+  if (!(bytes > 0)) throw new LayerswarmError("BAD_FILE", `${s.url}: the server does not say how big the file is`);
+  return { url: s.url, bytes, etag: r.headers.get("etag")?.slice(0, 256) ?? undefined };
+}
+
+// The whole remote file read once, in order, handed chunk by chunk to
+// onChunk and never stored (a manifest is computed from it this way). A
+// broken download starts again from the beginning.
+export async function streamModel(spec: string, onChunk: (b: Uint8Array) => void, onProgress?: Progress, o: RemoteOptions = {}): Promise<{ bytes: number }> {
+  const s = source(spec, o);
+  const { res, chunks } = await open(s);
+  const total = Number(res.headers.get("content-length") ?? 0);
+  let got = 0;
+  for await (const c of chunks(() => `at ${got} of ${total} bytes`)) {
+    onChunk(c);
+    got += c.length;
+    onProgress?.({ what: path.basename(new URL(s.url).pathname), bytes: got, total, done: false });
+  }
+  if (total > 0 && got !== total) throw new LayerswarmError("UNREACHABLE", `cannot read ${named(s)}: the download stopped at ${got} of ${total} bytes. ${howToProceed(s)}`);
+  onProgress?.({ what: path.basename(new URL(s.url).pathname), bytes: got, total: got, done: true });
+  return { bytes: got };
+}
+
 // Download the whole file into the cache (resuming a partial download). An
 // attempt that fails after receiving bytes resumes; one that receives nothing
 // fails at once with what went wrong, the partial file kept for the next run.

@@ -7,6 +7,9 @@
 // the second keeps answering exactly. Then the same with mDNS alone (no
 // --bootstrap anywhere). Prints the time a new node takes to become usable
 // by a gateway, and the time a gateway takes to stop using a killed node.
+// A fifth node serves layer 2 of a fine-tune (same layout, one tensor
+// changed): both gateways find it, name the layer that differs, and never
+// route through it.
 
 import { ChildProcess, spawn } from "node:child_process";
 import * as path from "node:path";
@@ -14,6 +17,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { Model, generate } from "../model/model.js";
 import { decodeAll } from "../tokenizer/index.js";
 import { CLI } from "../testing/swarm.js";
+import { fineTune } from "../testing/finetune.js";
 import { STORIES_GGUF, goldenIds, tmpDir } from "../testing/shared.js";
 
 const home = tmpDir();
@@ -52,7 +56,7 @@ function start(args: string[], ready: string, env: NodeJS.ProcessEnv = {}): Prom
 const addr = (s: Started) => (s.line.addrs as string[])[0];
 const gatewayUrl = (s: Started) => String(s.line.url);
 
-interface SwarmNodeView { peer: string; state: string; via: string; ranges: { start: number; end: number }[] }
+interface SwarmNodeView { peer: string; state: string; via: string; ranges: { start: number; end: number }[]; differs: { layer: number }[] }
 async function nodes(gw: Started): Promise<SwarmNodeView[]> {
   const r = await fetch(`${gatewayUrl(gw).replace(/\/v1$/, "")}/v1/swarm`);
   return ((await r.json()) as { nodes: SwarmNodeView[] }).nodes;
@@ -139,11 +143,16 @@ describe("an open swarm of separate processes (loopback)", () => {
     const g1 = await start(["gateway", "--model", STORIES_GGUF, "--port", "0", "--bootstrap", addr(boot), ...noMdns], "api-ready");
     const ns = await Promise.all(RANGES.map((l, i) =>
       start(["node", "--model", STORIES_GGUF, "--layers", l, "--bootstrap", i < 2 ? addr(boot) : String((g1.line.gateway as string[])[0]), "--max-memory", "1GB", ...noMdns], "node-ready")));
+    const ft = fineTune(STORIES_GGUF, path.join(home, "finetune.gguf"), ["blk.2.ffn_down.weight"]);
+    const other = await start(["node", "--model", ft, "--layers", "2:3", "--bootstrap", addr(boot), "--max-memory", "1GB", ...noMdns], "node-ready");
     const hostPort = /\/ip4\/([^/]+)\/tcp\/(\d+)/.exec(addr(ns[0]))!.slice(1).join(":");
     const g2 = await start(["gateway", "--model", STORIES_GGUF, "--port", "0", "--bootstrap", hostPort, ...noMdns], "api-ready");
-    for (const g of [g1, g2]) await until(() => serving(g, 4), 30_000, "every node found");
-    console.log(`both gateways found all 4 nodes through the DHT ${(performance.now() - t0).toFixed(0)} ms after the bootstrap peer was started (gateway 2: ${(performance.now() - g2.at).toFixed(0)} ms after it was ready)`);
-    for (const g of [g1, g2]) expect((await nodes(g)).map((n) => n.via)).toEqual(["dht", "dht", "dht", "dht"]); // no node announced itself to a gateway
+    for (const g of [g1, g2]) await until(() => serving(g, 5), 30_000, "every node found");
+    console.log(`both gateways found all 5 nodes through the DHT ${(performance.now() - t0).toFixed(0)} ms after the bootstrap peer was started (gateway 2: ${(performance.now() - g2.at).toFixed(0)} ms after it was ready)`);
+    for (const g of [g1, g2]) expect((await nodes(g)).map((n) => n.via)).toEqual(["dht", "dht", "dht", "dht", "dht"]); // no node announced itself to a gateway
+    // the fine-tune's node: listed with the layer that differs, and said so in the log
+    for (const g of [g1, g2]) expect((await nodes(g)).find((n) => n.peer === other.line.peer)!.differs.map((d) => d.layer)).toEqual([2]);
+    expect(g2.stderr()).toMatch(new RegExp(`node ${other.line.peer} \\(\\S+\\) serves other weights than this gateway for layer 2 \\(layer 2: its [0-9a-f]{12}…, ours [0-9a-f]{12}…\\)`));
 
     await concurrentExact([g1, g2], want, 100);
 
@@ -180,7 +189,7 @@ describe("an open swarm of separate processes (loopback)", () => {
     expect(await reroutes(g2)).toBeGreaterThanOrEqual(1); // it was on the route, and the session moved
     expect(lostMs).toBeLessThan(2000);
     await concurrentExact([g2], want, 100);
-    for (const p of [boot, ...ns, g2]) expect(p.proc.exitCode, p.stderr()).toBeNull(); // everyone still up
+    for (const p of [boot, ...ns, other, g2]) expect(p.proc.exitCode, p.stderr()).toBeNull(); // everyone still up
   }, 240_000);
 
   it("the same with mDNS alone: no --bootstrap anywhere", async () => {

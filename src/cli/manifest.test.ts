@@ -1,0 +1,65 @@
+// A gateway that holds only part of a remote model (a URL): it streams the
+// file once to compute its manifest (hashed as it arrives, never stored),
+// caches it by URL, size and ETag, and checks what it holds against it.
+
+import * as fs from "node:fs";
+import * as http from "node:http";
+import { AddressInfo } from "node:net";
+import * as path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readGGUF } from "../format/gguf.js";
+import { computeManifestSync, identityOf } from "../format/manifest.js";
+import { openRemoteSlice, tensorsFor } from "../format/remote.js";
+import { fineTune } from "../testing/finetune.js";
+import { STORIES_GGUF, tmpDir } from "../testing/shared.js";
+import { gatewayContent } from "./model.js";
+
+const dir = tmpDir("layerswarm-urlmanifest-");
+let body = fs.readFileSync(STORIES_GGUF);
+let etag = '"v1"';
+let served = 0;
+let server: http.Server;
+let url = "";
+let savedCache: string | undefined;
+
+beforeAll(async () => {
+  savedCache = process.env.LAYERSWARM_CACHE;
+  process.env.LAYERSWARM_CACHE = path.join(dir, "cache");
+  server = http.createServer((req, res) => {
+    const m = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? "");
+    const a = m ? Number(m[1]) : 0, b = m?.[2] ? Number(m[2]) + 1 : body.length;
+    res.writeHead(m ? 206 : 200, { etag, "content-length": b - a, ...(m ? { "content-range": `bytes ${a}-${b - 1}/${body.length}` } : {}) });
+    served += b - a;
+    res.end(body.subarray(a, b));
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/stories260K.gguf`;
+});
+afterAll(() => {
+  server.close();
+  if (savedCache === undefined) delete process.env.LAYERSWARM_CACHE;
+  else process.env.LAYERSWARM_CACHE = savedCache;
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const gatewayPart = async () => (await openRemoteSlice(url, (g) => tensorsFor(g, [], true))).path;
+
+describe("a remote model's manifest", () => {
+  it("is streamed once and equals the local file's; then it comes from the cache", async () => {
+    const sparse = await gatewayPart();
+    served = 0;
+    const id = await gatewayContent(url, sparse);
+    expect(id).toEqual(identityOf(readGGUF(STORIES_GGUF), computeManifestSync(STORIES_GGUF)));
+    expect(served).toBeGreaterThanOrEqual(body.length); // the whole file went through the hash once
+    served = 0;
+    expect(await gatewayContent(url, sparse)).toEqual(id);
+    expect(served).toBeLessThan(16); // only the size probes
+  });
+
+  it("a server file replaced by a fine-tune (new ETag) is streamed again, and the part held here, now stale, is refused naming its tensor", async () => {
+    const sparse = await gatewayPart(); // holds token_embd etc. of the base
+    body = fs.readFileSync(fineTune(STORIES_GGUF, path.join(dir, "ft.gguf"), ["token_embd.weight"]));
+    etag = '"v2"';
+    await expect(gatewayContent(url, sparse)).rejects.toThrow(/tensor "token_embd\.weight" has sha256 [0-9a-f]{16}…, the manifest of http:\S+ says [0-9a-f]{16}…/);
+  });
+});
