@@ -94,7 +94,7 @@ describe("pairing layers by content hash", () => {
 
   it("found through the DHT (same layout, same keys), a fine-tune node is listed with the layer that differs and never used for it", async () => {
     const warnings = captureWarnings();
-    sw = await memOpenSwarm(STORIES_GGUF, [r(0, 2), r(3, 5)], { gateway: { probeMs: 0 } as object }); // no timing probes: every step counted is an answer's
+    sw = await memOpenSwarm(STORIES_GGUF, [r(0, 2), r(3, 5)]); // timing probes included: they too go only where layers pair
     const gw = sw.gateways[0];
     const bad = await sw.addNode([r(2, 3)], { modelPath: ft, manifest: computeManifestSync(ft) });
     const until = Date.now() + 2000;

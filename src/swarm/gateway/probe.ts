@@ -12,11 +12,10 @@
 import { randomBytes } from "node:crypto";
 import { Identity } from "../identity.js";
 import { Logger } from "../log.js";
-import { subtractRanges } from "../placement.js";
 import { PROTOCOL_VERSION, signGrant } from "../protocol/index.js";
 import { request } from "../rpc.js";
 import { Transport } from "../transport.js";
-import { NodeDirectory, NodeEntry } from "./directory.js";
+import { NodeDirectory, NodeEntry, openRanges } from "./directory.js";
 import { MAX_STEP_ROWS, RouteLost, StepPipeline } from "./pipeline.js";
 
 export interface ProbeOptions {
@@ -78,7 +77,7 @@ export class Prober {
   async probe(peer: string): Promise<void> {
     const n = this.dir.get(peer);
     if (!n || n.state !== "serving" || this.inflight.has(peer) || this.inflight.size >= (this.o.concurrency ?? 4)) return;
-    const range = subtractRanges(n.record.ranges, n.record.draining ?? [])[0];
+    const range = openRanges(n)[0]; // not what it drains, nor layers whose weights differ from ours
     if (!range) return;
     this.inflight.add(peer);
     const sid = randomBytes(16).toString("hex");
