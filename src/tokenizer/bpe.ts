@@ -15,7 +15,25 @@ export const PRE_TOKENIZERS: Record<string, RegExp> = {
   gpt2: /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu,
   "llama-bpe": new RegExp(`${CONTRACTIONS}|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+`, "gu"),
   qwen2: new RegExp(`${CONTRACTIONS}|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+`, "gu"),
+  // Mistral's Tekken, as llama.cpp adapts it: "upper" letters are any letter but a-z, "lower" any but A-Z
+  tekken: /[^\r\n\p{L}\p{N}]?(?:(?=\p{L})[^a-z])*(?:(?=\p{L})[^A-Z])+|[^\r\n\p{L}\p{N}]?(?:(?=\p{L})[^a-z])+(?:(?=\p{L})[^A-Z])*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+/gu,
 };
+
+// tokenizer.ggml.pre names llama.cpp gives each pre-tokenizer, and what else
+// the name sets there (llama-vocab.cpp): whether a piece that is a token is
+// taken whole before merging (ignore_merges), and whether BOS is added when
+// the file does not say (add_bos_token).
+const PRE_NAMES: Record<string, { regex: string; ignoreMerges?: boolean; addBos?: boolean }> = {
+  "llama-bpe": { regex: "llama-bpe", ignoreMerges: true, addBos: true },
+  llama3: { regex: "llama-bpe", ignoreMerges: true, addBos: true },
+  "llama-v3": { regex: "llama-bpe", ignoreMerges: true, addBos: true },
+  qwen2: { regex: "qwen2" },
+  tekken: { regex: "tekken", ignoreMerges: true, addBos: true },
+};
+export function preTokenizer(pre: string): { regex: RegExp; ignoreMerges: boolean; addBos: boolean } {
+  const p = PRE_NAMES[pre] ?? PRE_NAMES[pre.startsWith("qwen") ? "qwen2" : pre.startsWith("llama") ? "llama-bpe" : ""] ?? { regex: "gpt2" };
+  return { regex: PRE_TOKENIZERS[p.regex], ignoreMerges: p.ignoreMerges ?? false, addBos: p.addBos ?? false };
+}
 
 export interface BpeVocab {
   tokens: string[];
@@ -45,6 +63,7 @@ export class BpeTokenizer extends VocabTokenizer implements Tokenizer {
   private userDefinedIndex: SpecialTokens;
   protected pre: RegExp;
   private cache = new Map<string, number[]>();
+  protected ignoreMerges: boolean; // a piece that is a token is taken whole
   private maxLen = 0; // the longest merge result, in UTF-16 units
   private pairs?: Set<string>; // innerPairs of the merge results, built on first need
 
@@ -60,7 +79,9 @@ export class BpeTokenizer extends VocabTokenizer implements Tokenizer {
       if (id >= 0 && (v.types[id] === TokenType.CONTROL)) eog.add(id);
     }
     this.eog = eog;
-    this.pre = PRE_TOKENIZERS[v.pre] ?? PRE_TOKENIZERS[v.pre.startsWith("qwen") ? "qwen2" : v.pre.startsWith("llama") ? "llama-bpe" : "gpt2"];
+    const pre = preTokenizer(v.pre);
+    this.pre = pre.regex;
+    this.ignoreMerges = pre.ignoreMerges;
     v.tokens.forEach((t, i) => {
       const ty = v.types[i] ?? TokenType.NORMAL;
       if (ty === TokenType.CONTROL && t.length > 0) this.specials.push({ text: t, id: i });
@@ -159,9 +180,9 @@ export class BpeTokenizer extends VocabTokenizer implements Tokenizer {
     return s;
   }
 
-  // Llama 3 ("ignore_merges"): a piece that is itself a token is taken whole
+  // Llama 3, Tekken ("ignore_merges"): a piece that is itself a token is taken whole
   private wholeToken(syms: string): number | undefined {
-    return this.vocab.pre === "llama-bpe" ? this.ids.get(syms) : undefined;
+    return this.ignoreMerges ? this.ids.get(syms) : undefined;
   }
 
   private merge(symbols: string, out: number[]): void {

@@ -3,7 +3,7 @@
 import { LayerswarmError } from "../errors.js";
 import { GGUFFile, metaNumber, metaString } from "../format/gguf.js";
 import { SpmTokenizer } from "./spm.js";
-import { BpeTokenizer } from "./bpe.js";
+import { BpeTokenizer, preTokenizer } from "./bpe.js";
 import { Tokenizer } from "./types.js";
 
 export * from "./types.js";
@@ -37,18 +37,20 @@ export function tokenizerFromGGUF(f: GGUFFile): Tokenizer {
         addBos: flag("tokenizer.ggml.add_bos_token") ?? true,
         addSpacePrefix: flag("tokenizer.ggml.add_space_prefix") ?? true,
       });
-    case "gpt2":
+    case "gpt2": {
+      const pre = metaString(f, "tokenizer.ggml.pre") ?? "gpt2";
       return new BpeTokenizer({
         tokens: strTokens,
         types,
         merges: (f.metadata.get("tokenizer.ggml.merges") as string[] | undefined)?.map(String) ?? [],
-        pre: metaString(f, "tokenizer.ggml.pre") ?? "gpt2",
+        pre,
         bos: id("bos"),
         eos: id("eos"),
         eot: id("eot"),
         eom: id("eom"),
-        addBos: flag("tokenizer.ggml.add_bos_token") ?? false,
+        addBos: flag("tokenizer.ggml.add_bos_token") ?? preTokenizer(pre).addBos, // as llama.cpp when the file does not say
       });
+    }
     default:
       throw new LayerswarmError("UNSUPPORTED", `${f.path}: tokenizer model "${model}" is not supported (supported: llama, gpt2)`);
   }

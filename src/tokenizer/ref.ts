@@ -81,7 +81,7 @@ export class RefBpeTokenizer extends BpeTokenizer {
   private refEncodePiece(piece: string, out: number[]): void {
     const syms = [...Buffer.from(piece, "utf8")].map((b) => this.b2u[b]);
     // Llama 3 ("ignore_merges"): a piece that is itself a token is taken whole
-    const whole = this.vocab.pre === "llama-bpe" ? this.ids.get(syms.join("")) : undefined;
+    const whole = this.ignoreMerges ? this.ids.get(syms.join("")) : undefined;
     if (whole !== undefined) {
       out.push(whole);
       return;
