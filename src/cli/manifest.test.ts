@@ -8,11 +8,11 @@ import { AddressInfo } from "node:net";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readGGUF } from "../format/gguf.js";
-import { computeManifestSync, identityOf } from "../format/manifest.js";
+import { computeManifestSync, identityOf, manifestId } from "../format/manifest.js";
 import { openRemoteSlice, tensorsFor } from "../format/remote.js";
 import { fineTune } from "../testing/finetune.js";
 import { STORIES_GGUF, tmpDir } from "../testing/shared.js";
-import { gatewayContent } from "./model.js";
+import { gatewayContent, nodeManifest } from "./model.js";
 
 const dir = tmpDir("layerswarm-urlmanifest-");
 let body = fs.readFileSync(STORIES_GGUF);
@@ -42,7 +42,7 @@ afterAll(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-const gatewayPart = async () => (await openRemoteSlice(url, (g) => tensorsFor(g, [], true))).path;
+const gatewayPart = async (u = url) => (await openRemoteSlice(u, (g) => tensorsFor(g, [], true))).path;
 
 describe("a remote model's manifest", () => {
   it("is streamed once and equals the local file's; then it comes from the cache", async () => {
@@ -54,6 +54,25 @@ describe("a remote model's manifest", () => {
     served = 0;
     expect(await gatewayContent(url, sparse)).toEqual(id);
     expect(served).toBeLessThan(16); // only the size probes
+  });
+
+  it("with a trusted model id, the manifest comes from a peer instead of the network; a wrong id is refused", async () => {
+    const u = url.replace(/[^/]+$/, "copy.gguf"); // another URL: nothing cached for it
+    const sparse = await gatewayPart(u);
+    const base = computeManifestSync(STORIES_GGUF), id = manifestId(base);
+    const asked: string[] = [];
+    const fromPeers = async (want: string) => (asked.push(want), want === id ? base : undefined);
+    served = 0;
+    expect((await gatewayContent(u, sparse, undefined, { modelId: id, fromPeers })).id).toBe(id);
+    expect(asked).toEqual([id]);
+    expect(served).toBeLessThan(16); // the file was not streamed
+    // a node of the same URL finds it cached now, and never streams
+    expect(await nodeManifest(u, sparse, undefined, { modelId: id })).toEqual(base);
+    // an id nobody has and the file does not hash to: streamed, then refused
+    const other = "ab".repeat(32);
+    await expect(gatewayContent(u, sparse, undefined, { modelId: other, fromPeers })).rejects.toThrow(`is the model ${id}, not the --model-id ${other}`);
+    // a local file is checked against the id as well
+    await expect(gatewayContent(STORIES_GGUF, STORIES_GGUF, undefined, { modelId: other })).rejects.toThrow(/not the --model-id/);
   });
 
   it("a server file replaced by a fine-tune (new ETag) is streamed again, and the part held here, now stale, is refused naming its tensor", async () => {

@@ -5,11 +5,18 @@ import * as path from "node:path";
 import { LayerswarmError } from "../errors.js";
 import { GGUFFile, readGGUF } from "../format/gguf.js";
 import {
-  Manifest, ManifestHasher, ModelIdentity, ModelManifest, headerHash, identityOf, modelManifest, readUrlManifestCache, verifyTensors, writeUrlManifestCache,
+  Manifest, ManifestHasher, ModelIdentity, ModelManifest, headerHash, identityOf, manifestId, modelManifest, readUrlManifestCache, urlManifestCachePath, verifyTensors,
+  writeUrlManifestCache,
 } from "../format/manifest.js";
 import { typeInfo, typeName } from "../format/quant.js";
 import { Progress, cachedModel, fetchModel, isRemote, openRemoteSlice, remoteInfo, streamModel, tensorsFor } from "../format/remote.js";
+import { configFromGGUF } from "../model/config.js";
+import { Discovery } from "../swarm/discovery.js";
 import { logger } from "../swarm/log.js";
+import { manifestFromPeers } from "../swarm/manifests.js";
+import { modelFingerprint } from "../swarm/node/index.js";
+import { providerKeys } from "../swarm/protocol/index.js";
+import { Transport } from "../swarm/transport.js";
 import { modelOrDemo } from "./paths.js";
 
 const log = logger("model");
@@ -58,43 +65,96 @@ export async function localManifest(file: string, onProgress?: Progress): Promis
   return m;
 }
 
-// A remote model's cached manifest, when the cache describes the file the
-// server has now (size, ETag); undefined otherwise (nothing is downloaded).
-export async function cachedRemoteManifest(spec: string): Promise<Manifest | undefined> {
-  const info = await remoteInfo(spec);
-  try {
-    return readUrlManifestCache(info.url, info.bytes, info.etag);
-  } catch (e) {
-    log("warn", "model manifest", { warning: (e as Error).message });
-    return undefined;
-  }
+// --model-id: a model id given by someone the user trusts (64 hex digits).
+export function parseModelId(s: string | undefined): string | undefined {
+  if (s === undefined) return undefined;
+  if (!/^[0-9a-f]{64}$/.test(s)) throw new LayerswarmError("BAD_ARGUMENT", `--model-id ${s}: not a model id (64 lowercase hex digits, as a node or gateway logs it at start in "model manifest")`);
+  return s;
 }
 
-// A remote model's manifest: cached, or computed by streaming the whole file
-// once (hashed as it arrives, never stored) and cached.
-export async function remoteManifest(spec: string, header: GGUFFile, onProgress?: Progress): Promise<Manifest> {
-  const cached = await cachedRemoteManifest(spec);
-  if (cached) return cached;
+function pinned(id: string, want: string | undefined, what: string): void {
+  if (want && id !== want) throw new LayerswarmError("BAD_ARGUMENT", `${what} is the model ${id}, not the --model-id ${want}`);
+}
+
+// Manifests from the swarm's peers, checked against a trusted model id (swarm/manifests.ts).
+export type PeerManifests = (modelId: string) => Promise<Manifest | undefined>;
+
+// Asks the holders of the model's blocks in the swarm's DHT (local: this process's copy of the header).
+export function peerManifests(d: Discovery, t: Transport, local: string): PeerManifests {
+  return async (id) => {
+    const f = readGGUF(local), cfg = configFromGGUF(f);
+    const keys = providerKeys(modelFingerprint(f, cfg), [{ start: 0, end: cfg.nLayers }], cfg.nLayers);
+    const r = await manifestFromPeers(d, t, keys, id, { log });
+    if (r) log("info", "model manifest from a peer", { peer: r.from, id });
+    return r?.manifest;
+  };
+}
+
+export interface RemoteManifestOptions {
+  modelId?: string; // --model-id: the manifest must hash to it
+  fromPeers?: PeerManifests; // with a model id, ask the swarm before streaming the file
+  stream?: boolean; // stream the file when neither the cache nor a peer has it (default true)
+}
+
+// A remote model's manifest, checked against the header held here (and the
+// model id when given), then cached by URL, size and ETag: from the cache, else
+// from a peer (only with a model id to check it against), else by streaming
+// the whole file once (hashed as it arrives, never stored).
+export async function remoteManifest(spec: string, header: GGUFFile, onProgress?: Progress, o: RemoteManifestOptions = {}): Promise<Manifest | undefined> {
   const t0 = performance.now();
   const info = await remoteInfo(spec);
-  const hasher = new ManifestHasher(header);
-  await streamModel(spec, (b) => hasher.push(b), onProgress);
-  const m = hasher.finish();
-  const at = writeUrlManifestCache(info.url, info.bytes, info.etag ?? "", m);
-  log("info", "model manifest", { url: info.url, source: "streamed", cache: at, ms: Math.round(performance.now() - t0) });
+  let m: Manifest | undefined, source = "cache";
+  try {
+    m = readUrlManifestCache(info.url, info.bytes, info.etag);
+  } catch (e) {
+    log("warn", "model manifest", { warning: (e as Error).message });
+  }
+  if (m && o.modelId && manifestId(m) !== o.modelId) m = undefined;
+  if (!m && o.modelId && o.fromPeers) {
+    m = await o.fromPeers(o.modelId);
+    source = "peer";
+    if (!m) log("warn", "model manifest", { warning: `no peer of the swarm gave the manifest of ${o.modelId.slice(0, 16)}… in time` });
+  }
+  if (!m && o.stream !== false) {
+    const hasher = new ManifestHasher(header);
+    await streamModel(spec, (b) => hasher.push(b), onProgress);
+    m = hasher.finish();
+    source = "streamed";
+  }
+  if (!m) return undefined;
+  identityOf(header, m); // it describes this file's layout and size
+  const h = headerHash(header);
+  if (h !== m.header) throw new LayerswarmError("BAD_FILE", `${spec}: the header read here has sha256 ${h.slice(0, 16)}…, the manifest (${source}) says ${m.header.slice(0, 16)}… (the file changed on the server?)`);
+  pinned(manifestId(m), o.modelId, spec);
+  const at = source === "cache" ? urlManifestCachePath(info.url) : writeUrlManifestCache(info.url, info.bytes, info.etag ?? "", m);
+  log("info", "model manifest", { url: info.url, id: manifestId(m), source, cache: at, ms: Math.round(performance.now() - t0) });
   return m;
 }
 
 // The gateway's model identity. A gateway holding only part of a remote file
 // (local is its sparse copy) checks what it can against the manifest: the
 // header's hash, and every tensor it loads itself.
-export async function gatewayContent(spec: string, local: string, onProgress?: Progress): Promise<ModelIdentity> {
-  if (!isRemote(spec)) return (await localManifest(local, onProgress)).identity;
+export async function gatewayContent(spec: string, local: string, onProgress?: Progress, o: RemoteManifestOptions = {}): Promise<ModelIdentity> {
+  if (!isRemote(spec)) {
+    const id = (await localManifest(local, onProgress)).identity;
+    pinned(id.id, o.modelId, spec);
+    return id;
+  }
   const f = readGGUF(local);
-  const m = await remoteManifest(spec, f, onProgress);
-  const id = identityOf(f, m);
-  const h = headerHash(f);
-  if (h !== m.header) throw new LayerswarmError("BAD_FILE", `${spec}: the header this gateway read has sha256 ${h.slice(0, 16)}…, the file's manifest says ${m.header.slice(0, 16)}… (the file changed on the server?)`);
+  const m = (await remoteManifest(spec, f, onProgress, o))!;
   verifyTensors(f, m, tensorsFor(f, [], true), `the manifest of ${spec}`);
-  return id;
+  return identityOf(f, m);
+}
+
+// A node's manifest: a local file's (cached or computed); for a remote model
+// only one found without downloading the file (the cache, or peers when a
+// model id says which), else none: its record's layer hashes are then those of
+// the bytes it fetched, for gateways to compare.
+export async function nodeManifest(spec: string, local: string, onProgress?: Progress, o: RemoteManifestOptions = {}): Promise<Manifest | undefined> {
+  if (!isRemote(spec)) {
+    const m = await localManifest(local, onProgress);
+    pinned(m.identity.id, o.modelId, spec);
+    return m.manifest;
+  }
+  return remoteManifest(spec, readGGUF(local), onProgress, { ...o, stream: false });
 }

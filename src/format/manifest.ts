@@ -55,7 +55,7 @@ export interface ModelIdentity {
 
 const Hex64 = z.string().regex(HEX64, "not 64 lowercase hex digits");
 const byteCount = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
-const ManifestSchema = z.strictObject({
+export const ManifestSchema = z.strictObject({
   format: z.literal(MANIFEST_FORMAT),
   fileBytes: byteCount,
   dataOffset: byteCount,
@@ -242,12 +242,18 @@ export function identityOf(f: GGUFFile, m: Manifest): ModelIdentity {
   const params = paramsDigest(f);
   const th = (n: string) => hash.get(n)!;
   return {
-    id: sha256(`${MANIFEST_FORMAT}\n${m.header}\n${m.tensors.map((t) => `${t.name}\t${t.sha256}\n`).join("")}`),
+    id: manifestId(m),
     header: m.header,
     layout: layoutId(f),
     layers: Array.from({ length: blockCount(f) }, (_, i) => layerHash(f, i, th, params)),
     gateway: partHash(f, "gateway", params, GATEWAY_TENSORS.filter((n) => f.tensors.has(n)), th),
   };
+}
+
+// The model's id: a hash over the manifest alone, so a manifest from anyone
+// can be checked against an id from someone trusted.
+export function manifestId(m: Manifest): string {
+  return sha256(`${MANIFEST_FORMAT}\n${m.header}\n${m.tensors.map((t) => `${t.name}\t${t.sha256}\n`).join("")}`);
 }
 
 // The header's hash, from the file's own bytes (works on a sparse file too: the header is always there).

@@ -5,13 +5,17 @@
 
 import * as path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import { computeManifestSync, identityOf } from "../format/manifest.js";
+import { computeManifestSync, identityOf, manifestId } from "../format/manifest.js";
 import { readGGUF } from "../format/gguf.js";
 import { Model, generate } from "../model/model.js";
 import { fineTune } from "../testing/finetune.js";
 import { MemSwarm, memOpenSwarm, memSwarm, OpenSwarm } from "../testing/memswarm.js";
 import { STORIES_GGUF, goldenIds, tmpDir } from "../testing/shared.js";
-import { checkRecord } from "./protocol/index.js";
+import { configFromGGUF } from "../model/config.js";
+import { manifestFromPeers } from "./manifests.js";
+import { MemoryTransport } from "./memory.js";
+import { modelFingerprint } from "./node/index.js";
+import { checkRecord, providerKeys } from "./protocol/index.js";
 import * as fs from "node:fs";
 
 const r = (start: number, end: number) => ({ start, end });
@@ -113,6 +117,23 @@ describe("pairing layers by content hash", () => {
     // its other layers are the base's: they load
     const ok = await sw.addNode([r(3, 5)], { modelPath: ft, manifest: computeManifestSync(STORIES_GGUF) });
     expect(ok.node.ranges()).toEqual([r(3, 5)]);
+  });
+
+  it("a manifest from the swarm's peers is taken only when it hashes to the trusted model id: a fine-tune's is passed over", async () => {
+    sw = await memOpenSwarm(STORIES_GGUF, []);
+    await sw.addNode([r(2, 3)], { modelPath: ft, manifest: computeManifestSync(ft) }); // same layout, same DHT keys
+    await sw.addNode([r(0, 2)], { manifest: undefined }); // holds only part of a file: has none to give
+    const t = await MemoryTransport.create(sw.net, "10.9.9.9");
+    const f = readGGUF(STORIES_GGUF), cfg = configFromGGUF(f);
+    const keys = providerKeys(modelFingerprint(f, cfg), [r(0, 5)], 5);
+    const base = computeManifestSync(STORIES_GGUF);
+    expect(await manifestFromPeers(sw.dht.for(t), t, keys, manifestId(base), { timeoutMs: 500 })).toBeUndefined();
+    const good = await sw.addNode([r(3, 5)]);
+    const got = await manifestFromPeers(sw.dht.for(t), t, keys, manifestId(base), { timeoutMs: 5000 });
+    expect(got?.from).toBe(good.node.peerId);
+    expect(got?.manifest).toEqual(base);
+    // and the fine-tune's, for whoever trusts its id
+    expect((await manifestFromPeers(sw.dht.for(t), t, keys, manifestId(computeManifestSync(ft)), { timeoutMs: 5000 }))?.manifest).toEqual(computeManifestSync(ft));
   });
 
   it("a record must vouch for exactly the layers it serves", async () => {

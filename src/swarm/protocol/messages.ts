@@ -6,6 +6,7 @@
 
 import { z } from "zod";
 import { LayerswarmError, errorCode } from "../../errors.js";
+import { ManifestSchema } from "../../format/manifest.js";
 
 export const MAX_CONTROL_BYTES = 256 * 1024;
 export const MAX_NAME = 64;
@@ -75,12 +76,14 @@ export const Request = z.discriminatedUnion("type", [
   z.object({ type: z.literal("drop"), session: SessionIdText }), // owner gateway -> node: free this session
   z.object({ type: z.literal("progress"), reqs: z.array(uint).max(4096), ms: z.array(finiteNonNeg).max(4096) }), // node -> gateway
   z.object({ type: z.literal("rollback"), session: SessionIdText, pos: uint }), // reserved: speculation (capability `rollback`)
+  z.object({ type: z.literal("manifest") }), // anyone -> node: the model's manifest (checked by the asker against a model id it trusts)
 ]);
 export type Request = z.infer<typeof Request>;
 
 export const Response = z.discriminatedUnion("type", [
   z.object({ type: z.literal("ok") }),
   z.object({ type: z.literal("record"), record: NodeRecord }),
+  z.object({ type: z.literal("manifest"), manifest: ManifestSchema }),
   z.object({ type: z.literal("holders"), holders: z.array(Holder).max(4096) }),
   z.object({ type: z.literal("error"), code: z.string().max(32), message: z.string().max(2000) }),
 ]);
