@@ -6,10 +6,13 @@
 // connection). Provider records only say "ask me": nothing a node claims is
 // read from the DHT.
 //
-// A block key names the model and the block's layer range, so a key cannot be
-// shared by two models or two block sizes. The model is named by a string that
-// today is its fingerprint (shape and size) and will be its content manifest's
-// hash; the key format does not change when it does.
+// A block key names the model's layout and the block's layer range, so a key
+// cannot be shared by two shapes of model or two block sizes. The layout
+// (format/manifest.ts layoutId: architecture, compute parameters, tensor
+// names, types and shapes, no weights) is shared by fine-tunes of one base on
+// purpose: a gateway finds their holders too, compares each layer's content
+// hash from their records with its own, and pairs only the layers that match
+// (or says which differ).
 
 import { createHash } from "node:crypto";
 import { LayerRange } from "../../model/config.js";
