@@ -1,6 +1,7 @@
 // npm run bench:swarm: the swarm's costs, each beside its baseline from the same run.
-//   1. per-hop overhead: decode step time of the synthetic 1B Q8_0 model split over
-//      2 node processes on loopback, minus the same model in one process, per hop (3 hops)
+//   1. per-hop overhead: decode step time of a compute-light model with the 1B's width split
+//      over 2 node processes on loopback, minus the same model in one process, per hop
+//      (3 hops); beside it, one 8 KB message per hop over libp2p alone and over raw TCP
 //   2. time to first token of a 512-token prompt over 4 stages with 20 ms one-way
 //      delay per link: chunked pipelining (64-token chunks) against the whole prompt at once
 //   3. aggregate tokens/s with 1, 4 and 16 concurrent sessions over 4 stages with 20 ms links
@@ -12,6 +13,10 @@ import { readGGUF } from "../src/format/gguf.js";
 import { allocateLayers } from "../src/swarm/placement.js";
 import { rangesOf, startSwarm } from "../src/testing/swarm.js";
 import { args, benchModel, promptTokens, ratio, row } from "./common.js";
+import { synthesize } from "../src/format/synth.js";
+import { transportFloors } from "./floors.js";
+
+const median = (x: number[]) => [...x].sort((p, q) => p - q)[x.length >> 1];
 
 const a = args();
 const file = benchModel(a.get("type") ?? "Q8_0", a.get("shape") ?? "llama-1b");
@@ -30,23 +35,33 @@ async function decodeMsPerToken(model: Model, stack: Parameters<typeof generate>
 
 const W = [44, 14, 14, 8];
 if (!skip.has("1")) {
-  console.log(`\n# 1. per-hop overhead (synthetic ${a.get("shape") ?? "llama-1b"} ${a.get("type") ?? "Q8_0"}, 1 thread per process, loopback, no added delay)`);
+  // A compute-light model with the 1B's width (8 KB per row on the wire), so that what the
+  // swarm adds is not lost in the compute's noise; --hop-shape/--hop-type for another.
+  const lightShape = a.get("hop-shape");
+  const light = lightShape ? benchModel(a.get("hop-type") ?? "Q8_0", lightShape)
+    : synthesize({ arch: "llama", dim: 2048, layers: 2, heads: 16, kvHeads: 2, ffn: 64, vocab: 512, context: 1024, type: a.get("hop-type") ?? "Q8_0", tied: true, seed: 1 });
+  console.log(`\n# 1. per-hop overhead (${lightShape ?? "compute-light: width 2048, 2 layers, ffn 64, vocab 512"} ${a.get("hop-type") ?? "Q8_0"}, decode, 1 thread per process, loopback, no added delay)`);
   // rounds alternate between the two so that the machine's drift hits both alike; medians
-  const local = Model.local(file, { threads: 1 });
+  const local = Model.local(light, { threads: 1 });
   const L = local.model.cfg.nLayers;
-  const sw = await startSwarm(file, rangesOf([Math.floor(L / 2), L - Math.floor(L / 2)]));
+  const sw = await startSwarm(light, rangesOf([Math.floor(L / 2), L - Math.floor(L / 2)]));
   const a1: number[] = [], a2: number[] = [];
-  for (let r = 0; r < 5; r++) {
-    a1.push(await decodeMsPerToken(local.model, local.stack));
-    a2.push(await decodeMsPerToken(sw.model, sw.gw));
+  const rounds = Number(a.get("hop-rounds") ?? 9);
+  for (let r = 0; r < rounds; r++) {
+    a1.push(await decodeMsPerToken(local.model, local.stack, 48));
+    a2.push(await decodeMsPerToken(sw.model, sw.gw, 48));
   }
   await sw.stop();
   local.model.kernels.close();
-  const med = (x: number[]) => x.sort((p, q) => p - q)[x.length >> 1];
-  const single = med(a1), split = med(a2);
-  console.log(row(["", "2 processes", "1 process", ""], W));
+  const single = median(a1), split = median(a2);
+  const row8k = 4 * local.model.cfg.dim;
+  const floor = await transportFloors(row8k);
+  console.log(row(["", "2 processes", "1 process", "ratio"], W));
   console.log(row(["decode step (ms)", split.toFixed(2), single.toFixed(2), ratio(split, single)], W));
-  console.log(row(["overhead per hop (ms), 3 hops", ((split - single) / 3).toFixed(2), "(Petals: ~18)", ""], W));
+  console.log(row(["overhead per hop (ms), 3 hops", ((split - single) / 3).toFixed(3), "", ""], W));
+  console.log(row([`libp2p alone, per hop (${row8k} B, ms)`, floor.libp2p.toFixed(3), "", ""], W));
+  console.log(row([`raw TCP, per hop (${row8k} B, ms)`, floor.tcp.toFixed(3), "", ""], W));
+  console.log(row(["our overhead / libp2p alone", ratio((split - single) / 3, floor.libp2p), "", ""], W));
 }
 
 process.env.LAYERSWARM_LINK_DELAY_MS = String(DELAY);

@@ -13,6 +13,7 @@
 
 import "./polyfill.js";
 import * as fs from "node:fs";
+import * as net from "node:net";
 import { createLibp2p, Libp2p } from "libp2p";
 import { tcp } from "@libp2p/tcp";
 import { noise } from "@chainsafe/libp2p-noise";
@@ -132,6 +133,24 @@ export class MessageDecoder {
   }
 }
 
+// Yamux (@chainsafe/libp2p-yamux 8) answers every data frame with a window
+// update as soon as any of the window is used: one more encrypted frame, one
+// more syscall and one more wakeup of the sender per message. Here it is sent
+// once half the window is used (what go-yamux and the Yamux spec's reference
+// do), or at once when it carries flags or follows a pause. The sender still
+// has half a window, at least 128 KiB, when it arrives. Streams of another
+// muxer are left as they are.
+function fewerWindowUpdates(s: Stream): void {
+  const y = s as unknown as { sendWindowUpdate?: () => void; recvWindow?: number; recvWindowCapacity?: number; state?: number; readStatus: string };
+  const orig = y.sendWindowUpdate;
+  if (typeof orig !== "function" || typeof y.recvWindow !== "number" || typeof y.recvWindowCapacity !== "number") return;
+  const ESTABLISHED = 3; // StreamState.Established: no SYN/ACK left to send
+  y.sendWindowUpdate = function (this: typeof y) {
+    if (this.state === ESTABLISHED && this.readStatus === "readable" && this.recvWindowCapacity! * 2 > this.recvWindow!) return;
+    orig.call(this);
+  };
+}
+
 // Messages are taken off the stream as they arrive, from the start (not only
 // once someone iterates), decoded into a queue; past PAUSE_BYTES queued the
 // stream is paused, which stops Yamux window updates, so the sender waits
@@ -150,6 +169,7 @@ class StreamChannel implements Channel {
 
   constructor(private s: Stream, readonly remotePeer: string, readonly remoteIp: string, maxBytes: number) {
     this.dec = new MessageDecoder(maxBytes);
+    fewerWindowUpdates(s);
     s.addEventListener("message", ((evt: { data: Uint8Array | Iterable<Uint8Array> }) => this.onData(evt.data)) as never);
     const onEnd = (evt?: Event) => {
       this.closed = true;
@@ -261,6 +281,34 @@ class StreamChannel implements Channel {
   }
 }
 
+// One message goes out as several socket writes: Noise writes each frame's
+// length, each ciphertext piece and its tag separately (@libp2p/tcp writes a
+// list buffer by buffer), so a step of 8 KB cost four or five syscalls and as
+// many TCP segments, each waking the receiver; Yamux's window updates two
+// more. Writes made in one turn of the event loop are gathered (cork, and
+// uncork once the turn's synchronous work and microtasks are done: Node's
+// writev), so a step goes out as one segment. Nothing waits longer than the
+// turn that wrote it. Connections without a TCP socket (relayed circuits)
+// are left as they are.
+function coalesceWrites(conn: Connection): void {
+  const sock = (conn as unknown as { maConn?: { socket?: unknown } }).maConn?.socket;
+  if (!(sock instanceof net.Socket)) return;
+  const write = sock.write;
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    sock.uncork();
+  };
+  sock.write = function (this: net.Socket, ...a: Parameters<net.Socket["write"]>) {
+    if (!corked && !sock.destroyed) {
+      corked = true;
+      sock.cork();
+      process.nextTick(uncork);
+    }
+    return write.apply(this, a);
+  } as net.Socket["write"];
+}
+
 // libp2p's store (peer records, the DHT's provider records), in memory, with
 // the provider records capped per provider and in total: a peer that provides
 // keys by the million is refused past its share instead of filling our memory
@@ -363,10 +411,17 @@ export class Libp2pTransport implements Transport {
     // a peer nobody can dial serves no DHT requests: others would wait on it in every lookup
     dialBack?.onChange((r) => void this.dht?.setMode(r === "unreachable" ? "client" : "server").catch(() => {}));
     node.addEventListener("peer:disconnect", (e) => void this.disconnected(e.detail.toString()));
-    node.addEventListener("connection:open", (e) => gate.opened(ipOf(e.detail.remoteAddr)));
+    node.addEventListener("connection:open", (e) => {
+      gate.opened(ipOf(e.detail.remoteAddr));
+      coalesceWrites(e.detail);
+    });
     node.addEventListener("connection:close", (e) => {
       gate.closed(ipOf(e.detail.remoteAddr));
-      if (isCircuit(e.detail.remoteAddr)) this.relayedClosed.set(e.detail.remotePeer.toString(), Date.now());
+      if (!isCircuit(e.detail.remoteAddr)) return;
+      // a circuit closed (its relay's limits, DCUtR replacing it): streams on it are gone
+      const peer = e.detail.remotePeer;
+      if (node.getConnections(peer).some((c) => c.id !== e.detail.id && c.status === "open")) for (const cb of this.interruptCbs) cb(peer.toString());
+      else this.relayedClosed.set(peer.toString(), Date.now()); // the peer is gone with it: see disconnected()
     });
     const lan = (node.services as { mdns?: PeerDiscovery }).mdns;
     lan?.addEventListener("peer", (e) => void this.dialFound(e.detail));
@@ -502,12 +557,26 @@ export class Libp2pTransport implements Transport {
     }
   }
 
+  // Provider records carry the addresses we have when we provide: wait (at
+  // most 20 s) until we know whether others can reach us and, if not, until
+  // we have a relay address, so that nobody finds a record it cannot use.
+  private async addressesSettled(signal?: AbortSignal): Promise<void> {
+    if (!this.dialBack) return;
+    const until = Date.now() + 20_000;
+    while (Date.now() < until && !signal?.aborted && !this.stopped) {
+      const r = this.dialBack.state;
+      if (r === "reachable" || (r === "unreachable" && this.addrs().some(isCircuit))) return;
+      await new Promise((res) => setTimeout(res, 200));
+    }
+  }
+
   // The swarm's DHT as Discovery (needs the dht option).
   discovery(): Discovery {
     const dht = this.dht;
     if (!dht) throw new LayerswarmError("BAD_ARGUMENT", "this transport was created without the DHT");
     return {
-      async provide(keys: Uint8Array[], signal?: AbortSignal): Promise<void> {
+      provide: async (keys: Uint8Array[], signal?: AbortSignal): Promise<void> => {
+        await this.addressesSettled(signal);
         const told = await Promise.all(keys.map(async (k) => {
           let n = 0;
           for await (const e of dht.provide(cidOf(k), { signal })) if (e.name === "PEER_RESPONSE" && e.messageType === MessageType.ADD_PROVIDER) n++;
