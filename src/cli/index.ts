@@ -4,6 +4,9 @@
 import { Command, InvalidArgumentError } from "commander";
 import { LayerswarmError } from "../errors.js";
 import { generateCommand, inspectCommand, convertCommand, synthCommand } from "./commands.js";
+import * as path from "node:path";
+import { nodeMoveCommand } from "./control.js";
+import { stateDir } from "./paths.js";
 import { bootstrapCommand, gatewayCommand, generateOverSwarm, nodeCommand, runCommand, statusCommand } from "./swarm.js";
 
 function int(v: string): number {
@@ -24,6 +27,7 @@ process.on("unhandledRejection", (e) => {
 });
 
 const program = new Command("layerswarm")
+  .enablePositionalOptions() // a subcommand's options are its own (`node move --layers` is not `node --layers`)
   .description("Run one large language model across many machines, each holding a slice of its layers")
   .version("0.1.0");
 
@@ -70,8 +74,9 @@ program
 
 program
   .command("node")
-  .description("serve a slice of a model's layers to a swarm")
-  .requiredOption("-m, --model <file|url|hf:owner/repo/file>", "GGUF model; from a URL only this node's tensors are fetched (HTTP range requests, cached)")
+  .description("serve a slice of a model's layers to a swarm (or, with `node move`, move the one running here)")
+  // required, but not as commander's requiredOption: it would be asked of `node move` too
+  .option("-m, --model <file|url|hf:owner/repo/file>", "GGUF model (required); from a URL only this node's tensors are fetched (HTTP range requests, cached)")
   .option("--model-id <hex>", "the model's id (its manifest's hash, which nodes and gateways log at start), from someone you trust: the model file must be that model, and with a URL model its manifest is taken from any peer of the swarm that has it instead of streaming the file")
   .option("--bootstrap <address>", "a peer of the swarm to start from: multiaddr (with or without /p2p/) or host:port (repeatable)", collect)
   .option("--no-mdns", "do not look for the swarm on the LAN by mDNS")
@@ -86,7 +91,19 @@ program
   .option("--swarm-key <key>", "pre-shared swarm key (64 hex or a swarm.key file)")
   .option("--allow <file>", "serve only the gateways whose peer ids this file lists (one per line)")
   .option("--name <name>", "a name shown on the dashboard")
+  .option("--rebalance <seconds>", "look this often whether moving to other layers would help the swarm, and move (0: never)", num, 300)
+  .option("--drain-timeout <ms>", "a move lets live sessions finish this long, then hands them over by replay", int, 60_000)
+  .option("--no-control", "no local control socket (then `layerswarm node move` cannot reach this node)")
   .action(nodeCommand);
+
+program.commands.find((c) => c.name() === "node")!
+  .command("move")
+  .description("move the node running on this machine with this --key to other layers: it stops opening sessions on the old ones, lets live ones finish or hands them over, then loads the new ones")
+  .requiredOption("--layers <range>", "START:END, or auto (where the swarm's throughput is lowest relative to demand)")
+  .option("--key <file>", "the node's identity key (default: node.key in the state directory); its control socket lies beside it")
+  .option("--drain-timeout <ms>", "let live sessions finish this long, then hand them over by replay", int)
+  .option("--force", "move even if the old layers are then held by nobody else")
+  .action((o) => nodeMoveCommand({ ...o, key: o.key ?? path.join(stateDir(), "node.key") }));
 
 program
   .command("gateway")

@@ -29,7 +29,8 @@ import { multiaddr } from "@multiformats/multiaddr";
 import { TextDecoderStream } from "../tokenizer/index.js";
 import { ChatTemplate } from "../tokenizer/chat.js";
 import { WEB_DIR, stateDir } from "./paths.js";
-import { checkWeightTypes, gatewayContent, modelHeader, nodeManifest, parseModelId, peerManifests, resolveModel } from "./model.js";
+import { controlPath, serveControl } from "./control.js";
+import { cachedRemoteManifest, checkWeightTypes, gatewayContent, localManifest, modelHeader, resolveModel } from "./model.js";
 import type { GenerateFlags } from "./commands.js";
 
 const log = logger("cli");
@@ -59,7 +60,6 @@ export function parseBytes(s: string): number {
 
 export interface NodeFlags {
   model: string;
-  modelId?: string; // --model-id: the model's id, from someone trusted
   join?: string[];
   bootstrap?: string[];
   relay?: string[];
@@ -73,6 +73,9 @@ export interface NodeFlags {
   allow?: string;
   maxSessions?: number;
   name?: string;
+  rebalance?: number; // seconds between the node's own checks whether to move (0: never)
+  drainTimeout?: number; // ms a move waits for live sessions before handing them over
+  control?: boolean; // false: no local control socket (the nodes of `run`, which run owns)
 }
 
 // A gateway address for --join: a multiaddr ending in /p2p/<peer id>.
@@ -177,10 +180,13 @@ function policyOf(o: { allow?: string; swarmKey?: string }): { gate: PeerGate; k
 }
 
 export async function nodeCommand(o: NodeFlags): Promise<void> {
+  if (!o.model) throw new LayerswarmError("BAD_ARGUMENT", "layerswarm node needs --model FILE (a GGUF file, an http(s) URL or hf:<owner>/<repo>/<file.gguf>)");
   const join = (o.join ?? []).map(parseJoin);
   const bootstrap = (o.bootstrap ?? []).map(parseBootstrap);
   const { gate, kind } = policyOf(o);
-  const identity = await loadOrCreateIdentity(o.key ?? path.join(stateDir(), "node.key"), true);
+  const keyPath = o.key ?? path.join(stateDir(), "node.key");
+  const control = o.control === false ? undefined : controlPath(keyPath); // checked before anything starts
+  const identity = await loadOrCreateIdentity(keyPath, true);
   const listen = o.listen ?? LISTEN_ALL;
   const lt = await Libp2pTransport.create({ identity, listen, swarmKey: o.swarmKey, gate, dht: true, bootstrap, mdns: mdnsOption(o.mdns !== false), nat: natOption(listen, o.relay) });
   reportReachability("this node", lt);
@@ -196,8 +202,8 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
     fetchLayers = async (r) => void (await openRemoteSlice(o.model, (g) => tensorsFor(g, [r], false), progress(`layers ${r.start}-${r.end}`)));
   }
   const f = readGGUF(modelPath);
-  // the layers it loads are checked against the manifest (a remote model's only when one is cached or a peer gave the --model-id's; its record's layer hashes are those of the bytes fetched either way)
-  const manifest = await nodeManifest(o.model, modelPath, progress("manifest"), { modelId: parseModelId(o.modelId), fromPeers: peerManifests(lt.discovery(), t, modelPath) });
+  // the layers it loads are checked against the manifest (a remote model's only when one is cached; its record's layer hashes are those of the bytes fetched either way)
+  const manifest = isRemote(o.model) ? await cachedRemoteManifest(o.model) : (await localManifest(o.model, progress("manifest"))).manifest;
   const cfg = configFromGGUF(f);
   const maxMem = o.maxMemory ? parseBytes(o.maxMemory) : Math.floor(os.freemem() * 0.8);
   const perLayer = Math.max(...Array.from({ length: cfg.nLayers }, (_, i) => layerBytes(f, i)));
@@ -216,13 +222,15 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
   };
   const node = new SwarmNode({
     modelPath, manifest, fetchLayers, ranges, onProgress, kernels: createKernels({ threads: o.threads }), kvBudgetBytes: kvBudget, maxSessions: o.maxSessions, name: o.name,
-    maxLayers, gate, policy: kind, discovery: lt.discovery(),
+    maxLayers, gate, policy: kind, discovery: lt.discovery(), rebalanceMs: (o.rebalance ?? 300) * 1000, drainMs: o.drainTimeout,
   }, t);
   await node.start(join, auto ? { maxLayers } : undefined);
   log("info", "node ready", { peer: t.peerId, addrs: t.addrs(), ranges: node.ranges() });
   process.stderr.write(`layerswarm: node ${t.peerId} serves layers ${node.ranges().map((r) => `[${r.start}, ${r.end})`).join(" ")}; others can --bootstrap ${dialable(t)[0]}\n`);
-  process.stdout.write(JSON.stringify({ event: "node-ready", peer: t.peerId, addrs: dialable(t), ranges: node.ranges(), pid: process.pid }) + "\n");
-  const stop = () => void node.stop().finally(() => process.exit(0));
+  // its operator moves it through a socket beside its key (layerswarm node move); no peer can
+  const closeControl = control ? await serveControl(control, node) : () => {};
+  process.stdout.write(JSON.stringify({ event: "node-ready", peer: t.peerId, addrs: dialable(t), ranges: node.ranges(), pid: process.pid, control }) + "\n");
+  const stop = () => void node.stop().finally(() => (closeControl(), process.exit(0)));
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
   if (process.send) process.once("disconnect", stop); // started by `run`: die with it
@@ -230,7 +238,6 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
 
 export interface GatewayFlags {
   model: string;
-  modelId?: string; // --model-id: the model's id, from someone trusted
   listen?: string[];
   bootstrap?: string[];
   relay?: string[];
@@ -259,7 +266,7 @@ export async function startGateway(o: GatewayFlags) {
   const t = withLinkDelay(lt);
   process.stderr.write(policyNotice("gateway", kind) + "\n");
   const local = isRemote(o.model) ? (await openRemoteSlice(o.model, (g) => tensorsFor(g, [], true), progress("gateway tensors"))).path : o.model;
-  const content = await gatewayContent(o.model, local, progress("manifest"), { modelId: parseModelId(o.modelId), fromPeers: peerManifests(lt.discovery(), t, local) });
+  const content = await gatewayContent(o.model, local, progress("manifest"));
   const model = Model.gateway(local, { threads: o.threads });
   const gw = new Gateway(model, t, identity, {
     content,
@@ -314,7 +321,7 @@ export async function spawnLocalNodes(model: string, n: number, gw: Gateway, o: 
   const keys = path.join(stateDir(), "keys");
   const children = ranges.map((r, i) => {
     const args = [CLI, "node", "--model", model, "--join", joinAddr, "--no-mdns", "--listen", LISTEN_LOCAL[0], "--layers", `${r.start}:${r.end}`, "--threads", String(o.threads),
-      "--key", path.join(keys, `local-node-${i}.key`), "--name", `local-${i}`, ...(o.swarmKey ? ["--swarm-key", o.swarmKey] : []), ...(o.extra ?? [])];
+      "--key", path.join(keys, `local-node-${i}.key`), "--name", `local-${i}`, "--rebalance", "0", "--no-control", ...(o.swarmKey ? ["--swarm-key", o.swarmKey] : []), ...(o.extra ?? [])];
     // an IPC channel: a node started by `run` exits when its parent does, however the parent dies
     const c = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit", "ipc"] });
     c.stdout!.on("data", (d: Buffer) => {

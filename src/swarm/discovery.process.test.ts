@@ -29,11 +29,13 @@ interface Started {
   line: Record<string, unknown>; // its ready line
   at: number; // when the ready line came (performance.now())
   stderr: () => string;
+  key: string; // its identity key (a node's control socket lies beside it)
 }
 
 let keys = 0;
 function start(args: string[], ready: string, env: NodeJS.ProcessEnv = {}): Promise<Started> {
-  const proc = spawn(process.execPath, [CLI, ...args, "--key", path.join(home, `k${++keys}.key`)], {
+  const key = path.join(home, `k${++keys}.key`);
+  const proc = spawn(process.execPath, [CLI, ...args, "--key", key], {
     stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LAYERSWARM_HOME: home, LAYERSWARM_LOG: "warn", ...env },
   });
   procs.push(proc);
@@ -45,7 +47,7 @@ function start(args: string[], ready: string, env: NodeJS.ProcessEnv = {}): Prom
       for (const l of out.split("\n")) {
         try {
           const m = JSON.parse(l);
-          if (m.event === ready) return resolve({ proc, line: m, at: performance.now(), stderr: () => err });
+          if (m.event === ready) return resolve({ proc, line: m, at: performance.now(), stderr: () => err, key });
         } catch { /* partial line */ }
       }
     });
@@ -56,7 +58,7 @@ function start(args: string[], ready: string, env: NodeJS.ProcessEnv = {}): Prom
 const addr = (s: Started) => (s.line.addrs as string[])[0];
 const gatewayUrl = (s: Started) => String(s.line.url);
 
-interface SwarmNodeView { peer: string; state: string; via: string; ranges: { start: number; end: number }[]; differs: { layer: number }[] }
+interface SwarmNodeView { peer: string; state: string; via: string; ranges: { start: number; end: number }[]; differs: { layer: number }[]; recordAgeMs: number }
 async function nodes(gw: Started): Promise<SwarmNodeView[]> {
   const r = await fetch(`${gatewayUrl(gw).replace(/\/v1$/, "")}/v1/swarm`);
   return ((await r.json()) as { nodes: SwarmNodeView[] }).nodes;
@@ -106,6 +108,21 @@ async function completeStream(gw: Started, prompt: string, maxTokens: number, on
   return text;
 }
 
+interface SessionRoute { route: { peer: string; start: number; end: number }[] }
+async function sessions(gw: Started): Promise<SessionRoute[]> {
+  const r = await fetch(`${gatewayUrl(gw).replace(/\/v1$/, "")}/v1/swarm`);
+  return ((await r.json()) as { sessions: SessionRoute[] }).sessions;
+}
+
+// `layerswarm node move`, run by the node's operator on its machine (through the socket beside its key).
+function move(node: Started, layers: string, extra: string[] = []): Promise<{ code: number | null; out: string; err: string }> {
+  const p = spawn(process.execPath, [CLI, "node", "move", "--layers", layers, "--key", node.key, ...extra], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LAYERSWARM_HOME: home } });
+  let out = "", err = "";
+  p.stdout!.on("data", (d) => (out += d));
+  p.stderr!.on("data", (d) => (err += d));
+  return new Promise((res) => p.on("exit", (code) => res({ code, out, err })));
+}
+
 const reroutes = async (gw: Started) =>
   Number(/^layerswarm_reroutes_total (\d+)/m.exec(await (await fetch(`${gatewayUrl(gw).replace(/\/v1$/, "")}/metrics`)).text())?.[1] ?? NaN);
 
@@ -130,10 +147,11 @@ async function concurrentExact(gws: Started[], want: Map<string, string>, maxTok
 }
 
 describe("an open swarm of separate processes (loopback)", () => {
-  it("bootstrap peer, 4 nodes, 2 gateways with only --bootstrap: both exact at once; the first gateway killed, the second goes on; a new node and a killed one, timed", async () => {
-    const want = new Map<string, string>();
+  it("bootstrap peer, 4 nodes, 2 gateways with only --bootstrap: both exact at once; the first gateway killed, the second goes on; a new node and a killed one, timed; a hole filled by --layers auto; a node moved under live sessions", async () => {
+    const want = new Map<string, string>(), long = new Map<string, string>();
     for (const p of PROMPTS) want.set(p, await expected(p, 100));
     expect(localIds.get("Once upon a time")).toEqual(goldenIds("1").slice(0, 105)); // the single-process tokens are run.c's
+    for (const p of PROMPTS) long.set(p, await expected(p, 400));
 
     const noMdns = ["--no-mdns"];
     const t0 = performance.now();
@@ -171,7 +189,7 @@ describe("an open swarm of separate processes (loopback)", () => {
     console.log(`a new node became usable by a gateway ${usableMs.toFixed(0)} ms after it was ready (discovery rounds every 15 s once every layer is held)`);
     // gateway 2 went on finding all four nodes after gateway 1 died (nodes 3 and 4 included): each record arrived again since
     const ids = new Set(ns.map((n) => String(n.line.peer)));
-    await until(async () => (await nodes(g2)).filter((n) => ids.has(n.peer) && n.state === "serving" && (n as { recordAgeMs: number }).recordAgeMs < performance.now() - g1Killed).length === 4,
+    await until(async () => (await nodes(g2)).filter((n) => ids.has(n.peer) && n.state === "serving" && n.recordAgeMs < performance.now() - g1Killed).length === 4,
       20_000, "every record found again after gateway 1 died");
 
     // it holds every layer, so new sessions go through it alone; it is killed mid-answer:
@@ -189,7 +207,47 @@ describe("an open swarm of separate processes (loopback)", () => {
     expect(await reroutes(g2)).toBeGreaterThanOrEqual(1); // it was on the route, and the session moved
     expect(lostMs).toBeLessThan(2000);
     await concurrentExact([g2], want, 100);
-    for (const p of [boot, ...ns, other, g2]) expect(p.proc.exitCode, p.stderr()).toBeNull(); // everyone still up
+
+    // a hole: the only node with layer 2 (the fine-tune's does not count) dies; a fresh node with
+    // --layers auto and memory for one layer finds it from the DHT's holders, and fills it
+    ns[1].proc.kill("SIGKILL");
+    await until(async () => (await nodes(g2)).find((n) => n.peer === ns[1].line.peer)?.state === "lost", 10_000, "node 2 dropped");
+    const n6 = await start(["node", "--model", STORIES_GGUF, "--layers", "auto", "--bootstrap", addr(boot), "--max-memory", "64.2MiB", ...noMdns], "node-ready");
+    expect(n6.line.ranges).toEqual([{ start: 2, end: 3 }]);
+    await until(async () => (await nodes(g2)).some((n) => n.peer === n6.line.peer && n.state === "serving"), 40_000, "the auto node found", 20);
+    console.log(`a node with --layers auto filled the hole and was usable ${(performance.now() - n6.at).toFixed(0)} ms after it was ready`);
+    await concurrentExact([g2], want, 100);
+
+    // a node moves while sessions run through it: a replica of layers 3-5 joins, two long answers
+    // start, and the operator of the node serving layer 3 on a live route moves it to layers 0-2
+    // (its old layers stay held by others). It drains for 200 ms, then hands the sessions still
+    // running over by replay: neither answer fails or changes a token.
+    const n7 = await start(["node", "--model", STORIES_GGUF, "--layers", "3:5", "--bootstrap", addr(boot), "--max-memory", "1GB", ...noMdns], "node-ready");
+    await until(async () => (await nodes(g2)).some((n) => n.peer === n7.line.peer && n.state === "serving"), 40_000, "the replica found", 20);
+    const before = await reroutes(g2);
+    let moving: ReturnType<typeof move> | undefined, mover: Started | undefined;
+    const answers = PROMPTS.map((p, i) => completeStream(g2, p, 400, (n) => {
+      if (i !== 0 || n !== 20 || moving) return;
+      moving = sessions(g2).then((ss) => {
+        const peer = ss.flatMap((x) => x.route).find((st) => st.start <= 3 && 3 < st.end)!.peer;
+        mover = [n7, ns[2]].find((x) => x.line.peer === peer)!;
+        return move(mover, "0:2", ["--drain-timeout", "200"]);
+      });
+    }));
+    for (const [i, a] of answers.entries()) expect(await a, `answer ${i} while a node moved`).toBe(long.get(PROMPTS[i]));
+    const moved = await moving!;
+    expect(moved.code, moved.err).toBe(0);
+    expect(JSON.parse(moved.out).ranges).toEqual([{ start: 0, end: 2 }]);
+    expect(await reroutes(g2)).toBeGreaterThan(before); // handed over by replay
+    const seen = (await nodes(g2)).find((n) => n.peer === mover!.line.peer)!;
+    expect(seen.ranges).toEqual([{ start: 0, end: 2 }]); // it told the gateway itself
+    await concurrentExact([g2], want, 100);
+    // a move that would leave layers held by nobody else is refused, and the node keeps serving
+    const refused = await move(n6, "0:1");
+    expect(refused.code).toBe(2);
+    expect(refused.err).toMatch(/would leave layers \[2, 3\) held by nobody else/);
+    await concurrentExact([g2], want, 100);
+    for (const p of [boot, ns[0], ns[2], ns[3], other, n6, n7, g2]) expect(p.proc.exitCode, p.stderr()).toBeNull(); // everyone still up
   }, 240_000);
 
   it("the same with mDNS alone: no --bootstrap anywhere", async () => {

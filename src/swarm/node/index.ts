@@ -27,7 +27,7 @@ import { Supply, chooseRange, missingLayers, planMove, subtractRanges } from "..
 import { PeerGate, PolicyKind } from "../policy.js";
 import {
   Ext, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, MAX_CONTROL_BYTES, NUMERICS_VERSION, NodeRecord, PROTOCOLS, PROVIDE_INTERVAL_MS, Request, Response, SUPPORTED_VERSIONS,
-  ErrorFrame, StepFrame, decodeError, decodeStep, encodeError, encodeResult, encodeStep, expectedSender, extension, firstNonFinite, frameType, maxFrameBytes, openGrant, providerKeys,
+  ErrorFrame, StepFrame, decodeError, decodeStep, differingLayers, encodeError, encodeResult, encodeStep, expectedSender, extension, firstNonFinite, frameType, maxFrameBytes, openGrant, providerKeys,
 } from "../protocol/index.js";
 import { Caller, request, serveRequests } from "../rpc.js";
 import { survey } from "../survey.js";
@@ -276,10 +276,13 @@ export class SwarmNode {
     if (!d) throw new LayerswarmError("BAD_ARGUMENT", "--layers auto needs --join or discovery (--bootstrap, or mDNS): something must say which layers the swarm lacks");
     const model = { layers: this.cfg.nLayers, dim: this.cfg.dim, fingerprint: modelFingerprint(this.file, this.cfg) };
     const out: Supply[] = [];
+    const ours = this.init.manifest ? identityOf(this.file, this.init.manifest).layers : undefined;
     await survey(d, this.t, model, providerKeys(model.fingerprint, [{ start: 0, end: model.layers }], model.layers), {
       found: (f) => {
         const rec = f.record, held = rec.ranges.reduce((a, r) => a + r.end - r.start, 0);
-        out.push({ id: rec.peer, ranges: inModel(subtractRanges(rec.ranges, rec.draining ?? [])), tokPerSec: held ? Math.max(1e-3, rec.capacity.layersPerSec) / held : 1, rowsPerSec: rec.demand?.rowsPerSec ?? 0 });
+        // layers it serves with other weights than ours (a fine-tune) are no cover for ours
+        const other = ours ? differingLayers(rec, ours).map((d) => ({ start: d.layer, end: d.layer + 1 })) : [];
+        out.push({ id: rec.peer, ranges: inModel(subtractRanges(rec.ranges, [...(rec.draining ?? []), ...other])), tokPerSec: held ? Math.max(1e-3, rec.capacity.layersPerSec) / held : 1, rowsPerSec: rec.demand?.rowsPerSec ?? 0 });
       },
       refused: () => {},
     }, {}, AbortSignal.timeout(surveyMs));
@@ -454,13 +457,6 @@ export class SwarmNode {
       }
       case "rollback":
         throw new LayerswarmError("UNSUPPORTED", "this node does not roll sessions back yet (capability rollback: false)");
-      case "manifest": {
-        // for peers holding only part of the file: they check it against a model id they trust
-        const m = this.init.manifest;
-        if (!m) throw new LayerswarmError("UNSUPPORTED", "this node has no manifest of its model (it holds only part of a remote file)");
-        if (JSON.stringify(m).length > MAX_CONTROL_BYTES - 1024) throw new LayerswarmError("UNSUPPORTED", `the manifest of ${m.tensors.length} tensors does not fit in one control message`);
-        return { type: "manifest", manifest: m };
-      }
       default:
         throw new LayerswarmError("UNSUPPORTED", `a node does not answer "${r.type}"`);
     }
