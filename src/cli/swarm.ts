@@ -30,7 +30,7 @@ import { TextDecoderStream } from "../tokenizer/index.js";
 import { ChatTemplate } from "../tokenizer/chat.js";
 import { WEB_DIR, stateDir } from "./paths.js";
 import { controlPath, serveControl } from "./control.js";
-import { cachedRemoteManifest, checkWeightTypes, gatewayContent, localManifest, modelHeader, resolveModel } from "./model.js";
+import { checkWeightTypes, gatewayContent, modelHeader, nodeManifest, parseModelId, peerManifests, resolveModel } from "./model.js";
 import type { GenerateFlags } from "./commands.js";
 
 const log = logger("cli");
@@ -60,6 +60,7 @@ export function parseBytes(s: string): number {
 
 export interface NodeFlags {
   model: string;
+  modelId?: string; // --model-id: the model's id, from someone trusted
   join?: string[];
   bootstrap?: string[];
   relay?: string[];
@@ -202,8 +203,8 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
     fetchLayers = async (r) => void (await openRemoteSlice(o.model, (g) => tensorsFor(g, [r], false), progress(`layers ${r.start}-${r.end}`)));
   }
   const f = readGGUF(modelPath);
-  // the layers it loads are checked against the manifest (a remote model's only when one is cached; its record's layer hashes are those of the bytes fetched either way)
-  const manifest = isRemote(o.model) ? await cachedRemoteManifest(o.model) : (await localManifest(o.model, progress("manifest"))).manifest;
+  // the layers it loads are checked against the manifest (a remote model's only when one is cached or a peer gave the --model-id's; its record's layer hashes are those of the bytes fetched either way)
+  const manifest = await nodeManifest(o.model, modelPath, progress("manifest"), { modelId: parseModelId(o.modelId), fromPeers: peerManifests(lt.discovery(), t, modelPath) });
   const cfg = configFromGGUF(f);
   const maxMem = o.maxMemory ? parseBytes(o.maxMemory) : Math.floor(os.freemem() * 0.8);
   const perLayer = Math.max(...Array.from({ length: cfg.nLayers }, (_, i) => layerBytes(f, i)));
@@ -238,6 +239,7 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
 
 export interface GatewayFlags {
   model: string;
+  modelId?: string; // --model-id: the model's id, from someone trusted
   listen?: string[];
   bootstrap?: string[];
   relay?: string[];
@@ -266,7 +268,7 @@ export async function startGateway(o: GatewayFlags) {
   const t = withLinkDelay(lt);
   process.stderr.write(policyNotice("gateway", kind) + "\n");
   const local = isRemote(o.model) ? (await openRemoteSlice(o.model, (g) => tensorsFor(g, [], true), progress("gateway tensors"))).path : o.model;
-  const content = await gatewayContent(o.model, local, progress("manifest"));
+  const content = await gatewayContent(o.model, local, progress("manifest"), { modelId: parseModelId(o.modelId), fromPeers: peerManifests(lt.discovery(), t, local) });
   const model = Model.gateway(local, { threads: o.threads });
   const gw = new Gateway(model, t, identity, {
     content,

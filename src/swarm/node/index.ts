@@ -457,6 +457,13 @@ export class SwarmNode {
       }
       case "rollback":
         throw new LayerswarmError("UNSUPPORTED", "this node does not roll sessions back yet (capability rollback: false)");
+      case "manifest": {
+        // for peers holding only part of the file: they check it against a model id they trust
+        const m = this.init.manifest;
+        if (!m) throw new LayerswarmError("UNSUPPORTED", "this node has no manifest of its model (it holds only part of a remote file)");
+        if (JSON.stringify(m).length > MAX_CONTROL_BYTES - 1024) throw new LayerswarmError("UNSUPPORTED", `the manifest of ${m.tensors.length} tensors does not fit in one control message`);
+        return { type: "manifest", manifest: m };
+      }
       default:
         throw new LayerswarmError("UNSUPPORTED", `a node does not answer "${r.type}"`);
     }
