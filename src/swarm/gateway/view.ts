@@ -6,6 +6,9 @@ import { EventEmitter } from "node:events";
 import { LayerRange } from "../../model/config.js";
 import type { Reach } from "../transport.js";
 import type { Gateway } from "./index.js";
+import { Figures, figures } from "./directory.js";
+
+const roundFigures = (f: Figures): Figures => ({ hopMs: Math.round(f.hopMs * 1000) / 1000, layerMs: Math.round(f.layerMs * 1000) / 1000, rowMs: Math.round(f.rowMs * 1000) / 1000 });
 
 export interface NodeView {
   peer: string;
@@ -27,6 +30,8 @@ export interface NodeView {
   recordAgeMs: number; // since its record last arrived (it stops serving here past RECORD_TTL_MS)
   model: string; // its model's identity ("" when it holds only part of the file and has no manifest)
   differs: { layer: number; theirs: string; ours: string }[]; // layers it serves with other weights than ours: not routed through for them
+  draining?: LayerRange[]; // layers it is moving away from: its live sessions finish there, no new ones open
+  cost?: { hopMs: number; layerMs: number; rowMs: number; at: number }; // what this gateway measured of it (routes are priced by this alone)
 }
 
 export interface SessionView {
@@ -68,6 +73,8 @@ export function makeView(gw: Gateway): GatewayView {
         batchMs: n.batchMs.length ? Math.round((n.batchMs.reduce((a, b) => a + b, 0) / n.batchMs.length) * 100) / 100 : undefined,
         sessions: n.sessions, since: n.since, via: n.via, recordAgeMs: Date.now() - n.refreshedAt,
         model: r.model.id, differs: n.differs.map((d) => ({ ...d })),
+        draining: r.draining?.map((x) => ({ ...x })),
+        cost: n.probe ? { ...roundFigures(figures(n)), at: n.probe.at } : undefined,
       };
     }).sort((a, b) => (a.ranges[0]?.start ?? 1e9) - (b.ranges[0]?.start ?? 1e9)),
     coverage: () => {
