@@ -640,6 +640,7 @@ export class Libp2pTransport implements Transport {
   // circuit at its limits left the peer there, and the sessions through it
   // replay over the new connection instead of dropping the node.
   private async disconnected(peer: string): Promise<void> {
+    await new Promise((r) => setImmediate(r)); // libp2p says peer:disconnect before connection:close
     const relayed = (this.relayedClosed.get(peer) ?? 0) > Date.now() - 2000;
     this.relayedClosed.delete(peer);
     if (relayed && this.interruptCbs.length && !this.stopped) {
