@@ -24,6 +24,7 @@
 #include <cstring>
 #include <cmath>
 #include "ggml.h"
+#include "numerics.h"
 #ifdef KNS_AVX512
 #include <immintrin.h>
 #endif
@@ -50,6 +51,45 @@ static inline i32x16 u8toi(const uint8_t* p) { u8x16 v; memcpy(&v, p, 16); retur
 #endif
 static inline f32x16 itof(i32x16 v) { return __builtin_convertvector(v, f32x16); }
 static inline f32x16 bits(u32x16 v) { f32x16 f; memcpy(&f, &v, 64); return f; }
+
+// lsnum::expf (numerics.h, ref/numerics.ts expf) in 16 lanes: the same binary64
+// operations lane by lane, so every lane equals the scalar function's result.
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef double f64x8 __attribute__((vector_size(64)));
+typedef int64_t i64x8 __attribute__((vector_size(64)));
+static inline f32x16 sel(i32x16 m, f32x16 a, f32x16 b) {  // m ? a : b, lane by lane (m: 0 or -1)
+  i32x16 ai, bi;
+  memcpy(&ai, &a, 64);
+  memcpy(&bi, &b, 64);
+  const i32x16 r = (m & ai) | (~m & bi);
+  f32x16 f;
+  memcpy(&f, &r, 64);
+  return f;
+}
+static inline f64x8 bcastd(double x) { return f64x8{} + x; }
+static inline f32x8 expd8(f32x8 x) {
+  const f64x8 d = __builtin_convertvector(x, f64x8);
+  const f64x8 k = (d * bcastd(lsnum::LOG2E) + bcastd(lsnum::ROUND)) - bcastd(lsnum::ROUND);
+  const f64x8 r = (d - k * bcastd(lsnum::LN2_HI)) - k * bcastd(lsnum::LN2_LO);
+  f64x8 p = bcastd(lsnum::C.exp[13]);
+  for (int n = 12; n >= 0; n--) p = p * r + bcastd(lsnum::C.exp[n]);
+  const i64x8 e = (__builtin_convertvector(k, i64x8) + 1023) << 52;
+  f64x8 p2;
+  memcpy(&p2, &e, 64);
+  return __builtin_convertvector(p * p2, f32x8);
+}
+static inline f32x16 exp16(f32x16 x) {
+  f32x16 c = sel(x < bcast(-104.0f), bcast(-104.0f), x);
+  c = sel(c > bcast(89.0f), bcast(89.0f), c);
+  const i32x16 isnan = c != c;
+  c = sel(isnan, bcast(0.0f), c);
+  f32x8 h[2];
+  memcpy(h, &c, 64);
+  h[0] = expd8(h[0]);
+  h[1] = expd8(h[1]);
+  memcpy(&c, h, 64);
+  return sel(isnan, x, c);
+}
 
 // binary16 -> f32, exact for finite values: move exponent and mantissa into
 // place, rescale by 2^112 (exact), restore the sign.
@@ -452,11 +492,10 @@ void attention_heads(float* out, const float* q, const float* kc, const float* v
         if (tmp[l] > mx) mx = tmp[l];
       }
     }
+    // att has room for whole blocks of 16 (the lanes past pos are never read)
+    for (int t = 0; t <= pos; t += 16) st(att + t, exp16(ld(att + t) - bcast(mx)));
     float sum = 0;
-    for (int t = 0; t <= pos; t++) {
-      att[t] = (float)exp((double)(att[t] - mx));
-      sum = sum + att[t];
-    }
+    for (int t = 0; t <= pos; t++) sum = sum + att[t];
     for (int t = 0; t <= pos; t++) att[t] = att[t] / sum;
     float* oh = out + h * D;
     for (int i0 = 0; i0 < D; i0 += 16) {
@@ -472,6 +511,34 @@ void attention_heads(float* out, const float* q, const float* kc, const float* v
         }
       }
     }
+  }
+}
+
+// RMSNorm per row (ref/ops.ts rmsnorm): out = w * (x / sqrt(mean(x^2) + eps)).
+void rmsnorm(float* out, const float* x, const float* w, int T, int n, float eps) {
+  for (int t = 0; t < T; t++) {
+    const float* xr = x + (size_t)t * n;
+    float* o = out + (size_t)t * n;
+    float ss = 0;
+    for (int j = 0; j < n; j++) ss = ss + xr[j] * xr[j];
+    ss = ss / (float)n;
+    ss = ss + eps;
+    ss = 1.0f / sqrtf(ss);
+    for (int j = 0; j < n; j++) o[j] = w[j] * (ss * xr[j]);
+  }
+}
+
+// SwiGLU on [a, b) in place (ref/ops.ts siluMul): g = silu(g) * u.
+void silu_mul(float* g, const float* u, size_t a, size_t b) {
+  size_t i = a;
+  for (; i + 16 <= b; i += 16) {
+    const f32x16 v = ld(g + i);
+    st(g + i, (v * (bcast(1.0f) / (bcast(1.0f) + exp16(-v)))) * ld(u + i));
+  }
+  for (; i < b; i++) {
+    float v = g[i];
+    v = v * (1.0f / (1.0f + lsnum::expf(-v)));
+    g[i] = v * u[i];
   }
 }
 

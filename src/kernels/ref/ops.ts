@@ -1,5 +1,9 @@
 // Reference (scalar) element-wise and attention kernels, f32 throughout, in the
 // operation order of llama2.c's run.c. Fast versions must match them bit for bit.
+// exp, pow, sin and cos are ours (numerics.ts), never Math.* or the C library's.
+
+import { LayerswarmError } from "../../errors.js";
+import { TRIG_MAX, expf, powf, sincosd } from "./numerics.js";
 
 const fr = Math.fround;
 
@@ -16,19 +20,35 @@ export function rmsnorm(out: Float32Array, x: Float32Array, w: Float32Array, T: 
   }
 }
 
-// exp in f32: the correctly rounded f32 of the exact value (to the precision of Math.exp).
-export function expf(x: number): number {
-  return fr(Math.exp(x));
+export { expf } from "./numerics.js";
+
+// RoPE cos/sin for one position: (ropeDim/2) pairs. freq_i = 1/base^(2i/ropeDim) / factor_i,
+// angle = f32(pos * freq_i); pos may be fractional (linear scaling divides it).
+// The frequencies depend only on (ropeDim, base, factors): the last ones are kept.
+let freqKey: { ropeDim: number; base: number; factors: Float32Array | undefined } | undefined;
+let freqs = new Float32Array(0);
+export function ropeFreqs(ropeDim: number, base: number, freqFactors: Float32Array | undefined): Float32Array {
+  if (freqKey && freqKey.ropeDim === ropeDim && freqKey.base === base && freqKey.factors === freqFactors) return freqs;
+  const f = new Float32Array(ropeDim / 2);
+  for (let i = 0; i < ropeDim / 2; i++) {
+    let freq = fr(1 / powf(base, fr(fr(2 * i) / ropeDim)));
+    if (freqFactors) freq = fr(freq / freqFactors[i]);
+    f[i] = freq;
+  }
+  freqKey = { ropeDim, base, factors: freqFactors };
+  return (freqs = f);
 }
 
-// RoPE cos/sin for one position: (headDim/2) pairs. freq_i = 1/base^(2i/ropeDim) / factor_i
+const sc = new Float64Array(2);
 export function ropeTable(pos: number, ropeDim: number, base: number, freqFactors: Float32Array | undefined, cos: Float32Array, sin: Float32Array): void {
+  const f = ropeFreqs(ropeDim, base, freqFactors);
   for (let i = 0; i < ropeDim / 2; i++) {
-    let freq = fr(1 / fr(Math.pow(base, fr(fr(2 * i) / ropeDim))));
-    if (freqFactors) freq = fr(freq / freqFactors[i]);
-    const val = fr(pos * freq);
-    cos[i] = fr(Math.cos(val));
-    sin[i] = fr(Math.sin(val));
+    const val = fr(pos * f[i]);
+    if (!(Math.abs(val) <= TRIG_MAX))
+      throw new LayerswarmError("BAD_ARGUMENT", `RoPE angle ${val} at position ${pos} is beyond the ${TRIG_MAX} our sin/cos are specified for`);
+    sincosd(val, sc);
+    cos[i] = fr(sc[1]);
+    sin[i] = fr(sc[0]);
   }
 }
 
