@@ -13,7 +13,10 @@
 
 export const PROTOCOL_VERSION = 3;
 export const SUPPORTED_VERSIONS: readonly number[] = [3];
-export const NUMERICS_VERSION = 1;
+// Numerics 2: exp, pow, sin and cos are our own (kernels/ref/numerics.ts and
+// native/numerics.h, the same operations everywhere) instead of V8's Math.* and
+// the C library's exp, so results changed in the last bit.
+export const NUMERICS_VERSION = 2;
 
 export const protocolId = (kind: "control" | "steps", v = PROTOCOL_VERSION) => `/layerswarm/${kind}/${v}`;
 export const PROTOCOLS = {
