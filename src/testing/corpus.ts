@@ -101,5 +101,31 @@ export function edgeTexts(): string[] {
     out.push("1234567890".repeat(Math.ceil(n / 10)).slice(0, n), `v${"9".repeat(n)}.${"0".repeat(n)}`, `${"٣".repeat(n)} ${"१२३".repeat(n)}`);
   }
   out.push("😀".repeat(300), "👍🏽👩‍👩‍👧‍👦🇫🇷🏳️‍🌈".repeat(50), "a\u0301e\u0301 ñ n\u0303 ﬁ Ａ１", "\u200b\u200c\u200d\u2060\ufeff", "\u00a0\u2002\u2003\u3000 spaces");
+  // a byte-order mark inside a text, NEL, and letters and digits newer than llama.cpp's Unicode tables
+  out.push("a \ufeff:b \ufeff#} x\ufeff//y", "line\u0085next \u0085 x", "\u{13460}\u{13461} \u1c89x \u{10d4a}\u{10d4b}y \u{10d40}\u{10d41} \u{116d0}1");
+  return out;
+}
+
+// Strings of random code points from every plane (seeded: the same every run), with spaces, tabs and newlines.
+export function fuzzTexts(n: number, length: number, seed = 7): string[] {
+  let a = seed >>> 0;
+  const r = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const out: string[] = [];
+  for (let k = 0; k < n; k++) {
+    let s = "";
+    for (let j = 0; j < length; j++) {
+      const x = r();
+      let cp = x < 0.3 ? 32 + Math.floor(r() * 95) : x < 0.6 ? Math.floor(r() * 0x3000) : x < 0.8 ? Math.floor(r() * 0x10000) : Math.floor(r() * 0x30000);
+      if (cp >= 0xd800 && cp < 0xe000) cp = 0x20; // no lone surrogates
+      s += String.fromCodePoint(cp);
+      if (r() < 0.1) s += " \n\t"[Math.floor(r() * 3)];
+    }
+    out.push(s);
+  }
   return out;
 }

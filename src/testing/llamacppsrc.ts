@@ -15,7 +15,7 @@ import { REPO } from "./shared.js";
 
 const FILES = [
   "models/ggml-vocab-llama-spm.gguf", "models/ggml-vocab-llama-bpe.gguf", "models/ggml-vocab-qwen2.gguf", "models/templates",
-  "common/jinja", "common/json.h", "common/json.cpp", "common/unicode.h", "common/unicode.cpp", "vendor/nlohmann",
+  "common/jinja", "common/json.h", "common/json.cpp", "common/unicode.h", "common/unicode.cpp", "vendor/nlohmann", "src/unicode-data.cpp",
 ];
 
 function bundlePath(): string {
@@ -28,7 +28,7 @@ let srcDir: string | undefined;
 export function llamaCppSource(): string {
   if (srcDir) return srcDir;
   const bundle = bundlePath();
-  const key = crypto.createHash("sha256").update(fs.readFileSync(bundle)).digest("hex").slice(0, 12);
+  const key = crypto.createHash("sha256").update(fs.readFileSync(bundle)).update(FILES.join()).digest("hex").slice(0, 12);
   const dir = path.join(cacheDir(), "llamacpp-src", key);
   if (!fs.existsSync(path.join(dir, "complete"))) {
     const tmp = `${dir}.tmp-${process.pid}`;
@@ -106,4 +106,25 @@ export function llamaCppRender(templateFile: string, context: unknown): string {
   const r = spawnSync(llamaCppRenderer(), [templateFile], { input: JSON.stringify(context), encoding: "utf8", maxBuffer: 1 << 26 });
   if (r.status !== 0) throw new Error(`llama.cpp's Jinja engine failed on ${path.basename(templateFile)}: ${r.stderr}`);
   return r.stdout;
+}
+
+// The code points llama.cpp's tokenizer takes for \\p{L} and \\p{N} (its unicode_ranges_flags
+// table, src/unicode-data.cpp), as "start-end" hex ranges joined by commas.
+export function llamaCppUnicodeClasses(): { letter: string; number: string } {
+  const src = fs.readFileSync(path.join(llamaCppSource(), "src/unicode-data.cpp"), "utf8");
+  const at = src.indexOf("unicode_ranges_flags");
+  const table = src.slice(at, src.indexOf("};", at));
+  const starts = [...table.matchAll(/\{0x([0-9A-Fa-f]+), 0x([0-9A-Fa-f]+)\}/g)].map((m) => [parseInt(m[1], 16), parseInt(m[2], 16)]);
+  const ranges = (bit: number): string => {
+    const out: string[] = [];
+    let open = -1;
+    starts.forEach(([cp, flags], i) => {
+      const end = i + 1 < starts.length ? starts[i + 1][0] - 1 : 0x10ffff;
+      if (flags & bit && open < 0) open = cp;
+      if (!(flags & bit) && open >= 0) (out.push(`${open.toString(16)}-${(cp - 1).toString(16)}`), (open = -1));
+      if (i + 1 === starts.length && open >= 0) out.push(`${open.toString(16)}-${end.toString(16)}`);
+    });
+    return out.join(",");
+  };
+  return { letter: ranges(0x0004), number: ranges(0x0002) }; // unicode_cpt_flags::LETTER, ::NUMBER
 }

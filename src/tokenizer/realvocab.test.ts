@@ -10,9 +10,11 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { getLlama, Llama, LlamaModel } from "node-llama-cpp";
 import { readGGUF } from "../format/gguf.js";
-import { Doc, edgeTexts, realCorpus } from "../testing/corpus.js";
+import { Doc, edgeTexts, fuzzTexts, realCorpus } from "../testing/corpus.js";
+import { llamaCppUnicodeClasses } from "../testing/llamacppsrc.js";
+import { LETTER_RANGES, NUMBER_RANGES } from "./unicodeclasses.js";
 import { REAL_VOCABS, RealVocab, llamaCppVocabMeta, packageDir, realVocabModel } from "../testing/realvocab.js";
-import { Tokenizer, decodeAll, tokenizerFromGGUF } from "./index.js";
+import { TokenType, Tokenizer, decodeAll, tokenizerFromGGUF } from "./index.js";
 
 let llama: Llama;
 let corpus: Doc[];
@@ -82,10 +84,24 @@ describe.each(REAL_VOCABS.map((v) => [v.name, v] as [string, RealVocab]))("%s", 
     expect(ds.length, `${ds.length} of ${corpus.length} documents tokenize differently; the first:\n${report(ds)}`).toBe(0);
   }, 300_000);
 
-  it("gives llama.cpp's token ids on whitespace and digit runs, mixed scripts and emoji, with and without special tokens", () => {
+  it("gives llama.cpp's token ids on its own vocabulary's text (every other token, in id order)", () => {
+    let text = "";
+    const ds: Disagreement[] = [];
+    for (let id = 0; id <= tok.vocabSize; id += 2) {
+      if (id < tok.vocabSize && tok.tokenType(id) === TokenType.NORMAL) text += decodeAll(tok, [id]);
+      if (text.length >= 4096 || (id >= tok.vocabSize && text)) {
+        const x = disagreement(tok, `vocabulary text up to id ${id}`, text, tok.encode(text, { addBos: false }), lm.tokenize(text, false) as number[]);
+        if (x) ds.push(x);
+        text = "";
+      }
+    }
+    expect(ds.length, report(ds)).toBe(0);
+  }, 120_000);
+
+  it("gives llama.cpp's token ids on whitespace and digit runs, mixed scripts, emoji, random code points, with and without special tokens", () => {
     const ds: Disagreement[] = [];
     const specials = [tok.bos, tok.eos, ...tok.eog].filter((x): x is number => x !== undefined).map((id) => tok.tokenText(id));
-    const texts = [...edgeTexts(), ...specials.map((s) => `a${s}b ${s}\n${s}${s} c`)];
+    const texts = [...edgeTexts(), ...fuzzTexts(200, 200), ...specials.map((s) => `a${s}b ${s}\n${s}${s} c`)];
     for (const [i, text] of texts.entries())
       for (const parseSpecial of [false, true]) {
         const x = disagreement(tok, `edge text ${i}${parseSpecial ? " (special)" : ""}`, text, tok.encode(text, { addBos: false, parseSpecial }), lm.tokenize(text, parseSpecial) as number[]);
@@ -99,6 +115,10 @@ describe.each(REAL_VOCABS.map((v) => [v.name, v] as [string, RealVocab]))("%s", 
 });
 
 describe("the fixtures hold what llama.cpp's convert script writes", () => {
+  it("unicodeclasses.ts holds llama.cpp's \\p{L} and \\p{N} (else: npm run build && node scripts/unicode-classes.mjs)", () => {
+    expect({ letter: LETTER_RANGES, number: NUMBER_RANGES }).toEqual(llamaCppUnicodeClasses());
+  });
+
   it("Llama 2: llama.cpp's ggml-vocab-llama-spm.gguf is Llama 2's vocabulary (llama-tokenizer-js's, id for id)", () => {
     const tokens = llamaCppVocabMeta("ggml-vocab-llama-spm.gguf")["tokenizer.ggml.tokens"].value as string[];
     const src = fs.readFileSync(path.join(packageDir("llama-tokenizer-js"), "llama-tokenizer.js"), "utf8");
