@@ -148,6 +148,11 @@ describe("model manifest", () => {
       expect(m.identity).toEqual(good.identity);
       expect(warnings.join("\n")).toMatch(match);
     }
+    // a well-formed cache for this very file whose header hash is wrong: refused when used, and rebuilt
+    fs.writeFileSync(cache, JSON.stringify({ ...orig, manifest: { ...orig.manifest, header: "0".repeat(64) } }));
+    const warned: string[] = [];
+    expect((await modelManifest(p, { onWarning: (w) => warned.push(w) })).identity).toEqual(good.identity);
+    expect(warned.join("\n")).toMatch(/header hash is not the file's/);
     // a cache that lists other tensors than the file holds (valid JSON, wrong file) is refused when used
     const other = await computeManifest(big);
     expectBadFile(() => identityOf(readGGUF(p), other), /manifest of .*describes a file of/);

@@ -436,7 +436,11 @@ export async function modelManifest(file: string, o: ManifestOptions & { onWarni
     if (!fs.existsSync(p)) continue;
     try {
       const m = readManifestCache(p, file);
-      if (m) return { manifest: m, identity: identityOf(f, m), source: "cache", cachePath: p, ms: performance.now() - t0 };
+      if (!m) continue;
+      const identity = identityOf(f, m);
+      // the header is cheap to hash again (the tensors are checked as they are loaded)
+      if (headerHash(f) !== m.header) throw new LayerswarmError("BAD_FILE", `${p}: the manifest's header hash is not the file's`);
+      return { manifest: m, identity, source: "cache", cachePath: p, ms: performance.now() - t0 };
     } catch (e) {
       o.onWarning?.(`${(e as Error).message}; computing the manifest again`);
     }
