@@ -444,7 +444,7 @@ export async function statusCommand(o: { gateway: string; apiKey?: string; json?
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
   const rows = [["node", "layers", `map 0..${L}`, "state", "free", "KV used", "layers/s", "RTT", "reached", "links", "sessions"]];
   for (const n of s.nodes)
-    rows.push([`${n.name} ${n.peer.slice(-8)}`, n.ranges.map((x) => `[${x.start},${x.end})`).join(" "), bar(n.ranges), n.state, mib(n.memory.freeBytes), mib(n.memory.kvUsedBytes),
+    rows.push([`${n.name} ${n.peer.slice(-8)}`, n.ranges.map((x) => `[${x.start},${x.end})`).join(" "), bar(n.ranges), n.differs?.length ? `${n.state}, other weights for layer${n.differs.length > 1 ? "s" : ""} ${n.differs.map((d) => d.layer).join(",")}` : n.state, mib(n.memory.freeBytes), mib(n.memory.kvUsedBytes),
       String(n.layersPerSec), n.rttMs === undefined ? "-" : `${n.rttMs} ms`, n.reach ?? "-", n.links.map((l) => `->${l.peer.slice(-6)} ${l.rttMs} ms`).join(" ") || "-", String(n.sessions)]);
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   const lines = [`${s.model.name}: ${L} layers · ${s.coverage.covered ? "all layers covered" : `MISSING ${s.coverage.missing.map((m) => `[${m.start},${m.end})`).join(" ")}`} · ${s.totals.tokPerSec} tok/s · ${s.totals.requests} requests · ${s.sessions.length} sessions`, ""];
