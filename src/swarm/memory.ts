@@ -108,6 +108,17 @@ export class MemoryNetwork {
     this.peers.get(a)?.notifyDisconnect(b);
     this.peers.get(b)?.notifyDisconnect(a);
   }
+  // Tests: a relay cuts the circuit between a and b, and they reach each
+  // other again at once: every stream between them breaks (what was in
+  // flight is lost), and both are told of an interruption, not a disconnect.
+  interrupt(a: string, b: string): void {
+    const l = this.links.get(MemoryNetwork.key(a, b));
+    if (!l) return;
+    this.links.delete(MemoryNetwork.key(a, b));
+    for (const c of l) c.abort(new LayerswarmError("UNREACHABLE", "the relay cut the circuit"));
+    this.peers.get(a)?.notifyInterrupt(b);
+    this.peers.get(b)?.notifyInterrupt(a);
+  }
 }
 
 // A link is relayed (or hole-punched) if either end is reached that way.
@@ -200,6 +211,13 @@ export class MemoryTransport implements Transport {
   }
   notifyDisconnect(peer: string) {
     for (const cb of this.disconnectCbs) cb(peer);
+  }
+  private interruptCbs: ((peer: string) => void)[] = [];
+  onInterrupt(cb: (peer: string) => void) {
+    this.interruptCbs.push(cb);
+  }
+  notifyInterrupt(peer: string) {
+    for (const cb of this.interruptCbs) cb(peer);
   }
   async hangUp(peer: string): Promise<void> {
     this.net.disconnect(this.peerId, peer);
