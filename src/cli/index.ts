@@ -65,7 +65,9 @@ program
   .option("--api-key <key>", "require this key (Authorization: Bearer KEY)", process.env.LAYERSWARM_API_KEY)
   .option("--threads <k>", "compute threads per node", int, 1)
   .option("--step-timeout <ms>", "a step slower than this fails over to other nodes", int, 30_000)
-  .option("--dtype <t>", "hidden states on the wire: f32 (exact) | f16 | bf16", "f32")
+  .option("--wire <t>", "hidden states on the wire: f32 (exact, the default) | bf16 | f16; bf16 and f16 round at every stage boundary, so their tokens depend on where the boundaries are: reproducible only for a fixed split")
+  .option("--dtype <t>", "old name of --wire")
+  .option("--wire-pack <mode>", "lossless packing of hidden states (byte planes, Huffman): auto (on links whose measured speed makes it pay) | always | never", "auto")
   .option("--swarm-key <key>", "pre-shared key (64 hex or a swarm.key file): a private swarm")
   .option("--local-layers <k>", "run the first K layers on the gateway: no node sees embedding rows", int, 0)
   .option("--local-tail <k>", "run the last K layers on the gateway: no node returns rows the head reads directly", int, 0)
@@ -94,6 +96,7 @@ program
   .option("--rebalance <seconds>", "look this often whether moving to other layers would help the swarm, and move (0: never)", num, 300)
   .option("--drain-timeout <ms>", "a move lets live sessions finish this long, then hands them over by replay", int, 60_000)
   .option("--no-control", "no local control socket (then `layerswarm node move` cannot reach this node)")
+  .option("--wire-pack <mode>", "lossless packing of hidden states to next stages that take it: auto (where the link's measured speed makes it pay) | always | never", "auto")
   .action(nodeCommand);
 
 program.commands.find((c) => c.name() === "node")!
@@ -125,7 +128,9 @@ program
   .option("--cors-origin <origin>", "also let web pages from this origin call the API (repeatable; * for any)", collect)
   .option("--threads <k>", "threads for the head", int, 1)
   .option("--step-timeout <ms>", "a step slower than this fails over", int, 30_000)
-  .option("--dtype <t>", "hidden states on the wire: f32 | f16 | bf16", "f32")
+  .option("--wire <t>", "hidden states on the wire: f32 (exact, the default) | bf16 | f16; bf16 and f16 round at every stage boundary, so their tokens depend on where the boundaries are: reproducible only for a fixed split")
+  .option("--dtype <t>", "old name of --wire")
+  .option("--wire-pack <mode>", "lossless packing of hidden states (byte planes, Huffman): auto (on links whose measured speed makes it pay) | always | never", "auto")
   .action(gatewayCommand);
 
 program

@@ -24,6 +24,7 @@ import { allocateLayers } from "../swarm/placement.js";
 import { PeerGate, PolicyKind, policyNotice, readAllowList, thisMachine } from "../swarm/policy.js";
 import { loadOrCreateIdentity } from "../swarm/identity.js";
 import { parseDType } from "../swarm/protocol/index.js";
+import { parsePackMode } from "../swarm/wire.js";
 import { logger } from "../swarm/log.js";
 import { multiaddr } from "@multiformats/multiaddr";
 import { TextDecoderStream } from "../tokenizer/index.js";
@@ -77,6 +78,7 @@ export interface NodeFlags {
   rebalance?: number; // seconds between the node's own checks whether to move (0: never)
   drainTimeout?: number; // ms a move waits for live sessions before handing them over
   control?: boolean; // false: no local control socket (the nodes of `run`, which run owns)
+  wirePack?: string; // auto | always | never
 }
 
 // A gateway address for --join: a multiaddr ending in /p2p/<peer id>.
@@ -224,6 +226,7 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
   const node = new SwarmNode({
     modelPath, manifest, fetchLayers, ranges, onProgress, kernels: createKernels({ threads: o.threads }), kvBudgetBytes: kvBudget, maxSessions: o.maxSessions, name: o.name,
     maxLayers, gate, policy: kind, discovery: lt.discovery(), rebalanceMs: (o.rebalance ?? 300) * 1000, drainMs: o.drainTimeout,
+    wirePack: parsePackMode(o.wirePack ?? "auto"),
   }, t);
   await node.start(join, auto ? { maxLayers } : undefined);
   log("info", "node ready", { peer: t.peerId, addrs: t.addrs(), ranges: node.ranges() });
@@ -252,7 +255,9 @@ export interface GatewayFlags {
   allow?: string;
   threads: number;
   stepTimeout: number;
-  dtype: string;
+  wire?: string; // f32 | bf16 | f16
+  dtype?: string; // the old name of wire
+  wirePack?: string; // auto | always | never
   localLayers?: number;
   localTail?: number;
   corsOrigin?: string[];
@@ -272,7 +277,7 @@ export async function startGateway(o: GatewayFlags) {
   const model = Model.gateway(local, { threads: o.threads });
   const gw = new Gateway(model, t, identity, {
     content,
-    stepTimeoutMs: o.stepTimeout, dtype: parseDType(o.dtype), gate, localLayers: o.localLayers, localTail: o.localTail, discovery: lt.discovery(),
+    stepTimeoutMs: o.stepTimeout, dtype: parseDType(o.wire ?? o.dtype ?? "f32"), wirePack: parsePackMode(o.wirePack ?? "auto"), gate, localLayers: o.localLayers, localTail: o.localTail, discovery: lt.discovery(),
   });
   const mon = new SwarmMonitor(gw.view); // from the start, so it sees every node join
   await gw.start();
@@ -389,7 +394,7 @@ export async function runCommand(o: RunFlags): Promise<void> {
   const { spec, file } = await resolveModel(o.model, progress);
   o = { ...o, model: file, key: o.key ?? path.join(stateDir(), "keys", "local-gateway.key") };
   const { gw, model, mon } = await startGateway(o);
-  const children = await spawnLocalNodes(o.model, o.nodes, gw, { threads: o.threads, swarmKey: o.swarmKey, announce: true });
+  const children = await spawnLocalNodes(o.model, o.nodes, gw, { threads: o.threads, swarmKey: o.swarmKey, announce: true, extra: o.wirePack ? ["--wire-pack", o.wirePack] : [] });
   await waitForLocalNodes(gw, children);
   const api = await serveApi(gw, mon, model, o, modelId(spec));
   const stop = () => {
@@ -403,7 +408,7 @@ export async function runCommand(o: RunFlags): Promise<void> {
 // generate --nodes N: one completion through a local swarm of N node processes.
 export async function generateOverSwarm(prompt: string, o: GenerateFlags & { nodes: number; stepTimeout?: number }): Promise<void> {
   const { file } = await resolveModel(o.model, progress);
-  const flags: GatewayFlags = { model: file, port: 0, host: "127.0.0.1", threads: o.threads, stepTimeout: o.stepTimeout ?? 30_000, dtype: "f32", key: path.join(stateDir(), "keys", "local-gateway.key") };
+  const flags: GatewayFlags = { model: file, port: 0, host: "127.0.0.1", threads: o.threads, stepTimeout: o.stepTimeout ?? 30_000, wire: "f32", key: path.join(stateDir(), "keys", "local-gateway.key") };
   const { gw, model, mon } = await startGateway(flags);
   mon.close();
   const children = await spawnLocalNodes(file, o.nodes, gw, { threads: o.threads });

@@ -11,6 +11,7 @@ export class Outbox {
   private out = new Map<string, Promise<Channel>>();
   readonly lastUsed = new Map<string, { addrs: string[]; at: number }>(); // peers sent to, and when
   private unsent = new Map<string, number>(); // bytes handed to a peer's stream that it has not taken yet
+  private rates = new Map<string, number>(); // bytes per ms the stream to a peer took large messages at (smoothed)
   constructor(private t: Transport, private log: Logger, private dialTimeoutMs = 10_000, private maxUnsentBytes = 16 * 2 ** 20) {}
 
   unsentBytes(peer: string): number {
@@ -20,6 +21,21 @@ export class Outbox {
   // Too much is waiting for this peer: produce nothing more for it until it reads.
   congested(peer: string): boolean {
     return (this.unsent.get(peer) ?? 0) >= this.maxUnsentBytes;
+  }
+
+  // How fast the stream to this peer takes large messages, in bytes per ms
+  // (undefined until a message of 1 MiB or more went there). A stream holds
+  // up to 1 MiB unsent before it pushes back, so a message's first MiB is not
+  // counted; what a kernel socket buffer absorbs makes this an overestimate.
+  bytesPerMs(peer: string): number | undefined {
+    return this.rates.get(peer);
+  }
+
+  private measured(peer: string, bytes: number, ms: number): void {
+    const r = bytes / Math.max(ms, 0.5);
+    const old = this.rates.get(peer);
+    this.rates.set(peer, old === undefined ? r : 0.7 * old + 0.3 * r);
+    if (this.rates.size > 4096) this.rates.delete(this.rates.keys().next().value!);
   }
 
   // Resolves once the message is handed to the stream; rejects if the peer cannot be reached.
@@ -51,7 +67,12 @@ export class Outbox {
       if (n > 0) this.unsent.set(peer, n);
       else this.unsent.delete(peer);
     };
-    return used.then((c) => c.send(msg)).then(sent, (e) => {
+    const big = msg.length >= 2 * 2 ** 20;
+    return used.then((c) => {
+      if (!big) return c.send(msg);
+      const t0 = performance.now();
+      return c.send(msg).then(() => this.measured(peer, msg.length - 2 ** 20, performance.now() - t0));
+    }).then(sent, (e) => {
       sent();
       throw e;
     }).catch((e) => {

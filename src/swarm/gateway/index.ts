@@ -27,6 +27,7 @@ import { Prober } from "./probe.js";
 import { Router } from "./router.js";
 import { Sessions } from "./sessions.js";
 import { GatewayView, makeView } from "./view.js";
+import { PackMode } from "../wire.js";
 
 export type { NodeEntry, SwarmEvent } from "./directory.js";
 export type { GatewayView } from "./view.js";
@@ -34,7 +35,8 @@ export type { GatewayView } from "./view.js";
 export interface GatewayOptions {
   stepTimeoutMs?: number; // a step that takes longer marks its route as failed (default 30 s)
   loadTimeoutMs?: number; // how long a node may take to load lost layers (default 120 s)
-  dtype?: DType; // hidden-state encoding on the wire (default f32: exact)
+  dtype?: DType; // hidden-state encoding on the wire (default f32: exact; bf16/f16 round at every stage boundary, so their tokens are reproducible only for a fixed split)
+  wirePack?: PackMode; // lossless packing of the values on the first hop: where the link's measured speed makes it pay (auto, the default), always, never
   replayChunk?: number; // tokens per replay chunk (default 64)
   maxRecoveries?: number; // reroutes in a row that lose no node (default 3)
   localLayers?: number; // run the first K layers here (default 0)
@@ -82,7 +84,7 @@ export class Gateway implements LayerStack {
     const id = { layers: L, dim: model.cfg.dim, fingerprint: modelFingerprint(model.file, model.cfg), id: this.content.id, layerHashes: this.content.layers };
     this.dir = new NodeDirectory(id, o.gate ?? new PeerGate(), this.log);
     this.router = new Router(t, this.dir, { start: K, end: L - K2 }, this.log, o.loadTimeoutMs ?? 120_000);
-    this.pipe = new StepPipeline(t, this.dir, this.log, { stepTimeoutMs: o.stepTimeoutMs ?? 30_000, dtype: o.dtype ?? DType.F32, lastRowOnlyAllowed: !this.local.tail }, model.cfg.dim);
+    this.pipe = new StepPipeline(t, this.dir, this.log, { stepTimeoutMs: o.stepTimeoutMs ?? 30_000, dtype: o.dtype ?? DType.F32, lastRowOnlyAllowed: !this.local.tail, pack: o.wirePack }, model.cfg.dim);
     this.sessions = new Sessions(t, identity, this.dir, this.router, this.pipe, this.log, {
       replayChunk: o.replayChunk ?? 64, maxRecoveries: o.maxRecoveries ?? 3,
       replayInput: (id, tokens, pos) => this.headForward(`${id}\u0000replay`, pos, tokens.length, model.embedder.embed(tokens), pos === 0),
@@ -242,7 +244,7 @@ export class Gateway implements LayerStack {
   }
 
   get stats() {
-    return { steps: this.pipe.stats.steps, recoveries: this.sessions.stats.recoveries, replayedPositions: this.sessions.stats.replayedPositions };
+    return { steps: this.pipe.stats.steps, recoveries: this.sessions.stats.recoveries, replayedPositions: this.sessions.stats.replayedPositions, wire: this.pipe.wireView() };
   }
 
   async stop(): Promise<void> {

@@ -9,8 +9,9 @@ import { LayerswarmError, throwIfAborted } from "../../errors.js";
 import { Step } from "../../model/runtime.js";
 import { Logger } from "../log.js";
 import { Outbox } from "../outbox.js";
+import { PackMode, WirePolicy } from "../wire.js";
 import {
-  DType, ErrorFrame, Ext, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, PROTOCOLS, ResultFrame, SignedGrant, decodeError, decodeResult, encodeStep, firstNonFinite, frameType, maxFrameBytes,
+  CODECS, CODEC_PLANES, FLAG_PACKED, DType, ErrorFrame, Ext, dtypeBytes, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, PROTOCOLS, ResultFrame, SignedGrant, decodeError, decodeResult, encodeStep, firstNonFinite, frameType, maxFrameBytes,
 } from "../protocol/index.js";
 import { request } from "../rpc.js";
 import { Channel, Reach, Transport } from "../transport.js";
@@ -50,6 +51,7 @@ export interface PipelineOptions {
   stepTimeoutMs: number;
   dtype: DType;
   lastRowOnlyAllowed: boolean; // false when the gateway runs tail layers: they need every row
+  pack?: PackMode; // pack values on the first hop where it pays (wire.ts; default auto)
 }
 
 // The most rows one step may carry (a node accepts 512 by default; longer prompts go in chunks).
@@ -64,11 +66,25 @@ export class StepPipeline {
   readonly limits: FrameLimits;
   readonly outbox: Outbox;
   onEvicted: (sid: string, by: string) => void = () => {};
-  stats = { steps: 0, strayFrames: 0, timeouts: 0 };
+  stats = { steps: 0, strayFrames: 0, timeouts: 0, resultBytes: 0, resultRows: 0 };
+  readonly wire: WirePolicy;
 
   constructor(private t: Transport, private dir: NodeDirectory, private log: Logger, private o: PipelineOptions, dim: number) {
     this.limits = { dim, maxRows: MAX_STEP_ROWS };
     this.outbox = new Outbox(t, log);
+    this.wire = new WirePolicy(o.pack);
+  }
+
+  // Codec bits a node says it takes (its record's codecs).
+  private takes(peer: string): number {
+    return (this.dir.get(peer)?.record.capabilities.codecs ?? []).reduce((a, c) => a | (CODECS[c] ?? 0), 0);
+  }
+
+  // Bytes per token on the gateway's own hops: what it sends to first stages
+  // (per row) and what last stages send back (per row returned).
+  wireView(): { sentBytesPerRow: number; rawBytesPerRow: number; resultBytesPerRow: number; packedFrames: number; frames: number } {
+    const w = this.wire.stats, r = (a: number, b: number) => (b > 0 ? Math.round(a / b) : 0);
+    return { sentBytesPerRow: r(w.wireBytes, w.rows), rawBytesPerRow: r(w.rawBytes, w.rows), resultBytesPerRow: r(this.stats.resultBytes, this.stats.resultRows), packedFrames: w.packedFrames, frames: w.frames };
   }
 
   async start(): Promise<void> {
@@ -85,12 +101,21 @@ export class StepPipeline {
     this.stats.steps++;
     const req = this.nextReq++ >>> 0 || this.nextReq++;
     const peers = route.map((h) => h.peer);
-    const ext = ws.grantSent ? [] : [{ kind: Ext.ROUTE_GRANT, data: ws.grant.bytes }];
+    // the epoch's first frame carries the grant, and what each stage's next receiver takes (the last's: this gateway)
+    const ext = ws.grantSent ? [] : [
+      { kind: Ext.ROUTE_GRANT, data: ws.grant.bytes },
+      { kind: Ext.ACCEPTS, data: Uint8Array.from(peers, (_, i) => (i + 1 < peers.length ? this.takes(peers[i + 1]) : CODEC_PLANES)) },
+    ];
     ws.grantSent = true;
     const lastRowOnly = !!st.lastRowOnly && this.o.lastRowOnlyAllowed;
-    const msg = encodeStep({
+    const frame = {
       req, session: ws.sid, pos: st.pos, T: st.T, dim: this.limits.dim, dtype: this.o.dtype, flags: lastRowOnly ? FLAG_LAST_ROW_ONLY : 0, hop: 0, ext, hidden: st.hidden,
-    });
+    };
+    const raw = st.hidden.length * dtypeBytes(this.o.dtype);
+    const pack = this.wire.shouldPack(raw, (this.takes(route[0].peer) & CODEC_PLANES) !== 0, this.outbox.bytesPerMs(route[0].peer));
+    const t0 = pack ? performance.now() : 0;
+    const msg = encodeStep(frame, pack);
+    this.wire.sent(raw, msg.length, st.T, pack ? performance.now() - t0 : undefined, (msg[3] & FLAG_PACKED) !== 0);
     const onAbort = () => this.settle(req, undefined, new LayerswarmError("ABORTED", "request aborted"));
     signal?.addEventListener("abort", onAbort, { once: true });
     return new Promise<Float32Array>((resolve, reject) => {
@@ -189,6 +214,8 @@ export class StepPipeline {
       this.stats.strayFrames++;
       return;
     }
+    this.stats.resultBytes += r.wireBytes ?? 0;
+    this.stats.resultRows += r.T;
     const bad = firstNonFinite(r.hidden);
     if (bad >= 0) return void this.settle(r.req, undefined, new RouteLost([], `node ${from.slice(-8)} returned a value that is not finite (${bad})`, "BAD_ARGUMENT", [from]));
     for (const peer of p.peers) {

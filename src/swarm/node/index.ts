@@ -23,10 +23,11 @@ import { layerBytes } from "../../model/weights.js";
 import { Discovery } from "../discovery.js";
 import { Logger, logger } from "../log.js";
 import { Outbox } from "../outbox.js";
+import { PackMode, WirePolicy } from "../wire.js";
 import { Supply, chooseRange, missingLayers, planMove, subtractRanges } from "../placement.js";
 import { PeerGate, PolicyKind } from "../policy.js";
 import {
-  Ext, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, MAX_CONTROL_BYTES, NUMERICS_VERSION, NodeRecord, PROTOCOLS, PROVIDE_INTERVAL_MS, Request, Response, SUPPORTED_VERSIONS,
+  CODEC_PLANES, DType, Ext, FLAG_LAST_ROW_ONLY, FLAG_PACKED, dtypeBytes, FrameLimits, FrameType, MAX_CONTROL_BYTES, NUMERICS_VERSION, NodeRecord, PROTOCOLS, PROVIDE_INTERVAL_MS, Request, Response, SUPPORTED_VERSIONS,
   ErrorFrame, StepFrame, decodeError, decodeStep, differingLayers, encodeError, encodeResult, encodeStep, expectedSender, extension, firstNonFinite, frameType, maxFrameBytes, openGrant, providerKeys,
 } from "../protocol/index.js";
 import { Caller, request, serveRequests } from "../rpc.js";
@@ -61,6 +62,7 @@ export interface NodeInit {
   provideMs?: number; // how often to provide its block keys again (default PROVIDE_INTERVAL_MS)
   maxUnsentBytes?: number; // bytes waiting for one destination before its sessions pause (default 16 MiB)
   strikesBeforeBan?: number; // refused frames from one peer before it is banned (default 32)
+  wirePack?: PackMode; // pack values for next stages that take it: where the link's measured speed makes it pay (auto, the default), always, never
   rebalanceMs?: number; // look this often whether moving elsewhere would help the swarm, and move (default 0: never)
   drainMs?: number; // a move waits this long for live sessions to finish, then hands them over (default 60 s)
 }
@@ -78,6 +80,12 @@ export function ipOfAddrs(addrs: string[]): string | undefined {
 // gateway finds the holders of any model of this shape and compares their
 // layer hashes with its own.
 const layouts = new WeakMap<GGUFFile, string>();
+// The ACCEPTS extension of a session's first frame: one byte of codec bits per hop (else none).
+function acceptsOf(f: StepFrame, hops: number): Uint8Array | undefined {
+  const a = extension(f, Ext.ACCEPTS);
+  return a && a.length === hops ? a.slice() : undefined;
+}
+
 export function modelFingerprint(f: GGUFFile, cfg: ModelConfig): string {
   let l = layouts.get(f);
   if (!l) layouts.set(f, (l = layoutId(f)));
@@ -134,6 +142,7 @@ export class SwarmNode {
   private gateways = new Map<string, string[]>(); // gateways whose sessions it served lately (at most 64)
   private demand = { rowsPerSec: 0, at: Date.now(), rows: 0 };
   stats = { frames: 0, batches: 0, rows: 0, badFrames: 0, busyMs: 0, refused: 0, opened: 0, evicted: 0 };
+  readonly wire: WirePolicy;
 
   constructor(private init: NodeInit, private t: Transport) {
     this.file = readGGUF(init.modelPath);
@@ -142,6 +151,7 @@ export class SwarmNode {
     this.reads = new ReadHashes(this.file, init.manifest);
     this.log = logger(`node:${t.peerId.slice(-6)}`);
     this.outbox = new Outbox(t, this.log, 10_000, init.maxUnsentBytes);
+    this.wire = new WirePolicy(init.wirePack);
     this.limits = { dim: this.cfg.dim, maxRows: init.maxRowsPerFrame ?? 512 };
     this.sessions = new SessionTable(init.maxSessions ?? 256);
     this.gate = init.gate ?? new PeerGate();
@@ -223,13 +233,16 @@ export class SwarmNode {
       },
       ranges: this.ranges(),
       capabilities: {
-        numerics: NUMERICS_VERSION, backend: this.init.kernels.name, archs: [this.cfg.arch], dtypes: ["f32", "f16", "bf16"],
+        numerics: NUMERICS_VERSION, backend: this.init.kernels.name, archs: [this.cfg.arch], dtypes: ["f32", "f16", "bf16"], codecs: ["planes"],
         receipts: false, rollback: false, verifySteps: false,
       },
       policy: this.init.policy ?? this.gate.kind,
       maxRows: this.limits.maxRows,
       capacity: { layersPerSec: Math.round(this.layersPerSec), freeBytes: os.freemem(), kvBudgetBytes: kvBudget, kvUsedBytes: kvUsed, sessions: this.sessions.size },
-      stats: { ...this.stats, busyMs: Math.round(this.stats.busyMs) },
+      stats: {
+        ...this.stats, busyMs: Math.round(this.stats.busyMs),
+        wireBytes: this.wire.stats.wireBytes, wireRawBytes: this.wire.stats.rawBytes, wireRows: this.wire.stats.rows, packedFrames: this.wire.stats.packedFrames,
+      },
       loading: this.loading,
       links: [...this.links].slice(0, 64).map(([peer, rttMs]) => ({ peer, rttMs })),
       draining: this.draining.length ? this.draining.map((r) => ({ ...r })) : undefined,
@@ -574,12 +587,15 @@ export class SwarmNode {
       ctx.announce = false;
       if (s) {
         if (s.gateway !== g.grant.gateway) throw new LayerswarmError("FORBIDDEN", "session id already in use");
-        if (g.grant.issuedAt >= s.grant.grant.issuedAt) s.grant = g;
+        if (g.grant.issuedAt >= s.grant.grant.issuedAt) {
+          s.grant = g;
+          s.accepts = acceptsOf(f, g.grant.hops.length);
+        }
       } else {
         if (this.dropped.has(f.session)) throw new LayerswarmError("UNKNOWN_SESSION", "this session was dropped here; open a new one");
         // a session counts against its gateway's address: where hop 0 came from, or what its grant says
         const owner = f.hop === 0 ? ip : ipOfAddrs(g.grant.gatewayAddrs) ?? `gateway:${g.grant.gateway}`;
-        s = { id: f.session, gateway: g.grant.gateway, grant: g, ip: owner, createdAt: Date.now(), lastStep: Date.now() };
+        s = { id: f.session, gateway: g.grant.gateway, grant: g, accepts: acceptsOf(f, g.grant.hops.length), ip: owner, createdAt: Date.now(), lastStep: Date.now() };
         const evicted = this.sessions.admit(s);
         this.stats.opened++;
         this.gateways.delete(g.grant.gateway);
@@ -825,19 +841,31 @@ export class SwarmNode {
     const { f, s } = x, g = s.grant.grant, C = this.cfg.dim;
     if (f.hop + 1 < g.hops.length) {
       const next = g.hops[f.hop + 1];
-      const ext = f.ext.filter((e) => e.kind === Ext.ROUTE_GRANT); // the grant travels on with the session's first frame
+      const ext = f.ext.filter((e) => e.kind === Ext.ROUTE_GRANT || e.kind === Ext.ACCEPTS); // these travel on with the session's first frame
       const nf: StepFrame = { ...f, hop: f.hop + 1, hidden: out, ext };
       if (next.peer === this.t.peerId) this.enqueue({ f: nf, s, from: "", ip: "" }); // our own next slice
       else {
         this.nextStages.delete(next.peer);
         this.nextStages.set(next.peer, { addrs: next.addrs, at: Date.now() });
         if (this.nextStages.size > 64) this.nextStages.delete(this.nextStages.keys().next().value!);
-        this.sendTo(next.peer, next.addrs, encodeStep(nf));
+        this.sendTo(next.peer, next.addrs, this.encodeFor(next.peer, s, f.hop, nf, encodeStep));
       }
     } else {
       const hidden = f.flags & FLAG_LAST_ROW_ONLY ? out.subarray((f.T - 1) * C) : out;
-      this.sendTo(g.gateway, g.gatewayAddrs, encodeResult({ req: f.req, session: f.session, pos: f.pos, T: hidden.length / C, dim: C, dtype: f.dtype, flags: f.flags, ext: [], hidden }));
+      const r = { req: f.req, session: f.session, pos: f.pos, T: hidden.length / C, dim: C, dtype: f.dtype, flags: f.flags, ext: [], hidden };
+      this.sendTo(g.gateway, g.gatewayAddrs, this.encodeFor(g.gateway, s, f.hop, r, encodeResult));
     }
+  }
+
+  // A frame for the receiver of this hop's output, packed where that receiver
+  // takes it and the link to it makes it pay (wire.ts).
+  private encodeFor<F extends { T: number; hidden: Float32Array; dtype: DType }>(to: string, s: NodeSession, hop: number, fr: F, enc: (fr: F, pack: boolean) => Uint8Array): Uint8Array {
+    const raw = fr.hidden.length * dtypeBytes(fr.dtype);
+    const pack = this.wire.shouldPack(raw, ((s.accepts?.[hop] ?? 0) & CODEC_PLANES) !== 0, this.outbox.bytesPerMs(to));
+    const t0 = pack ? performance.now() : 0;
+    const b = enc(fr, pack);
+    this.wire.sent(raw, b.length, fr.T, pack ? performance.now() - t0 : undefined, (b[3] & FLAG_PACKED) !== 0);
+    return b;
   }
 
   private fail(x: Queued, e: unknown): void {

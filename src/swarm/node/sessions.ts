@@ -12,6 +12,7 @@ export interface NodeSession {
   id: string; // 32 hex characters, chosen by the gateway
   gateway: string; // the peer that signed the grant: the only one that may drop it
   grant: SignedGrant;
+  accepts?: Uint8Array; // per hop of the grant, the codecs its output's receiver takes (frames.ts ACCEPTS; the gateway's word)
   ip: string; // the address its first frame came from
   createdAt: number;
   lastStep: number;

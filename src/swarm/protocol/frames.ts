@@ -11,16 +11,30 @@
 //           [session 16 bytes][ext bytes u32][ext TLVs][T*dim values]
 //   ERROR   [0x12][ver u8][req u32][session 16 bytes][code u8-len + ascii][message u16-len + utf8]
 //   TLV     [kind u8][len u32][bytes]
+//
+// Flags: LAST_ROW_ONLY (the last stage returns only the final row), PACKED (the
+// values are byte planes, each Huffman-coded or stored: planes.ts; lossless,
+// so a link may use it or not without changing any result). A frame is
+// packed only for a receiver that said it unpacks (the "planes" codec in its
+// record; the gateway tells each stage what its next receiver takes, in the
+// ACCEPTS extension of the session's first frame).
 
 import { f32ToBf16, f32ToF16, F16_TO_F32, bf16ToF32 } from "../../tensor/f16.js";
 import { ErrorCode, LayerswarmError, errorCode } from "../../errors.js";
 import { PROTOCOL_VERSION, SUPPORTED_VERSIONS } from "./version.js";
+import { packPlanes, packedBound, unpackPlanes } from "./planes.js";
 
 export enum FrameType { STEP = 0x10, RESULT = 0x11, ERROR = 0x12 }
 export enum DType { F32 = 0, F16 = 1, BF16 = 2 }
-export enum Ext { ROUTE_GRANT = 1, ROW_HASHES = 2, RECEIPT = 3 } // 2, 3: reserved for the trust work
+export enum Ext { ROUTE_GRANT = 1, ROW_HASHES = 2, RECEIPT = 3, ACCEPTS = 16 } // 2, 3: reserved for the trust work
 export const FLAG_LAST_ROW_ONLY = 1; // the last stage returns only the final row (prefill chunks)
 export const FLAG_VERIFY = 2; // reserved: a multi-row verification step (speculation)
+export const FLAG_PACKED = 4; // the values are packed byte planes (planes.ts)
+const KNOWN_FLAGS = FLAG_LAST_ROW_ONLY | FLAG_VERIFY | FLAG_PACKED;
+
+// Codecs a receiver takes, as the bits of an ACCEPTS entry and as names in a node's record.
+export const CODEC_PLANES = 1;
+export const CODECS: Record<string, number> = { planes: CODEC_PLANES };
 
 export const MAX_HOPS = 64;
 export const MAX_EXT_BYTES = 64 * 1024;
@@ -33,7 +47,7 @@ export interface FrameLimits {
 
 // The largest frame a peer may send: the rows, the header and the extensions.
 export function maxFrameBytes(l: FrameLimits): number {
-  return 64 + SESSION_BYTES + MAX_EXT_BYTES + l.maxRows * l.dim * 4;
+  return 64 + SESSION_BYTES + MAX_EXT_BYTES + packedBound(l.maxRows * l.dim * 4, 4);
 }
 
 export interface Extension {
@@ -51,6 +65,7 @@ export interface ResultFrame {
   flags: number;
   ext: Extension[];
   hidden: Float32Array; // (T, dim)
+  wireBytes?: number; // decoded frames: how many bytes the frame took on the wire
 }
 
 export interface StepFrame extends ResultFrame {
@@ -112,15 +127,29 @@ function writeExt(b: Buffer, o: number, ext: Extension[]): number {
   return o;
 }
 
-function encodeHidden(type: FrameType, f: ResultFrame, hop: number | undefined): Uint8Array {
+// The values as they travel: f32 bytes as they are (no copy), f16/bf16 converted.
+function valueBytes(x: Float32Array, d: DType): Uint8Array {
+  if (d === DType.F32) return new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+  const b = Buffer.allocUnsafe(2 * x.length);
+  writeValues(x, d, b, 0);
+  return b;
+}
+
+// pack: send the values as packed byte planes (only to a receiver that takes
+// them), unless that is no smaller than the values as they are.
+function encodeHidden(type: FrameType, f: ResultFrame, hop: number | undefined, pack: boolean): Uint8Array {
   const n = f.T * f.dim;
   if (f.hidden.length !== n) throw new LayerswarmError("BAD_ARGUMENT", `frame: hidden has ${f.hidden.length} values, T*dim is ${n}`);
   if (extBytes(f.ext) > MAX_EXT_BYTES) throw new LayerswarmError("BAD_ARGUMENT", `frame extensions exceed ${MAX_EXT_BYTES} bytes`);
-  const b = Buffer.alloc(20 + (hop === undefined ? 0 : 1) + SESSION_BYTES + 4 + extBytes(f.ext) + n * dtypeBytes(f.dtype));
+  const packed = pack ? packPlanes(valueBytes(f.hidden, f.dtype), dtypeBytes(f.dtype)) : undefined;
+  const values = packed && packed.length < n * dtypeBytes(f.dtype) ? packed : undefined;
+  const flags = values ? f.flags | FLAG_PACKED : f.flags & ~FLAG_PACKED;
+  const head = 20 + (hop === undefined ? 0 : 1) + SESSION_BYTES + 4 + extBytes(f.ext);
+  const b = Buffer.allocUnsafe(head + (values ? values.length : n * dtypeBytes(f.dtype)));
   b[0] = type;
   b[1] = PROTOCOL_VERSION;
   b[2] = f.dtype;
-  b[3] = f.flags;
+  b[3] = flags;
   b.writeUInt32LE(f.req >>> 0, 4);
   b.writeUInt32LE(f.pos, 8);
   b.writeUInt32LE(f.T, 12);
@@ -129,12 +158,13 @@ function encodeHidden(type: FrameType, f: ResultFrame, hop: number | undefined):
   if (hop !== undefined) b[o++] = hop;
   sessionBytes(f.session).copy(b, o);
   o = writeExt(b, o + SESSION_BYTES, f.ext);
-  writeValues(f.hidden, f.dtype, b, o);
+  if (values) b.set(values, o);
+  else writeValues(f.hidden, f.dtype, b, o);
   return b;
 }
 
-export const encodeStep = (f: StepFrame): Uint8Array => encodeHidden(FrameType.STEP, f, f.hop);
-export const encodeResult = (f: ResultFrame): Uint8Array => encodeHidden(FrameType.RESULT, f, undefined);
+export const encodeStep = (f: StepFrame, pack = false): Uint8Array => encodeHidden(FrameType.STEP, f, f.hop, pack);
+export const encodeResult = (f: ResultFrame, pack = false): Uint8Array => encodeHidden(FrameType.RESULT, f, undefined, pack);
 
 export function encodeError(e: ErrorFrame): Uint8Array {
   const code = Buffer.from(e.code, "ascii"), msg = Buffer.from(e.message.slice(0, 1000), "utf8");
@@ -185,6 +215,7 @@ function decodeHidden(b: Uint8Array, type: FrameType, lim: FrameLimits, what: st
   const dtype = r.u8("dtype");
   if (dtype > DType.BF16) r.fail(`unknown dtype ${dtype}`);
   const flags = r.u8("flags");
+  if (flags & ~KNOWN_FLAGS) r.fail(`unknown flags ${flags & ~KNOWN_FLAGS}`);
   const req = r.u32("request id"), pos = r.u32("pos"), T = r.u32("T"), dim = r.u32("dim");
   if (dim !== lim.dim) r.fail(`hidden width ${dim}, the model's is ${lim.dim}`);
   if (T < 1 || T > lim.maxRows) r.fail(`${T} rows (1..${lim.maxRows} allowed)`);
@@ -202,9 +233,17 @@ function decodeHidden(b: Uint8Array, type: FrameType, lim: FrameLimits, what: st
     ext.push({ kind, data: r.bytes(len, "extension") });
   }
   const n = T * dim, bytes = n * dtypeBytes(dtype);
-  if (b.length - r.o !== bytes) r.fail(`payload of ${b.length - r.o} bytes, ${n} ${DType[dtype]} values need ${bytes}`);
-  const hidden = readValues(b, r.o, n, dtype); // finiteness is the receiver's check: an overflow is a step error, not a protocol violation
-  return { req, pos, T, dim, dtype: dtype as DType, flags, hop, session, ext, hidden };
+  let hidden: Float32Array;
+  if (flags & FLAG_PACKED) {
+    const packed = b.subarray(r.o);
+    if (packed.length > packedBound(bytes, dtypeBytes(dtype))) r.fail(`packed payload of ${packed.length} bytes for ${bytes} bytes of values`);
+    const u = unpackPlanes(packed, dtypeBytes(dtype), bytes, what); // a fresh buffer: f32 values are used in place
+    hidden = dtype === DType.F32 ? new Float32Array(u.buffer, u.byteOffset, n) : readValues(u, 0, n, dtype);
+  } else {
+    if (b.length - r.o !== bytes) r.fail(`payload of ${b.length - r.o} bytes, ${n} ${DType[dtype]} values need ${bytes}`);
+    hidden = readValues(b, r.o, n, dtype); // finiteness is the receiver's check: an overflow is a step error, not a protocol violation
+  }
+  return { req, pos, T, dim, dtype: dtype as DType, flags: flags & ~FLAG_PACKED, hop, session, ext, hidden, wireBytes: b.length };
 }
 
 export const decodeStep = (b: Uint8Array, lim: FrameLimits): StepFrame => decodeHidden(b, FrameType.STEP, lim, "step frame");

@@ -30,6 +30,7 @@ export const Capabilities = z.object({
   backend: z.string().max(32), // "native-avx512", "native-generic", "ref"
   archs: z.array(z.string().max(32)).max(32),
   dtypes: z.array(z.string().max(16)).min(1).max(8), // "f32", "f16", "bf16"; newer peers may add more
+  codecs: z.array(z.string().max(16)).max(8).optional(), // packings of the values it takes ("planes": frames.ts FLAG_PACKED); absent: none
   receipts: z.boolean(), // signs per-row hashes of what it computed (trust issue)
   rollback: z.boolean(), // truncates a session's cache to a position (speculation)
   verifySteps: z.boolean(), // runs multi-row verification steps (speculation)
@@ -53,7 +54,9 @@ export const NodeRecord = z.object({
   policy: z.string().max(32), // "open", "allow-list", "swarm-key"; newer peers may add more
   maxRows: z.number().int().min(1).max(1 << 16).optional(), // rows per frame this node accepts
   capacity: z.object({ layersPerSec: finiteNonNeg, freeBytes: finiteNonNeg, kvBudgetBytes: finiteNonNeg, kvUsedBytes: finiteNonNeg, sessions: uint }),
-  stats: z.object({ frames: uint, batches: uint, rows: uint, badFrames: uint, busyMs: finiteNonNeg, refused: uint, opened: uint.optional(), evicted: uint.optional() }),
+  stats: z.object({ frames: uint, batches: uint, rows: uint, badFrames: uint, busyMs: finiteNonNeg, refused: uint, opened: uint.optional(), evicted: uint.optional(),
+    // what it sent on to next stages and gateways: bytes on the wire, bytes the values had unpacked, rows
+    wireBytes: uint.optional(), wireRawBytes: uint.optional(), wireRows: uint.optional(), packedFrames: uint.optional() }),
   loading: z.object({ start: uint, end: uint, layers: uint, bytes: finiteNonNeg, totalBytes: finiteNonNeg }).optional(),
   links: z.array(z.object({ peer: PeerIdText, rttMs: finiteNonNeg })).max(64),
   // layers it is giving up (rebalancing): it serves its live sessions there but opens no new ones
