@@ -101,6 +101,8 @@ export function edgeTexts(): string[] {
     out.push("1234567890".repeat(Math.ceil(n / 10)).slice(0, n), `v${"9".repeat(n)}.${"0".repeat(n)}`, `${"٣".repeat(n)} ${"१२३".repeat(n)}`);
   }
   out.push("😀".repeat(300), "👍🏽👩‍👩‍👧‍👦🇫🇷🏳️‍🌈".repeat(50), "a\u0301e\u0301 ñ n\u0303 ﬁ Ａ１", "\u200b\u200c\u200d\u2060\ufeff", "\u00a0\u2002\u2003\u3000 spaces");
+  // pieces longer than a tokenizer's chunk (4096 UTF-16 units), merged in slices
+  out.push("a".repeat(9000), " ".repeat(9000) + "x", "😀".repeat(3000), "ab1".repeat(3000), `${"-".repeat(5000)}\n${"=".repeat(5000)}`);
   // a byte-order mark inside a text, NEL, and letters and digits newer than llama.cpp's Unicode tables
   out.push("a \ufeff:b \ufeff#} x\ufeff//y", "line\u0085next \u0085 x", "\u{13460}\u{13461} \u1c89x \u{10d4a}\u{10d4b}y \u{10d40}\u{10d41} \u{116d0}1");
   return out;
