@@ -15,6 +15,9 @@ import { rangesOf, startSwarm } from "../src/testing/swarm.js";
 import { args, benchModel, promptTokens, ratio, row } from "./common.js";
 import { synthesize } from "../src/format/synth.js";
 import { transportFloors } from "./floors.js";
+import { loadSlice } from "../src/model/model.js";
+import { DType, decodeStep, encodeStep } from "../src/swarm/protocol/index.js";
+import { STORIES_GGUF } from "../src/testing/shared.js";
 
 const median = (x: number[]) => [...x].sort((p, q) => p - q)[x.length >> 1];
 
@@ -51,6 +54,7 @@ if (!skip.has("1")) {
     a1.push(await decodeMsPerToken(local.model, local.stack, 48));
     a2.push(await decodeMsPerToken(sw.model, sw.gw, 48));
   }
+  const wire1 = sw.gw.stats.wire;
   await sw.stop();
   local.model.kernels.close();
   const single = median(a1), split = median(a2);
@@ -62,6 +66,20 @@ if (!skip.has("1")) {
   console.log(row([`libp2p alone, per hop (${row8k} B, ms)`, floor.libp2p.toFixed(3), "", ""], W));
   console.log(row([`raw TCP, per hop (${row8k} B, ms)`, floor.tcp.toFixed(3), "", ""], W));
   console.log(row(["our overhead / libp2p alone", ratio((split - single) / 3, floor.libp2p), "", ""], W));
+  console.log(row(["bytes per token, gateway -> first stage", String(wire1.sentBytesPerRow), `${wire1.rawBytesPerRow} values`, ratio(wire1.sentBytesPerRow, wire1.rawBytesPerRow)], W));
+  console.log(row(["bytes per token, last stage -> gateway", String(wire1.resultBytesPerRow), "", ""], W));
+}
+
+// Bytes per token on every hop of a route: the gateway's own two, and what each node reports it sent on.
+async function hopBytes(sw: typeof sw4): Promise<string[]> {
+  const w = sw.gw.stats.wire, out = [`gw->1: ${w.sentBytesPerRow}`];
+  for (const [i, p] of sw.peers.entries()) {
+    await sw.gw.refresh(p).catch(() => {});
+    const s = sw.gw.dir.get(p)?.record.stats;
+    if (i < sw.peers.length - 1 && s?.wireRows) out.push(`${i + 1}->${i + 2}: ${Math.round((s.wireBytes ?? 0) / s.wireRows)}`);
+  }
+  out.push(`${sw.peers.length}->gw: ${w.resultBytesPerRow}`);
+  return out;
 }
 
 process.env.LAYERSWARM_LINK_DELAY_MS = String(DELAY);
@@ -81,6 +99,8 @@ try {
     const piped = await ttft(64), whole = await ttft(512);
     console.log(row(["", "64-token chunks", "whole prompt", "ratio"], W));
     console.log(row(["time to first token (ms)", piped.toFixed(0), whole.toFixed(0), ratio(piped, whole)], W));
+    console.log(row(["steps timed out / reroutes (all 3 runs)", `${sw4.gw.pipe.stats.timeouts} / ${sw4.gw.stats.recoveries}`, "", ""], W));
+    console.log(`   bytes per token per hop (prefill; results are the last row only): ${(await hopBytes(sw4)).join(", ")}`);
   }
   if (!skip.has("3")) {
     console.log(`\n# 3. aggregate decode tokens/s, 4 stages, ${DELAY} ms one-way per link (32 tokens per session)`);
@@ -101,5 +121,37 @@ try {
   }
 } finally {
   await sw4.stop();
+}
+
+if (!skip.has("4")) {
+  // What each encoding puts on a hop for real hidden states: stories260K (a trained model) and
+  // the bench model, at their middle layer, 512 rows; packing timed here, and the link speed
+  // below which it saves more time than it costs (pack + unpack).
+  console.log(`\n# 4. wire encodings: bytes per token per hop, hidden states at the middle layer, 512 rows`);
+  const W4 = [34, 12, 10, 14, 16];
+  console.log(row(["model / encoding", "bytes/token", "vs f32", "pack+unpack ms", "pays below Mbit/s"], W4));
+  for (const [name, path] of [["stories260K", STORIES_GGUF], [a.get("shape") ?? "llama-1b", file]] as const) {
+    const m = Model.gateway(path), cfg = m.cfg, T = 512;
+    const toks = promptTokens(T, cfg.vocabSize);
+    const slice = loadSlice(m.file, cfg, { start: 0, end: cfg.nLayers >> 1 }, m.kernels);
+    const h = slice.forward([{ session: "bench", pos: 0, T, hidden: m.embedder.embed(toks) }])[0];
+    const lim = { dim: cfg.dim, maxRows: T };
+    const frame = (dtype: DType) => ({ req: 1, session: "0".repeat(32), pos: 0, T, dim: cfg.dim, dtype, flags: 0, hop: 0, ext: [], hidden: h });
+    const f32Bytes = encodeStep(frame(DType.F32)).length;
+    for (const [label, dtype, pack] of [["f32", DType.F32, false], ["f32 packed", DType.F32, true], ["bf16", DType.BF16, false], ["bf16 packed", DType.BF16, true]] as const) {
+      const plain = encodeStep(frame(dtype)).length;
+      const t0 = performance.now();
+      let b = encodeStep(frame(dtype), pack);
+      for (let r = 1; r < 3; r++) b = encodeStep(frame(dtype), pack);
+      const t1 = performance.now();
+      for (let r = 0; r < 3; r++) decodeStep(b, lim);
+      const ms = pack ? (performance.now() - t0) / 3 : 0;
+      const saved = plain - b.length;
+      const pays = pack && ms > 0 ? ((saved / ms) * 8) / 1000 : 0; // bytes per ms -> Mbit/s
+      void t1;
+      console.log(row([`${name} (dim ${cfg.dim}) ${label}`, (b.length / T).toFixed(0), ratio(b.length, f32Bytes), pack ? ms.toFixed(1) : "", pack ? pays.toFixed(0) : ""], W4));
+    }
+    m.kernels.close();
+  }
 }
 process.exit(0);
