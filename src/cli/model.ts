@@ -17,7 +17,7 @@ import { manifestFromPeers } from "../swarm/manifests.js";
 import { modelFingerprint } from "../swarm/node/index.js";
 import { providerKeys } from "../swarm/protocol/index.js";
 import { Transport } from "../swarm/transport.js";
-import { modelOrDemo } from "./paths.js";
+import { PACKAGE_ROOT, modelOrDemo } from "./paths.js";
 
 const log = logger("model");
 
@@ -58,6 +58,7 @@ export async function resolveModel(given: string | undefined, progress: (label: 
 // computed by streaming the file once and cached.
 export async function localManifest(file: string, onProgress?: Progress): Promise<ModelManifest> {
   const m = await modelManifest(file, {
+    beside: !path.resolve(file).startsWith(PACKAGE_ROOT + path.sep), // never into the installed package (its demo model)
     onWarning: (w) => log("warn", "model manifest", { warning: w }),
     onProgress: onProgress && ((bytes, total) => onProgress({ what: path.basename(file), bytes, total, done: bytes === total })),
   });

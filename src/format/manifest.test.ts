@@ -107,6 +107,10 @@ describe("model manifest", () => {
     fs.utimesSync(p, t, t);
     expect((await modelManifest(p)).source).toBe("computed");
     expect((await modelManifest(p)).source).toBe("cache");
+    // beside: false (a package's own demo model) keeps it in the cache directory
+    const q = fineTune(STORIES_GGUF, path.join(dir, "demo.gguf"), []);
+    expect((await modelManifest(q, { beside: false })).cachePath).toBe(manifestCachePaths(q).cached);
+    expect(fs.existsSync(manifestCachePaths(q).beside)).toBe(false);
   });
 
   it("a file in a directory without write permission is cached in the cache directory", async () => {

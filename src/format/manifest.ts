@@ -428,7 +428,8 @@ export interface ModelManifest {
 // the file (path, size, mtime, inode), else computed by streaming the file
 // once and cached. A cache that is not valid is reported through onWarning
 // and rebuilt.
-export async function modelManifest(file: string, o: ManifestOptions & { onWarning?: (m: string) => void; header?: GGUFFile } = {}): Promise<ModelManifest> {
+// `beside: false` keeps it out of the file's directory (a package's own demo model).
+export async function modelManifest(file: string, o: ManifestOptions & { onWarning?: (m: string) => void; header?: GGUFFile; beside?: boolean } = {}): Promise<ModelManifest> {
   const t0 = performance.now();
   const f = o.header ?? readGGUF(file);
   const { beside, cached } = manifestCachePaths(file);
@@ -450,7 +451,7 @@ export async function modelManifest(file: string, o: ManifestOptions & { onWarni
   const after = keyOf(file);
   if (after.bytes !== key.bytes || after.mtimeNs !== key.mtimeNs || after.ino !== key.ino)
     throw new LayerswarmError("BAD_FILE", `${file}: the file changed while its manifest was computed; try again when it is complete`);
-  const to = besideWritable(file) && writeCache(beside, key, m) ? beside : writeCache(cached, key, m) ? cached : undefined;
+  const to = o.beside !== false && besideWritable(file) && writeCache(beside, key, m) ? beside : writeCache(cached, key, m) ? cached : undefined;
   if (!to) o.onWarning?.(`cannot cache the manifest of ${file} beside it or in ${path.dirname(cached)}; it will be computed again next time`);
   return { manifest: m, identity: identityOf(f, m), source: "computed", cachePath: to, ms: performance.now() - t0 };
 }
