@@ -47,7 +47,7 @@ function renderMap(s) {
 const rangesText = (ranges, sep) => ranges.map((r) => `[${r.start},${sep}${r.end})`).join(" ");
 
 function render(s) {
-  $("#model").textContent = `${s.model.name} · ${s.model.layers} layers · dim ${s.model.dim}`;
+  $("#model").textContent = `${s.model.name} · ${s.model.layers} layers · dim ${s.model.dim}${s.model.id ? ` · model ${s.model.id.slice(0, 12)}…` : ""}`;
   $("#tps").textContent = s.totals.tokPerSec;
   $("#reqs").textContent = s.totals.requests;
   $("#active").textContent = s.totals.activeRequests;
@@ -58,7 +58,7 @@ function render(s) {
   $("#nodes tbody").innerHTML = html`${s.nodes.map((n) => html`<tr data-testid="node" data-peer="${n.peer}" data-state="${n.state}" data-ranges="${n.ranges.map((r) => r.start + ":" + r.end).join(",")}">
     <td><span class="c${colorIndex(n.peer)}">■</span> <span data-testid="node-name">${n.name || ""}</span> <span class="muted">${short(n.peer)}</span></td>
     <td>${rangesText(n.ranges, " ")}</td>
-    <td class="state-${n.state}">${n.state}${n.loading ? ` ${n.loading.layers}/${n.loading.of}` : ""}</td>
+    <td class="state-${n.state}">${n.state}${n.loading ? ` ${n.loading.layers}/${n.loading.of}` : ""}${(n.differs || []).length ? html`<br><span data-testid="node-differs" class="differs" title="${n.differs.map((d) => `layer ${d.layer}: its ${d.theirs}, ours ${d.ours}`).join("\n")}">other weights: layer${n.differs.length > 1 ? "s" : ""} ${n.differs.map((d) => d.layer).join(", ")} (not used for them)</span>` : ""}</td>
     <td>${mib(n.memory.freeBytes)}</td><td>${mib(n.memory.kvUsedBytes)} / ${mib(n.memory.kvBudgetBytes)}</td>
     <td>${n.layersPerSec} layers/s</td><td>${n.rttMs === undefined ? "–" : n.rttMs + " ms"}</td><td data-testid="node-reach" class="reach-${n.reach || "none"}">${n.reach || "–"}</td>
     <td>${(n.links || []).length ? (n.links || []).map((l, i) => html`${i ? html`<br>` : ""}→${short(l.peer)} ${l.rttMs} ms`) : "–"}</td><td>${n.batchMs === undefined ? "–" : n.batchMs + " ms"}</td>

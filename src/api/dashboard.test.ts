@@ -145,7 +145,7 @@ describe.skipIf(!fs.existsSync(CHROMIUM) && !process.env.CI)("the dashboard in h
       const snap = {
         model: { name: "m", layers: 2, dim: 8, vocab: 32, context: 64 },
         nodes: [{ peer: evil, name: evil, addrs: [evil], ranges: [{ start: 0, end: 2 }], state: "serving", memory: { freeBytes: 2 ** 30, kvUsedBytes: 0, kvBudgetBytes: 2 ** 20 },
-          layersPerSec: 1, rttMs: 1, links: [{ peer: evil, rttMs: 2 }], batchMs: 1, sessions: 1, since: now }],
+          layersPerSec: 1, rttMs: 1, links: [{ peer: evil, rttMs: 2 }], batchMs: 1, sessions: 1, since: now, model: evil, differs: [{ layer: 1, theirs: evil, ours: "a".repeat(64) }] }],
         coverage: { covered: true, missing: [], perLayer: [1, 1] },
         sessions: [{ id: evil, epoch: 1, positions: 3, route: [{ peer: evil, start: 0, end: 2 }], inflight: [{ pos: 0, T: 1, stage: 0, ms: 1 }], decoded: 0, tokPerSec: 0, ageMs: 0 }],
         totals: { tokens: 0, requests: 0, errors: 0, activeRequests: 0, tokPerSec: 0 },
@@ -162,6 +162,8 @@ describe.skipIf(!fs.existsSync(CHROMIUM) && !process.env.CI)("the dashboard in h
       const events = await page.$$eval('[data-testid="event"]', (els) => els.map((e) => e.textContent ?? ""));
       expect(events.some((e) => e.includes(`node-lost ${evil.slice(0, 6)}`) && e.endsWith(evil))).toBe(true);
       expect(await page.$$eval("#nodes td.addr", (els) => els.map((e) => e.textContent))).toEqual([evil]);
+      expect(await page.textContent('[data-testid="node-differs"]')).toBe("other weights: layer 1 (not used for them)"); // layers whose weights differ from the gateway's
+      expect(await page.getAttribute('[data-testid="node-differs"]', "title")).toBe(`layer 1: its ${evil}, ours ${"a".repeat(64)}`);
       expect(await page.$$eval("img, main b", (els) => els.length)).toBe(0); // nothing parsed as markup
       expect(await page.evaluate(() => (window as unknown as { pwned?: number }).pwned)).toBeUndefined();
       expect(violations).toEqual([]);
