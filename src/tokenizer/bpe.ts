@@ -47,9 +47,7 @@ export const PRE_TOKENIZERS: Record<string, RegExp> = {
 // taken whole before merging (ignore_merges), and whether BOS is added when
 // the file does not say (add_bos_token).
 const PRE_NAMES: Record<string, { regex: string; ignoreMerges?: boolean; addBos?: boolean }> = {
-  "llama-bpe": { regex: "llama-bpe", ignoreMerges: true, addBos: true },
-  llama3: { regex: "llama-bpe", ignoreMerges: true, addBos: true },
-  "llama-v3": { regex: "llama-bpe", ignoreMerges: true, addBos: true },
+  ...Object.fromEntries(["llama-bpe", "llama3", "llama-v3", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2"].map((n) => [n, { regex: "llama-bpe", ignoreMerges: true, addBos: true }])),
   qwen2: { regex: "qwen2" },
   tekken: { regex: "tekken", ignoreMerges: true, addBos: true },
 };

@@ -75,17 +75,19 @@ describe.each(CASES.map((c) => [c.name, c] as [string, Case]))("%s", (_name, c) 
   let tok: Tokenizer;
   let lm: LlamaModel;
   let tmplFile: string;
+  let source: string;
   beforeAll(async () => {
+    source = c.template();
     const p = realVocabModel(c.vocab);
     tok = tokenizerFromGGUF(readGGUF(p));
     lm = await llama.loadModel({ modelPath: p });
     tmplFile = path.join(path.dirname(p), `template-${c.name.replace(/\W+/g, "_")}.jinja`);
-    fs.writeFileSync(tmplFile, c.template());
+    fs.writeFileSync(tmplFile, source);
   }, 300_000);
   afterAll(async () => lm?.dispose());
 
   it.each(conversations(c).map((x) => [x.label, x] as const))("renders %s as llama.cpp's Jinja engine does", (_l, x) => {
-    const t = new ChatTemplate(c.template(), tok);
+    const t = new ChatTemplate(source, tok);
     const ours = t.render(x.messages, { addGenerationPrompt: x.addGenerationPrompt, tools: x.tools });
     // the context ChatTemplate.render gives the template
     const ctx = {
