@@ -369,7 +369,7 @@ export class SwarmNode {
   // Decided by the node itself: if moving would ease the swarm's bottleneck
   // (placement.planMove: its layers stay held by others, the gain is clear), move.
   async rebalance(surveyMs = 10_000): Promise<LayerRange[] | undefined> {
-    if (this.moving || this.stopped || !this.slices.length) return undefined;
+    if (this.moving || this.stopped || !this.slices.length || (!this.join.length && !this.init.discovery)) return undefined; // nothing says what others hold
     const others = await this.holders(this.join, surveyMs);
     const held = this.slices.reduce((a, sl) => a + sl.range.end - sl.range.start, 0);
     const me: Supply = { id: this.t.peerId, ranges: this.ranges(), tokPerSec: Math.max(1e-3, this.layersPerSec) / held, rowsPerSec: this.demand.rowsPerSec };
