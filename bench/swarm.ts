@@ -26,15 +26,19 @@ const file = benchModel(a.get("type") ?? "Q8_0", a.get("shape") ?? "llama-1b");
 const skip = new Set((a.get("skip") ?? "").split(","));
 const DELAY = 20;
 
-async function decodeMsPerToken(model: Model, stack: Parameters<typeof generate>[1], n = 24): Promise<number> {
+async function decodeMsPerToken(model: Model, stack: Parameters<typeof generate>[1], n = 24, each?: number[]): Promise<number> {
   const prompt = promptTokens(8, model.cfg.vocabSize);
-  let t1 = 0, k = 0;
+  let t1 = 0, k = 0, last = 0;
   for await (const _ of generate(model, stack, prompt, { maxTokens: n + 1, stopAtEog: false })) {
     void _;
-    if (k++ === 0) t1 = performance.now();
+    const now = performance.now();
+    if (k++ === 0) t1 = now;
+    else each?.push(now - last);
+    last = now;
   }
   return (performance.now() - t1) / (k - 1);
 }
+const quantile = (x: number[], q: number) => [...x].sort((p, r) => p - r)[Math.floor(q * (x.length - 1))];
 
 const W = [44, 14, 14, 8];
 if (!skip.has("1")) {
@@ -48,11 +52,11 @@ if (!skip.has("1")) {
   const local = Model.local(light, { threads: 1 });
   const L = local.model.cfg.nLayers;
   const sw = await startSwarm(light, rangesOf([Math.floor(L / 2), L - Math.floor(L / 2)]));
-  const a1: number[] = [], a2: number[] = [];
+  const a1: number[] = [], a2: number[] = [], t1: number[] = [], t2: number[] = [];
   const rounds = Number(a.get("hop-rounds") ?? 9);
   for (let r = 0; r < rounds; r++) {
-    a1.push(await decodeMsPerToken(local.model, local.stack, 48));
-    a2.push(await decodeMsPerToken(sw.model, sw.gw, 48));
+    a1.push(await decodeMsPerToken(local.model, local.stack, 48, t1));
+    a2.push(await decodeMsPerToken(sw.model, sw.gw, 48, t2));
   }
   const wire1 = sw.gw.stats.wire;
   await sw.stop();
@@ -63,6 +67,11 @@ if (!skip.has("1")) {
   console.log(row(["", "2 processes", "1 process", "ratio"], W));
   console.log(row(["decode step (ms)", split.toFixed(2), single.toFixed(2), ratio(split, single)], W));
   console.log(row(["overhead per hop (ms), 3 hops", ((split - single) / 3).toFixed(3), "", ""], W));
+  // per-token times: the 10th percentile is the machine's quieter moments (others' load
+  // inflates medians, and not the two alike: 3 processes get more of a busy machine than 1)
+  const q1 = quantile(t1, 0.1), q2 = quantile(t2, 0.1);
+  console.log(row(["decode token, 10th percentile (ms)", q2.toFixed(2), q1.toFixed(2), ratio(q2, q1)], W));
+  console.log(row(["overhead per hop at the 10th pct (ms)", ((q2 - q1) / 3).toFixed(3), "", ""], W));
   console.log(row([`libp2p alone, per hop (${row8k} B, ms)`, floor.libp2p.toFixed(3), "", ""], W));
   console.log(row([`raw TCP, per hop (${row8k} B, ms)`, floor.tcp.toFixed(3), "", ""], W));
   console.log(row(["our overhead / libp2p alone", ratio((split - single) / 3, floor.libp2p), "", ""], W));
