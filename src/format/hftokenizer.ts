@@ -5,7 +5,9 @@
 // tokens CONTROL when special or when they look special ("<|...|>"), else
 // USER_DEFINED, merges as "a b" strings, the bos/eos ids named by
 // tokenizer_config.json, add_bos/add_eos from tokenizer_config.json or else
-// from tokenizer.json's TemplateProcessing, and the chat template.
+// from tokenizer.json's TemplateProcessing, and the chat template. Added tokens
+// are taken as written (the script re-decodes those not normalized, which gives
+// the same text for the vocabularies tested here).
 
 import { LayerswarmError } from "../errors.js";
 import { GGUFValueType, TypedMeta, meta } from "./gguf.js";
