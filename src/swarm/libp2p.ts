@@ -645,7 +645,10 @@ export class Libp2pTransport implements Transport {
     this.relayedClosed.delete(peer);
     if (relayed && this.interruptCbs.length && !this.stopped) {
       try {
-        const c = await this.node.dial(peerIdFromString(peer), { signal: AbortSignal.timeout(5000) });
+        // through a relay first: the peer's other addresses were no use before either
+        const known = (await this.node.peerStore.get(peerIdFromString(peer)).catch(() => undefined))?.addresses.map((x) => x.multiaddr).filter(isCircuit)
+          .map((m) => (m.toString().endsWith(`/p2p/${peer}`) ? m : m.encapsulate(`/p2p/${peer}`))) ?? [];
+        const c = await this.node.dial(known.length ? known : peerIdFromString(peer), { signal: AbortSignal.timeout(10_000) });
         this.log("info", "a circuit to a peer was cut; reached it again", { peer, via: this.reaches.of(c) });
         for (const cb of this.interruptCbs) cb(peer);
         return;
@@ -664,15 +667,23 @@ export class Libp2pTransport implements Transport {
     const open = this.reaches.best(id); // a direct one before a relayed one
     if (open) return open;
     let last: unknown;
-    for (const a of addrs) {
-      try {
-        const ma = multiaddr(a.includes("/p2p/") ? a : `${a}/p2p/${peer}`);
-        if (ma.getComponents().find((c) => c.name === "p2p")?.value !== peer) continue;
-        return await this.node.dial(ma, { signal });
-      } catch (e) {
-        last = e;
-        if (signal?.aborted) break;
+    // A peer with relay addresses is behind a NAT: its other addresses work
+    // only from its LAN, and a dial to them may hang until it times out, so
+    // they get 2 s in all before the relay is tried.
+    const relayed = addrs.filter(isCircuit), direct = addrs.filter((a) => !isCircuit(a));
+    for (const [list, budget] of [[direct, relayed.length ? 2000 : 0], [relayed, 0]] as const) {
+      const sig = budget && signal ? AbortSignal.any([signal, AbortSignal.timeout(budget)]) : budget ? AbortSignal.timeout(budget) : signal;
+      for (const a of list) {
+        try {
+          const ma = multiaddr(a.includes("/p2p/") ? a : `${a}/p2p/${peer}`);
+          if (ma.getComponents().filter((c) => c.name === "p2p").at(-1)?.value !== peer) continue; // the last /p2p/: after a relay's
+          return await this.node.dial(ma, { signal: sig });
+        } catch (e) {
+          last = e;
+          if (sig?.aborted) break;
+        }
       }
+      if (signal?.aborted) break;
     }
     // no address given, or none worked: what the peer store (identify, the DHT) knows
     if (!signal?.aborted && (addrs.length === 0 || this.dht)) {

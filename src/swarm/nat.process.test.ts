@@ -11,9 +11,10 @@
 //      relayed connections are upgraded, the test prints which path carried
 //      each hop and the extra latency the relayed hops cost (A beside C, same
 //      run, same route);
-//   D. a relay that cuts every circuit after 3 s (LAYERSWARM_RELAY_MAX_SECONDS)
-//      carries a node behind a fourth NAT: the circuit is cut mid-answer, the
-//      gateway reaches the node again and replays: exact.
+//   D. a relay that cuts every circuit after 8 s (LAYERSWARM_RELAY_MAX_SECONDS)
+//      carries a node and a gateway behind two more NATs: the circuit is cut
+//      mid-answer (600 tokens), the gateway reaches the node again and
+//      replays: exact.
 // Needs root, ip and nft: in CI (CI=true) it runs or fails, never skips.
 
 import { ChildProcess } from "node:child_process";
@@ -29,6 +30,7 @@ import { tmpDir } from "../testing/shared.js";
 const WIDE = { arch: "llama", dim: 2048, layers: 4, heads: 16, kvHeads: 2, ffn: 64, vocab: 256, context: 1024, type: "Q8_0", tied: true, seed: 13 } as const;
 const PROMPT = "Once upon a time";
 const LONG = 300; // tokens of the relayed answers
+const LONGER = 600; // of the answer a relay cuts: longer than the relay's circuits last (8 s)
 const CI = process.env.CI === "true" || process.env.CI === "1";
 const avail = netnsAvailable();
 if (!avail.ok && !CI) console.warn(`\n*** SKIPPING the NAT test (src/swarm/nat.process.test.ts): ${avail.why}. It runs as root with iproute2 and nftables (CI installs them). ***\n`);
@@ -45,7 +47,7 @@ describe.skipIf(!avail.ok && !CI)("NAT traversal through real NATs (network name
   let lab: NetLab;
   const home = tmpDir();
   let keys = 0;
-  let want = "";
+  let want = "", wantLonger = "";
   const model = synthesize({ ...WIDE });
 
   function start(host: Host, args: string[], ready: string, env: NodeJS.ProcessEnv = {}): Promise<Proc> {
@@ -115,7 +117,7 @@ describe.skipIf(!avail.ok && !CI)("NAT traversal through real NATs (network name
   const figures: string[] = [];
   const perToken = new Map<string, { ms: number; relayedHops: number }>(); // answer -> ms/token, relayed hops per step
   const name = (peer: string) => (peer === peerOf(N1) ? "node1" : peer === peerOf(N2) ? "node2" : peer.slice(-6));
-  const gateway = (h: Host) => start(h, ["gateway", "--model", model, "--port", "0", "--bootstrap", addrOn(R, R.host.ip), "--no-mdns", "--step-timeout", "20000"], "api-ready");
+  const gateway = (h: Host, extra: string[] = []) => start(h, ["gateway", "--model", model, "--port", "0", "--bootstrap", addrOn(R, R.host.ip), "--no-mdns", "--step-timeout", "20000", ...extra], "api-ready");
 
   // The route gateway -> node1 -> node2 -> gateway: how each hop went (the gateway's view for its own two hops; node1 -> node2 is always relayed:
   // both are behind NATs and neither has an address DCUtR would dial).
@@ -129,10 +131,11 @@ describe.skipIf(!avail.ok && !CI)("NAT traversal through real NATs (network name
     // the single-process answer
     const { model: m, stack } = Model.local(model);
     const ids = m.tokenizer.encode(PROMPT), out: number[] = [];
-    for await (const t of generate(m, stack, ids, { maxTokens: LONG })) out.push(t.id);
+    for await (const t of generate(m, stack, ids, { maxTokens: LONGER })) out.push(t.id);
     m.kernels.close();
-    expect(out.length, "the reference answer runs its full length (no end-of-text)").toBe(LONG);
-    want = decodeAll(m.tokenizer, out, ids.at(-1));
+    expect(out.length, "the reference answer runs its full length (no end-of-text)").toBe(LONGER);
+    want = decodeAll(m.tokenizer, out.slice(0, LONG), ids.at(-1));
+    wantLonger = decodeAll(m.tokenizer, out, ids.at(-1));
 
     lab = NetLab.create();
     const hR = lab.addPublic("relay", 2), hG = lab.addPublic("gw", 3);
@@ -160,11 +163,10 @@ describe.skipIf(!avail.ok && !CI)("NAT traversal through real NATs (network name
     figures.push(`NAT: the gateway outside could use both NATed nodes ${(performance.now() - t0).toFixed(0)} ms after they had relay addresses`);
     const a = await complete(G, LONG);
     expect(a.text).toBe(want);
-    expect(await reroutes(G)).toBe(0);
     // through the relay, or over a connection a node opened itself through its NAT (to the DHT or a relay: the gateway is both)
     const h = hops(await swarm(G));
     perToken.set("A", { ms: a.ms / LONG, relayedHops: h.relayed });
-    figures.push(`NAT A (gateway outside): ${LONG} tokens exact, ${(a.ms / LONG).toFixed(2)} ms/token; ${h.text}`);
+    figures.push(`NAT A (gateway outside): ${LONG} tokens exact, ${(a.ms / LONG).toFixed(2)} ms/token, ${await reroutes(G)} replay(s); ${h.text}`);
   }, 180_000);
 
   it("B: a gateway behind a third NAT: every hop through the relay; exact", async () => {
@@ -201,25 +203,77 @@ describe.skipIf(!avail.ok && !CI)("NAT traversal through real NATs (network name
   }, 180_000);
 
   it("D: a relay cuts the circuit to a NATed node mid-answer; the gateway reaches it again and replays: exact", async () => {
-    // a relay whose circuits last 3 s; a node behind another NAT reserves on it alone; the other nodes go;
-    // the gateway behind a NAT (B) can reach it only through that relay
+    // a relay whose circuits last 8 s; a node and a gateway, each behind another NAT, reserve on it alone
+    // (--relay), so that every connection between them is one of its circuits; the other nodes go
     const hR2 = lab.addPublic("relay2", 5), h3 = lab.addNatted("node3");
-    const R2 = await start(hR2, ["bootstrap", "--listen", "/ip4/0.0.0.0/tcp/4002", "--no-mdns", "--bootstrap", addrOn(R, R.host.ip)], "bootstrap-ready", { LAYERSWARM_RELAY_MAX_SECONDS: "3" });
+    const R2 = await start(hR2, ["bootstrap", "--listen", "/ip4/0.0.0.0/tcp/4002", "--no-mdns", "--bootstrap", addrOn(R, R.host.ip)], "bootstrap-ready", { LAYERSWARM_RELAY_MAX_SECONDS: "8" });
     const relay2 = addrOn(R2, hR2.ip);
     for (const n of [N1, N2]) n.proc.kill("SIGKILL");
+    const G3 = await gateway(lab.addNatted("gwnat2"), ["--relay", relay2]);
     const N3 = await start(h3, ["node", "--model", model, "--layers", "0:4", "--bootstrap", relay2, "--relay", relay2, "--max-memory", "600MB", "--no-mdns"], "node-ready");
-    const r = await reachability(N3);
-    expect(r.relayed.length).toBeGreaterThan(0);
-    expect(r.relayed.every((a) => a.includes(`/p2p/${peerOf(R2)}/p2p-circuit`)), `reserved on the 3-second relay: ${r.relayed}`).toBe(true);
-    await until(servingAll(G2, [peerOf(N3)]), 60_000, "the NATed gateway finds the node behind the 3-second relay");
-    const via = (await swarm(G2)).find((n) => n.peer === peerOf(N3))?.reach;
-    const before = await reroutes(G2);
-    const d = await complete(G2, LONG);
-    expect(d.text).toBe(want);
-    const cuts = (await reroutes(G2)) - before;
-    figures.push(`NAT D: a relay cutting each circuit after 3 s, between a gateway and a node behind two NATs: ${LONG} tokens exact in ${(d.ms / 1000).toFixed(1)} s with ${cuts} replay(s)`);
-    expect(via, "the gateway reaches the node through the 3-second relay").toBe("relayed");
+    for (const p of [N3, G3]) {
+      const r = await reachability(p);
+      expect(r.relayed.length).toBeGreaterThan(0);
+      expect(r.relayed.every((a) => a.includes(`/p2p/${peerOf(R2)}/p2p-circuit`)), `reserved on the 8-second relay: ${r.relayed}`).toBe(true);
+    }
+    await until(servingAll(G3, [peerOf(N3)]), 90_000, "the NATed gateway finds the node behind the 8-second relay");
+    const via = (await swarm(G3)).find((n) => n.peer === peerOf(N3))?.reach;
+    const before = await reroutes(G3);
+    const d = await complete(G3, LONGER);
+    expect(d.text).toBe(wantLonger);
+    const cuts = (await reroutes(G3)) - before;
+    figures.push(`NAT D: a relay cutting each circuit after 8 s, between a gateway and a node behind two NATs: ${LONGER} tokens exact in ${(d.ms / 1000).toFixed(1)} s with ${cuts} replay(s)`);
+    expect(via, "the gateway reaches the node through the 8-second relay").toBe("relayed");
     expect(cuts, "the relay cut the circuit during the answer and the session replayed").toBeGreaterThanOrEqual(1);
-    for (const p of [R, R2, G, G2, N3]) expect(p.proc.exitCode, p.stderr()).toBeNull();
+    for (const p of [R, R2, G, G2, G3, N3]) expect(p.proc.exitCode, p.stderr()).toBeNull();
+    N3.proc.kill("SIGKILL"); // E chooses between two other nodes
   }, 180_000);
+
+  it("E: bandwidth limited with tbf: routes follow the throughput the gateway measures", async () => {
+    // two public nodes holding every layer; one link limited to 4 Mbit/s each way; a fresh gateway
+    // (it probes each node when it appears) takes the other; then the limit moves and another fresh
+    // gateway takes the first. A long prompt, so that each row's cost on the link matters.
+    const longPrompt = Array.from({ length: 12 }, () => PROMPT).join(". ");
+    const { model: m, stack } = Model.local(model);
+    const ids = m.tokenizer.encode(longPrompt), out: number[] = [];
+    for await (const t of generate(m, stack, ids, { maxTokens: 20 })) out.push(t.id);
+    m.kernels.close();
+    const wantLong = decodeAll(m.tokenizer, out, ids.at(-1));
+    const hA = lab.addPublic("nodea", 6), hB = lab.addPublic("nodeb", 7);
+    lab.limitRate(hB, "4mbit");
+    const boot = addrOn(R, R.host.ip);
+    const [NA, NB] = await Promise.all([hA, hB].map((h) => start(h, ["node", "--model", model, "--layers", "0:4", "--bootstrap", boot, "--max-memory", "600MB", "--no-mdns"], "node-ready")));
+    const routeOf = async (gw: Proc, hostIp: string) => {
+      const seen = new Set<string>();
+      let done = false;
+      const answer = (async () => {
+        const r = await http(gw, "/v1/completions", { prompt: longPrompt, max_tokens: 20, temperature: 0 });
+        done = true;
+        if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${r.text}`);
+        return (JSON.parse(r.text) as { choices: { text: string }[] }).choices[0].text;
+      })();
+      while (!done) {
+        const s = JSON.parse((await http(gw, "/v1/swarm")).text) as { sessions: { positions: number; route: { peer: string }[] }[] };
+        for (const x of s.sessions) if (x.positions >= ids.length) for (const h of x.route) seen.add(h.peer);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(await answer, `the answer through the gateway at ${hostIp}`).toBe(wantLong);
+      return [...seen].map((p) => (p === peerOf(NA) ? "nodeA" : p === peerOf(NB) ? "nodeB" : p.slice(-6)));
+    };
+    const fresh = async (n: number) => {
+      const gw = await gateway(lab.addPublic(`gwe${n}`, 7 + n));
+      await until(servingAll(gw, [peerOf(NA), peerOf(NB)]), 90_000, "the fresh gateway finds both public nodes");
+      await new Promise((r) => setTimeout(r, 5000)); // its probes of both
+      return gw;
+    };
+    const G4 = await fresh(1);
+    const first = await routeOf(G4, "10.77.0.8");
+    lab.limitRate(hB, null);
+    lab.limitRate(hA, "4mbit");
+    const G5 = await fresh(2);
+    const second = await routeOf(G5, "10.77.0.9");
+    figures.push(`NAT E (tbf 4 Mbit/s on one node's link, a ${ids.length}-token prompt): limited B -> the route took ${first.join(", ")}; limit moved to A -> ${second.join(", ")}`);
+    expect(first).toEqual(["nodeA"]);
+    expect(second).toEqual(["nodeB"]);
+  }, 240_000);
 });

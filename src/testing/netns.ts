@@ -35,6 +35,7 @@ export interface Host {
   ip: string; // its own address (behind a NAT: private, 10.77.K.2)
   seenAs: string; // the address others see it at (its NAT's public side, or ip)
   dev: string; // its interface (for tc)
+  wire?: string; // on the internet bridge, the other end of its link (public hosts)
 }
 
 export class NetLab {
@@ -88,7 +89,7 @@ export class NetLab {
     this.addNs(ns);
     const ip = `10.77.0.${n}`;
     const dev = this.toBridge(ns, [`${ip}/24`, ...(o.publicLooking ? [`11.77.0.${n}/24`] : [])]);
-    const h = { name, ns, ip, seenAs: ip, dev };
+    const h = { name, ns, ip, seenAs: ip, dev, wire: dev.replace(/a$/, "b") };
     this.hosts.set(name, h);
     return h;
   }
@@ -124,9 +125,13 @@ table inet filter {
     return h;
   }
 
-  // Limit what a host sends (tbf on its interface), e.g. "20mbit".
-  limitRate(h: Host, rate: string): void {
-    run("ip", ["netns", "exec", h.ns, "tc", "qdisc", "replace", "dev", h.dev, "root", "tbf", "rate", rate, "burst", "64kb", "latency", "200ms"]);
+  // Limit what a public host sends and receives (tbf on both ends of its link), e.g. "20mbit"; null: no limit.
+  limitRate(h: Host, rate: string | null): void {
+    for (const [ns, dev] of [[h.ns, h.dev], [this.inet, h.wire]] as const) {
+      if (!dev) continue;
+      if (rate) run("ip", ["netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate, "burst", "32kb", "latency", "400ms"]);
+      else spawnSync("ip", ["netns", "exec", ns, "tc", "qdisc", "del", "dev", dev, "root"]);
+    }
   }
 
   // A process inside a host's namespace (killed by destroy()).
