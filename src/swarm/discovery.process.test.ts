@@ -138,6 +138,7 @@ async function expected(prompt: string, maxTokens: number): Promise<string> {
 }
 
 const PROMPTS = ["Once upon a time", "Lily and Tom"];
+const SLOW = { LAYERSWARM_LINK_DELAY_MS: "3" };
 const RANGES = ["0:2", "2:3", "3:4", "4:5"];
 
 // Both gateways at once, two prompts each, every answer the single-process one.
@@ -159,8 +160,9 @@ describe("an open swarm of separate processes (loopback)", () => {
     // gateway 1 from the bootstrap peer; nodes 1-2 from the bootstrap peer, nodes 3-4 from gateway 1;
     // gateway 2 from node 1, given as host:port (no peer id). No --join anywhere: records only come through the DHT.
     const g1 = await start(["gateway", "--model", STORIES_GGUF, "--port", "0", "--bootstrap", addr(boot), ...noMdns], "api-ready");
+    // the holders of layer 3 send with 3 ms of added latency, so that the answers running while one of them moves (below) last long enough
     const ns = await Promise.all(RANGES.map((l, i) =>
-      start(["node", "--model", STORIES_GGUF, "--layers", l, "--bootstrap", i < 2 ? addr(boot) : String((g1.line.gateway as string[])[0]), "--max-memory", "1GB", ...noMdns], "node-ready")));
+      start(["node", "--model", STORIES_GGUF, "--layers", l, "--bootstrap", i < 2 ? addr(boot) : String((g1.line.gateway as string[])[0]), "--max-memory", "1GB", ...noMdns], "node-ready", i === 2 ? SLOW : {})));
     const ft = fineTune(STORIES_GGUF, path.join(home, "finetune.gguf"), ["blk.2.ffn_down.weight"]);
     const other = await start(["node", "--model", ft, "--layers", "2:3", "--bootstrap", addr(boot), "--max-memory", "1GB", ...noMdns], "node-ready");
     const hostPort = /\/ip4\/([^/]+)\/tcp\/(\d+)/.exec(addr(ns[0]))!.slice(1).join(":");
@@ -222,21 +224,23 @@ describe("an open swarm of separate processes (loopback)", () => {
     // start, and the operator of the node serving layer 3 on a live route moves it to layers 0-2
     // (its old layers stay held by others). It drains for 200 ms, then hands the sessions still
     // running over by replay: neither answer fails or changes a token.
-    const n7 = await start(["node", "--model", STORIES_GGUF, "--layers", "3:5", "--bootstrap", addr(boot), "--max-memory", "1GB", ...noMdns], "node-ready");
+    const n7 = await start(["node", "--model", STORIES_GGUF, "--layers", "3:5", "--bootstrap", addr(boot), "--max-memory", "1GB", ...noMdns], "node-ready", SLOW);
     await until(async () => (await nodes(g2)).some((n) => n.peer === n7.line.peer && n.state === "serving"), 40_000, "the replica found", 20);
     const before = await reroutes(g2);
-    let moving: ReturnType<typeof move> | undefined, mover: Started | undefined;
+    let moving: ReturnType<typeof move> | undefined, mover: Started | undefined, tMove = 0;
     const answers = PROMPTS.map((p, i) => completeStream(g2, p, 400, (n) => {
-      if (i !== 0 || n !== 20 || moving) return;
+      if (i !== 0 || n !== 5 || moving) return;
       moving = sessions(g2).then((ss) => {
         const peer = ss.flatMap((x) => x.route).find((st) => st.start <= 3 && 3 < st.end)!.peer;
         mover = [n7, ns[2]].find((x) => x.line.peer === peer)!;
+        tMove = performance.now();
         return move(mover, "0:2", ["--drain-timeout", "200"]);
       });
     }));
     for (const [i, a] of answers.entries()) expect(await a, `answer ${i} while a node moved`).toBe(long.get(PROMPTS[i]));
     const moved = await moving!;
     expect(moved.code, moved.err).toBe(0);
+    console.log(`node move 3:x -> 0:2 under two live answers took ${(performance.now() - tMove).toFixed(0)} ms from the command (drain 200 ms, then handed over), ${(await reroutes(g2)) - before} sessions rerouted`);
     expect(JSON.parse(moved.out).ranges).toEqual([{ start: 0, end: 2 }]);
     expect(await reroutes(g2)).toBeGreaterThan(before); // handed over by replay
     const seen = (await nodes(g2)).find((n) => n.peer === mover!.line.peer)!;
