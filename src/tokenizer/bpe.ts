@@ -8,39 +8,19 @@ import { bytesToUnicode } from "../format/synthvocab.js";
 import { innerPairs, mergeBestFirst, safePieces } from "./merge.js";
 import { CHUNK_CHARS, SpecialTokens } from "./spm.js";
 import { EncodeOptions, TokenType, Tokenizer, VocabTokenizer } from "./types.js";
-import { LETTER_RANGES, NUMBER_RANGES } from "./unicodeclasses.js";
+import { llamaCppRegex } from "./unicode.js";
 
+// The pre-tokenizers' regexes, classes as llama.cpp reads them (unicode.ts).
 // JavaScript has no inline (?i:...) in Node 20: the contractions are spelled out.
 const CONTRACTIONS = "'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]";
-// A pre-tokenizer regex with its classes as llama.cpp reads them: \s is
-// Unicode's White_Space, which has U+0085 and not U+FEFF (JavaScript's \s is
-// the other way round), and \p{L} and \p{N} are llama.cpp's own tables
-// (unicodeclasses.ts), not those of the Unicode version Node was built with.
-const classBody = (ranges: string) => ranges.split(",").map((r) => r.split("-").map((h) => `\\u{${h}}`).join("-")).join("");
-const RANGES: Record<string, string> = { "\\p{L}": classBody(LETTER_RANGES), "\\p{N}": classBody(NUMBER_RANGES) };
-const PROPERTIES: Record<string, string> = { "\\s": "\\p{White_Space}", "\\S": "\\P{White_Space}" };
-function re(src: string): RegExp {
-  let out = "", inClass = false;
-  for (let i = 0; i < src.length; i++) {
-    const esc = src[i] === "\\" ? (/^\\(p\{[LN]\}|[sS])/.exec(src.slice(i))?.[0] ?? src.slice(i, i + 2)) : undefined;
-    if (esc) {
-      out += PROPERTIES[esc] ?? (RANGES[esc] === undefined ? esc : inClass ? RANGES[esc] : `[${RANGES[esc]}]`);
-      i += esc.length - 1;
-      continue;
-    }
-    if (src[i] === "[") inClass = true;
-    else if (src[i] === "]") inClass = false;
-    out += src[i];
-  }
-  return new RegExp(out, "gu");
-}
-export const PRE_TOKENIZERS: Record<string, RegExp> = {
-  gpt2: re(String.raw`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`),
-  "llama-bpe": re(String.raw`${CONTRACTIONS}|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`),
-  qwen2: re(String.raw`${CONTRACTIONS}|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`),
+const PRE_REGEXES: Record<string, string> = {
+  gpt2: String.raw`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`,
+  "llama-bpe": String.raw`${CONTRACTIONS}|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`,
+  qwen2: String.raw`${CONTRACTIONS}|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`,
   // Mistral's Tekken, as llama.cpp adapts it: "upper" letters are any letter but a-z, "lower" any but A-Z
-  tekken: re(String.raw`[^\r\n\p{L}\p{N}]?(?:(?=\p{L})[^a-z])*(?:(?=\p{L})[^A-Z])+|[^\r\n\p{L}\p{N}]?(?:(?=\p{L})[^a-z])+(?:(?=\p{L})[^A-Z])*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+`),
+  tekken: String.raw`[^\r\n\p{L}\p{N}]?(?:(?=\p{L})[^a-z])*(?:(?=\p{L})[^A-Z])+|[^\r\n\p{L}\p{N}]?(?:(?=\p{L})[^a-z])+(?:(?=\p{L})[^A-Z])*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+`,
 };
+const compiled = new Map<string, RegExp>();
 
 // tokenizer.ggml.pre names llama.cpp gives each pre-tokenizer, and what else
 // the name sets there (llama-vocab.cpp): whether a piece that is a token is
@@ -53,7 +33,8 @@ const PRE_NAMES: Record<string, { regex: string; ignoreMerges?: boolean; addBos?
 };
 export function preTokenizer(pre: string): { regex: RegExp; ignoreMerges: boolean; addBos: boolean } {
   const p = PRE_NAMES[pre] ?? PRE_NAMES[pre.startsWith("qwen") ? "qwen2" : pre.startsWith("llama") ? "llama-bpe" : ""] ?? { regex: "gpt2" };
-  return { regex: PRE_TOKENIZERS[p.regex], ignoreMerges: p.ignoreMerges ?? false, addBos: p.addBos ?? false };
+  const regex = compiled.get(p.regex) ?? compiled.set(p.regex, llamaCppRegex(PRE_REGEXES[p.regex])).get(p.regex)!;
+  return { regex, ignoreMerges: p.ignoreMerges ?? false, addBos: p.addBos ?? false };
 }
 
 export interface BpeVocab {
