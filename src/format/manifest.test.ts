@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -127,6 +128,30 @@ describe("model manifest", () => {
     } finally {
       fs.chmodSync(ro, 0o755);
     }
+  });
+
+  it("a symlink, FIFO or device planted where the cache goes is refused, not followed, waited on or read without end", async () => {
+    const p = fineTune(STORIES_GGUF, path.join(dir, "planted.gguf"), []);
+    const good = await modelManifest(p);
+    const cache = good.cachePath!;
+    const victim = path.join(dir, "victim.txt");
+    fs.writeFileSync(victim, "keep me");
+    const plants: [string, () => void, RegExp][] = [
+      ["a FIFO", () => execFileSync("mkfifo", [cache]), /not a regular file/],
+      ["a symlink to /dev/zero", () => fs.symlinkSync("/dev/zero", cache), /symbolic link/],
+      ["a symlink to a valid cache elsewhere", () => (fs.copyFileSync(`${victim}`, `${victim}.2`), fs.symlinkSync(victim, cache)), /symbolic link/],
+    ];
+    for (const [what, plant, match] of plants) {
+      fs.rmSync(cache, { force: true });
+      plant();
+      expectBadFile(() => readManifestCache(cache, p), match);
+      const warnings: string[] = [];
+      const m = await modelManifest(p, { onWarning: (w) => warnings.push(w) });
+      expect(m.identity, what).toEqual(good.identity);
+      expect(warnings.join("\n"), what).toMatch(match);
+      expect(fs.lstatSync(cache).isFile(), what).toBe(true); // replaced by a regular file, never written through
+    }
+    expect(fs.readFileSync(victim, "utf8")).toBe("keep me");
   });
 
   it("a malformed cache is refused with an error naming the file and the field, and rebuilt", async () => {

@@ -20,7 +20,7 @@
 //              finds the holders of a same-shaped model and can say which
 //              layers differ.
 
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { z } from "zod";
@@ -355,14 +355,38 @@ export function readManifestCache(cachePath: string, file: string): Manifest | u
   return manifest;
 }
 
+// At most `max` bytes of a regular file, read through one descriptor: a
+// symlink, FIFO or device planted where a cache file should be is refused, not
+// followed, waited on, or read without end (its stat size says nothing).
+function readRegularFile(file: string, max: number, bad: (m: string) => Error): string {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ELOOP") throw bad("a symbolic link");
+    throw e;
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw bad("not a regular file");
+    if (st.size > max) throw bad(`${st.size} bytes, more than ${max}`);
+    const buf = Buffer.alloc(st.size + 1);
+    let n = 0;
+    for (let r; n < buf.length && (r = fs.readSync(fd, buf, n, buf.length - n, n)) > 0; ) n += r;
+    if (n > st.size) throw bad(`grew while being read, beyond ${st.size} bytes`);
+    return buf.subarray(0, n).toString("utf8");
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 function parseCache<T extends { key: { bytes: number }; manifest: Manifest }>(cachePath: string, schema: z.ZodType<T>): T {
   const bad = (m: string) => new LayerswarmError("BAD_FILE", `${cachePath}: not a valid manifest cache: ${m} (delete it to rebuild)`);
-  const size = fs.statSync(cachePath).size;
-  if (size > MAX_CACHE_BYTES) throw bad(`${size} bytes, more than ${MAX_CACHE_BYTES}`);
   let raw: unknown;
   try {
-    raw = JSON.parse(fs.readFileSync(cachePath, "utf8"));
+    raw = JSON.parse(readRegularFile(cachePath, MAX_CACHE_BYTES, bad));
   } catch (e) {
+    if (e instanceof LayerswarmError) throw e;
     throw bad(`not JSON (${(e as Error).message.slice(0, 100)})`);
   }
   const r = schema.safeParse(raw);
@@ -392,10 +416,12 @@ export function writeUrlManifestCache(url: string, bytes: number, etag: string, 
 
 // Writes atomically (a temporary file, then rename); false when it cannot.
 function writeCache(to: string, key: CacheKey | z.infer<typeof UrlCacheSchema>["key"], m: Manifest): boolean {
-  const tmp = `${to}.tmp-${process.pid}`;
+  // a fresh random name, created exclusively: a symlink planted at a
+  // predictable name must not redirect the write onto another file
+  const tmp = `${to}.tmp-${process.pid}-${randomBytes(8).toString("hex")}`;
   try {
     fs.mkdirSync(path.dirname(to), { recursive: true });
-    fs.writeFileSync(tmp, JSON.stringify({ key, manifest: m }));
+    fs.writeFileSync(tmp, JSON.stringify({ key, manifest: m }), { flag: "wx", mode: 0o644 });
     fs.renameSync(tmp, to);
     return true;
   } catch {
