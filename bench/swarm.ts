@@ -40,7 +40,7 @@ async function decodeMsPerToken(model: Model, stack: Parameters<typeof generate>
 }
 const quantile = (x: number[], q: number) => [...x].sort((p, r) => p - r)[Math.floor(q * (x.length - 1))];
 
-const W = [44, 14, 14, 8];
+const W = [50, 14, 14, 8];
 if (!skip.has("1")) {
   // A compute-light model with the 1B's width (8 KB per row on the wire), so that what the
   // swarm adds is not lost in the compute's noise; --hop-shape/--hop-type for another.
@@ -74,7 +74,7 @@ if (!skip.has("1")) {
   console.log(row(["overhead per hop at the 10th pct (ms)", ((q2 - q1) / 3).toFixed(3), "", ""], W));
   console.log(row([`libp2p alone, per hop (${row8k} B, 2 processes, ms)`, floor.libp2p.toFixed(3), "", ""], W));
   console.log(row([`raw TCP, per hop (${row8k} B, 2 processes, ms)`, floor.tcp.toFixed(3), "", ""], W));
-  console.log(row(["our overhead / libp2p alone", ratio((split - single) / 3, floor.libp2p), "", ""], W));
+  console.log(row(["our overhead / libp2p alone (medians, 10th pct)", ratio((split - single) / 3, floor.libp2p), ratio((q2 - q1) / 3, floor.libp2p), ""], W));
   console.log(row(["bytes per token, gateway -> first stage", String(wire1.sentBytesPerRow), `${wire1.rawBytesPerRow} values`, ratio(wire1.sentBytesPerRow, wire1.rawBytesPerRow)], W));
   console.log(row(["bytes per token, last stage -> gateway", String(wire1.resultBytesPerRow), "", ""], W));
 }
