@@ -115,12 +115,12 @@ async function sessions(gw: Started): Promise<SessionRoute[]> {
 }
 
 // `layerswarm node move`, run by the node's operator on its machine (through the socket beside its key).
-function move(node: Started, layers: string, extra: string[] = []): Promise<{ code: number | null; out: string; err: string }> {
+function move(node: Started, layers: string, extra: string[] = []): Promise<{ code: number | null; out: string; err: string; at: number }> {
   const p = spawn(process.execPath, [CLI, "node", "move", "--layers", layers, "--key", node.key, ...extra], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LAYERSWARM_HOME: home } });
   let out = "", err = "";
   p.stdout!.on("data", (d) => (out += d));
   p.stderr!.on("data", (d) => (err += d));
-  return new Promise((res) => p.on("exit", (code) => res({ code, out, err })));
+  return new Promise((res) => p.on("exit", (code) => res({ code, out, err, at: performance.now() })));
 }
 
 const reroutes = async (gw: Started) =>
@@ -138,7 +138,7 @@ async function expected(prompt: string, maxTokens: number): Promise<string> {
 }
 
 const PROMPTS = ["Once upon a time", "Lily and Tom"];
-const SLOW = { LAYERSWARM_LINK_DELAY_MS: "3" };
+const SLOW = { LAYERSWARM_LINK_DELAY_MS: "3", LAYERSWARM_LOG: "info" };
 const RANGES = ["0:2", "2:3", "3:4", "4:5"];
 
 // Both gateways at once, two prompts each, every answer the single-process one.
@@ -240,7 +240,10 @@ describe("an open swarm of separate processes (loopback)", () => {
     for (const [i, a] of answers.entries()) expect(await a, `answer ${i} while a node moved`).toBe(long.get(PROMPTS[i]));
     const moved = await moving!;
     expect(moved.code, moved.err).toBe(0);
-    console.log(`node move 3:x -> 0:2 under two live answers took ${(performance.now() - tMove).toFixed(0)} ms from the command (drain 200 ms, then handed over), ${(await reroutes(g2)) - before} sessions rerouted`);
+    const log = mover!.stderr().split("\n").filter((l) => /"(draining|handed sessions over|moved)"/.test(l)).map((l) => JSON.parse(l) as { t: string; event: string });
+    const at = (e: string) => Date.parse(log.find((l) => l.event === e)!.t);
+    console.log(`node move 3:x -> 0:2 under two live answers: ${(moved.at - tMove).toFixed(0)} ms from the command to its answer (${at("moved") - at("draining")} ms from draining to moved: drain 200 ms, ` +
+      `${log.find((l) => l.event === "handed sessions over") ? "then the sessions left handed over" : "every session finished"}), ${(await reroutes(g2)) - before} reroutes`);
     expect(JSON.parse(moved.out).ranges).toEqual([{ start: 0, end: 2 }]);
     expect(await reroutes(g2)).toBeGreaterThan(before); // handed over by replay
     const seen = (await nodes(g2)).find((n) => n.peer === mover!.line.peer)!;

@@ -278,7 +278,8 @@ export class SwarmNode {
   // Who else holds what, for --layers auto and moves: the --join gateway says,
   // or the DHT's providers do (each asked directly for its record: its
   // throughput and the demand it saw come with it; layers it is draining do not count).
-  private async holders(join: { peer: string; addrs: string[] }[], surveyMs: number): Promise<Supply[]> {
+  // enough: stop asking once what was found answers the question (a move whose old layers others hold).
+  private async holders(join: { peer: string; addrs: string[] }[], surveyMs: number, enough?: (found: Supply[]) => boolean): Promise<Supply[]> {
     const inModel = (rs: LayerRange[]) => rs.filter((x) => x.end <= this.cfg.nLayers);
     if (join.length) {
       const res = await request(this.t, join[0].peer, join[0].addrs, { type: "holders" }, 10_000);
@@ -290,15 +291,17 @@ export class SwarmNode {
     const model = { layers: this.cfg.nLayers, dim: this.cfg.dim, fingerprint: modelFingerprint(this.file, this.cfg) };
     const out: Supply[] = [];
     const ours = this.init.manifest ? identityOf(this.file, this.init.manifest).layers : undefined;
+    const done = new AbortController();
     await survey(d, this.t, model, providerKeys(model.fingerprint, [{ start: 0, end: model.layers }], model.layers), {
       found: (f) => {
         const rec = f.record, held = rec.ranges.reduce((a, r) => a + r.end - r.start, 0);
         // layers it serves with other weights than ours (a fine-tune) are no cover for ours
         const other = ours ? differingLayers(rec, ours).map((d) => ({ start: d.layer, end: d.layer + 1 })) : [];
         out.push({ id: rec.peer, ranges: inModel(subtractRanges(rec.ranges, [...(rec.draining ?? []), ...other])), tokPerSec: held ? Math.max(1e-3, rec.capacity.layersPerSec) / held : 1, rowsPerSec: rec.demand?.rowsPerSec ?? 0 });
+        if (enough?.(out)) done.abort();
       },
       refused: () => {},
-    }, {}, AbortSignal.timeout(surveyMs));
+    }, {}, AbortSignal.any([done.signal, AbortSignal.timeout(surveyMs)]));
     return out;
   }
 
@@ -361,9 +364,10 @@ export class SwarmNode {
   }
 
   // Tell every gateway we know (--join, and those whose sessions we served lately) our record now.
+  // One that does not answer is forgotten (it comes back with its next session here).
   private async tellGateways(): Promise<void> {
     const all = new Map([...this.gateways, ...this.join.map((g) => [g.peer, g.addrs] as const)]);
-    await Promise.all([...all].map(([peer, addrs]) => this.announce({ peer, addrs }, 2000).catch(() => {})));
+    await Promise.all([...all].map(([peer, addrs]) => this.announce({ peer, addrs }, 2000).catch(() => void this.gateways.delete(peer))));
   }
 
   // Decided by the node itself: if moving would ease the swarm's bottleneck
@@ -392,18 +396,27 @@ export class SwarmNode {
     this.moving = true;
     try {
       const L = this.cfg.nLayers, maxLayers = Math.min(this.init.maxLayers ?? L, L);
-      const others = o.others ?? (o.force && to !== "auto" ? [] : await this.holders(this.join, o.surveyMs ?? 10_000));
-      const target = to === "auto" ? chooseRange(L, others, maxLayers) : to;
-      if (!(target.start >= 0 && target.end <= L && target.start < target.end)) throw new LayerswarmError("BAD_RANGE", `layer range [${target.start}, ${target.end}) is not within the model's ${L} layers`);
-      if (target.end - target.start > maxLayers) throw new LayerswarmError("OUT_OF_MEMORY", `layers [${target.start}, ${target.end}): this node's memory allows ${maxLayers} layers`);
+      const fits = (t: LayerRange) => {
+        if (!(t.start >= 0 && t.end <= L && t.start < t.end)) throw new LayerswarmError("BAD_RANGE", `layer range [${t.start}, ${t.end}) is not within the model's ${L} layers`);
+        if (t.end - t.start > maxLayers) throw new LayerswarmError("OUT_OF_MEMORY", `layers [${t.start}, ${t.end}): this node's memory allows ${maxLayers} layers`);
+      };
+      if (to !== "auto") fits(to); // before asking anyone
       // every slice touching a layer it gives up is dropped whole (its sessions' caches live there)
-      const giving = subtractRanges(this.ranges(), [target]);
-      const leaving = this.slices.filter((sl) => giving.some((g) => g.start < sl.range.end && sl.range.start < g.end)).map((sl) => sl.range);
-      if (!o.force) {
-        const holes = missingLayers(L, [...others, { id: this.t.peerId, ranges: [target] }]).filter((h) => leaving.some((r) => r.start < h.end && h.start < r.end));
-        if (holes.length)
-          throw new LayerswarmError("BAD_ARGUMENT", `moving to [${target.start}, ${target.end}) would leave layers ${holes.map((h) => `[${h.start}, ${h.end})`).join(" ")} held by nobody else (use force to move anyway)`);
-      }
+      const leavingFor = (t: LayerRange) => {
+        const giving = subtractRanges(this.ranges(), [t]);
+        return this.slices.filter((sl) => giving.some((g) => g.start < sl.range.end && sl.range.start < g.end)).map((sl) => sl.range);
+      };
+      const holes = (others: Supply[], t: LayerRange) =>
+        missingLayers(L, [...others, { id: this.t.peerId, ranges: [t] }]).filter((h) => leavingFor(t).some((r) => r.start < h.end && h.start < r.end));
+      // to a given range: the survey stops once others are found holding every layer it gives up
+      const enough = to === "auto" ? undefined : (found: Supply[]) => holes(found, to).length === 0;
+      const others = o.others ?? (o.force && to !== "auto" ? [] : await this.holders(this.join, o.surveyMs ?? 10_000, enough));
+      const target = to === "auto" ? chooseRange(L, others, maxLayers) : to;
+      fits(target);
+      const leaving = leavingFor(target);
+      const unheld = o.force ? [] : holes(others, target);
+      if (unheld.length)
+        throw new LayerswarmError("BAD_ARGUMENT", `moving to [${target.start}, ${target.end}) would leave layers ${unheld.map((h) => `[${h.start}, ${h.end})`).join(" ")} held by nobody else (use force to move anyway)`);
       if (leaving.length) {
         this.draining = leaving;
         this.log("info", "draining", { ranges: leaving, to: target });
