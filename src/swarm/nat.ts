@@ -192,7 +192,8 @@ export class DialBack {
   private stopped = false;
   private relaying = false;
   private checking = false;
-  private served = new Map<string, number>(); // ip -> last dial-back for it
+  private served = new Map<string, number>(); // peer -> last dial-back for it
+  private perIp = new Map<string, number[]>(); // ip -> dial-backs to it in the last minute
   private dialing = 0;
   private listeners: ((s: Reachability) => void)[] = [];
 
@@ -209,7 +210,7 @@ export class DialBack {
     this.node.addEventListener("peer:identify", (e) => {
       if (this.state === "unknown" && e.detail.protocols.includes(DIALBACK_PROTOCOL)) this.soon(500);
     });
-    this.soon(2_000);
+    this.soon(1_000);
   }
 
   stop(): void {
@@ -295,18 +296,22 @@ export class DialBack {
   }
 
   // Someone asks us to dial it back. Only at the address its connection comes
-  // from (nobody can aim our dials elsewhere), never over a relay, each address
-  // at most once per 20 s, at most 4 at a time.
+  // from (nobody can aim our dials elsewhere), never over a relay, each peer at
+  // most once per 20 s, each address at most 16 times a minute (machines behind
+  // one NAT share it), at most 16 at a time.
   private async serve(s: Stream, c: Connection): Promise<void> {
     const signal = AbortSignal.timeout(10_000);
     const req = await readAll(s, 1 + 2 * MAX_PORTS, signal);
     const ip = ipOf(c.remoteAddr);
     const n = req[0] ?? 0;
     if (!ip || isCircuit(c.remoteAddr) || n < 1 || n > MAX_PORTS || req.length !== 1 + 2 * n) return void s.abort(new Error("bad dial-back request"));
-    const now = Date.now();
-    if ((this.served.get(ip) ?? 0) > now - 20_000 || this.dialing >= 4) return void s.abort(new Error("dial-back refused: busy"));
-    this.served.set(ip, now);
+    const now = Date.now(), peer = c.remotePeer.toString();
+    const recent = (this.perIp.get(ip) ?? []).filter((t) => t > now - 60_000);
+    if ((this.served.get(peer) ?? 0) > now - 20_000 || recent.length >= 16 || this.dialing >= 16) return void s.abort(new Error("dial-back refused: busy"));
+    this.served.set(peer, now);
+    this.perIp.set(ip, [...recent, now]);
     if (this.served.size > 4096) this.served.delete(this.served.keys().next().value!);
+    if (this.perIp.size > 4096) this.perIp.delete(this.perIp.keys().next().value!);
     this.dialing++;
     let ok = false;
     try {
@@ -314,7 +319,8 @@ export class DialBack {
       for (let i = 0; i < n && !ok; i++) {
         const ma = multiaddr(`/${ip.includes(":") ? "ip6" : "ip4"}/${ip}/tcp/${v.getUint16(1 + 2 * i)}/p2p/${c.remotePeer}`);
         try {
-          const back = await this.node.dial(ma, { signal: AbortSignal.timeout(5_000), force: true });
+          // 3 s: a TCP connection, Noise and Yamux take 3 round trips; a NAT that drops the SYN lets none through
+          const back = await this.node.dial(ma, { signal: AbortSignal.timeout(3_000), force: true });
           ok = !isCircuit(back.remoteAddr);
           if (back.id !== c.id) await back.close().catch(() => back.abort(new Error("dial-back done")));
         } catch { /* not reachable there */ }
