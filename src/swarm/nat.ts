@@ -113,19 +113,37 @@ export class RelayGuard {
     return fromIp >= this.limits.reservationsPerIp;
   }
 
-  // src asks to be connected to dst through us.
+  // src asks to be connected to dst through us. Circuits are counted by the
+  // request stream each one runs on (a refused reservation leaves its stream
+  // open: counting every open hop stream would count that too).
+  private live = new Map<string, Set<Stream>>(); // source peer -> hop streams let through
+  private counted = new WeakSet<Stream>();
   denyCircuit(src: PeerId): boolean {
     const node = this.node();
     if (!node) return true;
-    let all = 0, fromSrc = 0;
+    let all = 0;
+    const fresh: Stream[] = [];
     for (const c of node.getConnections()) {
       for (const s of c.streams) {
-        if (s.protocol === STOP && s.direction === "outbound") all++;
-        if (s.protocol === HOP && s.direction === "inbound" && c.remotePeer.equals(src)) fromSrc++;
+        if (s.protocol === STOP && s.direction === "outbound" && s.status === "open") all++;
+        if (s.protocol === HOP && s.direction === "inbound" && s.status === "open" && c.remotePeer.equals(src) && !this.counted.has(s)) fresh.push(s);
       }
     }
-    // fromSrc counts the request being decided too
-    return all >= this.limits.circuits || fromSrc > this.limits.circuitsPerPeer;
+    const key = src.toString();
+    const mine = this.live.get(key) ?? new Set<Stream>();
+    for (const s of mine) if (s.status !== "open") mine.delete(s);
+    if (all >= this.limits.circuits || mine.size >= this.limits.circuitsPerPeer) return true;
+    const s = fresh.at(-1); // the request being decided: the newest hop stream from src
+    if (s) {
+      this.counted.add(s);
+      mine.add(s);
+      this.live.set(key, mine);
+      s.addEventListener("close", () => {
+        mine.delete(s);
+        if (mine.size === 0 && this.live.get(key) === mine) this.live.delete(key);
+      });
+    }
+    return false;
   }
 }
 
