@@ -22,7 +22,7 @@
 import { f32ToBf16, f32ToF16, F16_TO_F32, bf16ToF32 } from "../../tensor/f16.js";
 import { ErrorCode, LayerswarmError, errorCode } from "../../errors.js";
 import { PROTOCOL_VERSION, SUPPORTED_VERSIONS } from "./version.js";
-import { packPlanes, packedBound, unpackPlanes } from "./planes.js";
+import { checkPlanes, packPlanes, packedBound, unpackPlanes } from "./planes.js";
 
 export enum FrameType { STEP = 0x10, RESULT = 0x11, ERROR = 0x12 }
 export enum DType { F32 = 0, F16 = 1, BF16 = 2 }
@@ -208,7 +208,18 @@ function version(r: Reader): void {
   if (!SUPPORTED_VERSIONS.includes(v)) r.fail(`protocol version ${v}; this peer speaks ${SUPPORTED_VERSIONS.join(", ")}`);
 }
 
-function decodeHidden(b: Uint8Array, type: FrameType, lim: FrameLimits, what: string) {
+// A frame whose header and extensions are read and checked, and whose values
+// are not yet unpacked: unpacking costs time and memory in proportion to the
+// values, so a receiver first checks who sent the frame and for which session
+// (decodeStepHead, authorize, then stepOf). The layout of packed values is
+// checked here already (cheap), so a malformed frame is BAD_MESSAGE either way.
+export interface StepHead extends Omit<StepFrame, "hidden"> {
+  values: Uint8Array; // the frame's value bytes, as they came
+  packed: boolean;
+}
+export type ResultHead = Omit<StepHead, "hop">;
+
+function decodeHead(b: Uint8Array, type: FrameType, lim: FrameLimits, what: string): StepHead {
   const r = new Reader(b, what);
   if (r.u8("type") !== type) r.fail(`not a ${what}`);
   version(r);
@@ -233,24 +244,38 @@ function decodeHidden(b: Uint8Array, type: FrameType, lim: FrameLimits, what: st
     ext.push({ kind, data: r.bytes(len, "extension") });
   }
   const n = T * dim, bytes = n * dtypeBytes(dtype);
-  let hidden: Float32Array;
-  if (flags & FLAG_PACKED) {
-    const packed = b.subarray(r.o);
-    if (packed.length > packedBound(bytes, dtypeBytes(dtype))) r.fail(`packed payload of ${packed.length} bytes for ${bytes} bytes of values`);
-    const u = unpackPlanes(packed, dtypeBytes(dtype), bytes, what); // a fresh buffer: f32 values are used in place
-    hidden = dtype === DType.F32 ? new Float32Array(u.buffer, u.byteOffset, n) : readValues(u, 0, n, dtype);
-  } else {
-    if (b.length - r.o !== bytes) r.fail(`payload of ${b.length - r.o} bytes, ${n} ${DType[dtype]} values need ${bytes}`);
-    hidden = readValues(b, r.o, n, dtype); // finiteness is the receiver's check: an overflow is a step error, not a protocol violation
-  }
-  return { req, pos, T, dim, dtype: dtype as DType, flags: flags & ~FLAG_PACKED, hop, session, ext, hidden, wireBytes: b.length };
+  const values = b.subarray(r.o), packed = (flags & FLAG_PACKED) !== 0;
+  if (packed) {
+    if (values.length > packedBound(bytes, dtypeBytes(dtype))) r.fail(`packed payload of ${values.length} bytes for ${bytes} bytes of values`);
+    checkPlanes(values, dtypeBytes(dtype), bytes, what);
+  } else if (values.length !== bytes) r.fail(`payload of ${values.length} bytes, ${n} ${DType[dtype]} values need ${bytes}`);
+  return { req, pos, T, dim, dtype: dtype as DType, flags: flags & ~FLAG_PACKED, hop, session, ext, values, packed, wireBytes: b.length };
 }
 
-export const decodeStep = (b: Uint8Array, lim: FrameLimits): StepFrame => decodeHidden(b, FrameType.STEP, lim, "step frame");
-export function decodeResult(b: Uint8Array, lim: FrameLimits): ResultFrame {
-  const { hop: _, ...f } = decodeHidden(b, FrameType.RESULT, lim, "result frame");
-  return f;
+// The values of a checked frame, unpacked (BAD_MESSAGE when packed planes do not inflate to them).
+function hiddenOf(h: ResultHead, what: string): Float32Array {
+  const n = h.T * h.dim, width = dtypeBytes(h.dtype);
+  if (!h.packed) return readValues(h.values, 0, n, h.dtype); // finiteness is the receiver's check: an overflow is a step error, not a protocol violation
+  const u = unpackPlanes(h.values, width, n * width, what); // a fresh buffer: f32 values are used in place
+  return h.dtype === DType.F32 ? new Float32Array(u.buffer, u.byteOffset, n) : readValues(u, 0, n, h.dtype);
 }
+
+export const decodeStepHead = (b: Uint8Array, lim: FrameLimits): StepHead => decodeHead(b, FrameType.STEP, lim, "step frame");
+export function decodeResultHead(b: Uint8Array, lim: FrameLimits): ResultHead {
+  const { hop: _, ...h } = decodeHead(b, FrameType.RESULT, lim, "result frame");
+  return h;
+}
+export function stepOf(h: StepHead): StepFrame {
+  const { values: _, packed: __, ...f } = h;
+  return { ...f, hidden: hiddenOf(h, "step frame") };
+}
+export function resultOf(h: ResultHead): ResultFrame {
+  const { values: _, packed: __, ...f } = h;
+  return { ...f, hidden: hiddenOf(h, "result frame") };
+}
+
+export const decodeStep = (b: Uint8Array, lim: FrameLimits): StepFrame => stepOf(decodeStepHead(b, lim));
+export const decodeResult = (b: Uint8Array, lim: FrameLimits): ResultFrame => resultOf(decodeResultHead(b, lim));
 
 export function decodeError(b: Uint8Array): ErrorFrame {
   const r = new Reader(b, "error frame");

@@ -1,7 +1,7 @@
 import * as zlib from "node:zlib";
 import { describe, expect, it } from "vitest";
-import { DType, FLAG_PACKED, decodeResult, decodeStep, encodeResult, encodeStep } from "./frames.js";
-import { packPlanes, unpackPlanes } from "./planes.js";
+import { DType, FLAG_PACKED, decodeResult, decodeStep, decodeStepHead, encodeResult, encodeStep, stepOf } from "./frames.js";
+import { minDeflated, packPlanes, unpackPlanes } from "./planes.js";
 
 // Values shaped like hidden states (mostly small, a few large), and the awkward ones.
 function hiddenLike(n: number, seed: number): Float32Array {
@@ -51,5 +51,36 @@ describe("packed byte planes", () => {
     const f = encodeStep({ req: 1, session, pos: 0, T: 1, dim: 64, dtype: DType.F32, flags: 0, hop: 0, ext: [], hidden: new Float32Array(64) });
     f[3] = 64;
     expect(() => decodeStep(f, { dim: 64, maxRows: 4 })).toThrow(/unknown flags 64/);
+  });
+
+  // Review: deflate with back-references inflates ~1000:1 (an 8 KiB frame became 8 MiB and 87 ms);
+  // our packer codes Huffman only (at least one bit a byte), so a plane under 1/8 of its size is refused unread.
+  it("refuses a deflated plane smaller than 1/8 of its values (a deflate bomb), before inflating; the packer's all-zero planes pass", () => {
+    const T = 64, lim = { dim: 64, maxRows: 512 }, n = T * 64;
+    const zeros = { req: 1, session, pos: 0, T, dim: 64, dtype: DType.F32, flags: 0, hop: 0, ext: [], hidden: new Float32Array(n) };
+    const ours = encodeStep(zeros, true);
+    expect(ours[3] & FLAG_PACKED).toBe(FLAG_PACKED);
+    expect(bits(decodeStep(ours, lim).hidden)).toBe(bits(zeros.hidden)); // the most our packer shrinks: still taken
+    const z = zlib.deflateRawSync(Buffer.alloc(n), { level: 9 }); // inflates to the plane exactly, with back-references
+    expect(z.length).toBeLessThan(minDeflated(n));
+    const head = (kind: number, len: number) => Uint8Array.of(kind, len & 255, (len >> 8) & 255, (len >> 16) & 255, len >>> 24);
+    const packed = Buffer.concat([Uint8Array.of(4), ...Array.from({ length: 4 }, () => [head(1, z.length), z]).flat()]);
+    expect(() => unpackPlanes(packed, 4, 4 * n, "step frame")).toThrow(/plane 0 of \d+ bytes would inflate to 4096 \(more than 8:1/);
+    const plain = encodeStep(zeros);
+    const bomb = Buffer.concat([plain.subarray(0, plain.length - 4 * n), packed]);
+    bomb[3] |= FLAG_PACKED;
+    expect(() => decodeStepHead(bomb, lim)).toThrow(/step frame: packed values: plane 0 of \d+ bytes would inflate to 4096 \(more than 8:1/);
+  });
+
+  it("a frame's head is read without unpacking its values: planes that are well laid out but do not inflate fail only in stepOf", () => {
+    const lim = { dim: 64, maxRows: 4 }, n = 64;
+    const head = (kind: number, len: number) => Uint8Array.of(kind, len & 255, (len >> 8) & 255, (len >> 16) & 255, len >>> 24);
+    const junk = new Uint8Array(minDeflated(n)).fill(0xff); // deflate block type 3: invalid
+    const plain = encodeStep({ req: 5, session, pos: 2, T: 1, dim: 64, dtype: DType.F32, flags: 0, hop: 1, ext: [], hidden: new Float32Array(n) });
+    const f = Buffer.concat([plain.subarray(0, plain.length - 4 * n), Uint8Array.of(4), ...Array.from({ length: 4 }, () => [head(1, junk.length), junk]).flat()]);
+    f[3] |= FLAG_PACKED;
+    const h = decodeStepHead(f, lim);
+    expect([h.req, h.session, h.pos, h.hop, h.T]).toEqual([5, session, 2, 1, 1]);
+    expect(() => stepOf(h)).toThrow(/step frame: packed values: plane 0 does not inflate to 64 bytes/);
   });
 });

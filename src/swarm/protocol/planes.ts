@@ -47,38 +47,64 @@ export function packPlanes(values: Uint8Array, width: number): Uint8Array {
   return out;
 }
 
-// The values back, exactly `bytes` of them in `width`-byte planes; anything
-// else (a plane that inflates to more or less, trailing bytes) is BAD_MESSAGE.
-// Inflation stops at the plane's size, so a small frame cannot expand into a
-// large allocation.
-export function unpackPlanes(b: Uint8Array, width: number, bytes: number, what: string): Uint8Array {
-  const fail = (m: string): never => {
-    throw new LayerswarmError("BAD_MESSAGE", `${what}: packed values: ${m}`);
-  };
+// The smallest a deflated plane of n bytes can be: Huffman-only coding spends
+// at least one bit on every byte (7.95:1 measured on all-zero planes). Deflate
+// with back-references reaches ~1000:1, which our packer never sends: a plane
+// shorter than this is refused before anything is inflated, so a packed frame
+// never unpacks to more than about 8 times its size.
+export const minDeflated = (n: number) => Math.ceil(n / 8);
+
+const failer = (what: string) => (m: string): never => {
+  throw new LayerswarmError("BAD_MESSAGE", `${what}: packed values: ${m}`);
+};
+
+// The planes' layout, read and checked without inflating anything (cheap: a
+// receiver runs it before it knows who sent the frame). BAD_MESSAGE when the
+// planes cannot be `bytes` of values in `width`-byte planes.
+export function checkPlanes(b: Uint8Array, width: number, bytes: number, what: string): { kind: number; src: Uint8Array }[] {
+  const fail = failer(what);
   const n = bytes / width;
   if (b.length < 1 || b[0] !== width) fail(`${b[0]} planes, ${width} expected`);
-  const out = new Uint8Array(bytes);
   const dv = new DataView(b.buffer, b.byteOffset, b.length);
+  const planes: { kind: number; src: Uint8Array }[] = [];
   let o = 1;
   for (let k = 0; k < width; k++) {
     if (o + 5 > b.length) fail(`truncated at plane ${k}`);
     const kind = b[o], len = dv.getUint32(o + 1, true);
     o += 5;
     if (o + len > b.length) fail(`plane ${k} of ${len} bytes overruns the frame`);
-    const src = b.subarray(o, o + len);
+    if (kind === STORED) {
+      if (len !== n) fail(`plane ${k} holds ${len} bytes, ${n} expected`);
+    } else if (kind === DEFLATED) {
+      if (len < minDeflated(n)) fail(`plane ${k} of ${len} bytes would inflate to ${n} (more than 8:1: not Huffman-only coding)`);
+    } else fail(`plane ${k} of unknown kind ${kind}`);
+    planes.push({ kind, src: b.subarray(o, o + len) });
     o += len;
-    let plane: Uint8Array;
-    if (kind === STORED) plane = src;
-    else if (kind === DEFLATED) {
+  }
+  if (o !== b.length) fail(`${b.length - o} trailing bytes`);
+  return planes;
+}
+
+// The values back, exactly `bytes` of them in `width`-byte planes; anything
+// else (a plane that inflates to more or less, trailing bytes) is BAD_MESSAGE.
+// Inflation stops at the plane's size, and a plane must be at least 1/8 of
+// it (checkPlanes), so a small frame cannot expand into a large allocation.
+export function unpackPlanes(b: Uint8Array, width: number, bytes: number, what: string): Uint8Array {
+  const fail = failer(what);
+  const planes = checkPlanes(b, width, bytes, what);
+  const n = bytes / width;
+  const out = new Uint8Array(bytes);
+  planes.forEach(({ kind, src }, k) => {
+    let plane = src;
+    if (kind === DEFLATED) {
       try {
         plane = zlib.inflateRawSync(src, { maxOutputLength: n });
       } catch (e) {
         return fail(`plane ${k} does not inflate to ${n} bytes (${(e as Error).message.slice(0, 80)})`);
       }
-    } else return fail(`plane ${k} of unknown kind ${kind}`);
+    }
     if (plane.length !== n) fail(`plane ${k} holds ${plane.length} bytes, ${n} expected`);
     for (let i = 0, j = k; i < n; i++, j += width) out[j] = plane[i];
-  }
-  if (o !== b.length) fail(`${b.length - o} trailing bytes`);
+  });
   return out;
 }
