@@ -12,7 +12,7 @@ import { MemSwarm, memSwarm } from "../testing/memswarm.js";
 import { MemoryNetwork, MemoryTransport } from "./memory.js";
 import { PeerGate } from "./policy.js";
 import {
-  DType, Ext, FrameType, MAX_CONTROL_BYTES, PROTOCOLS, PROTOCOL_VERSION, Request, StepFrame, decodeStep, encodeError, encodeResult, encodeStep,
+  DType, Ext, FLAG_PACKED, FrameType, MAX_CONTROL_BYTES, PROTOCOLS, PROTOCOL_VERSION, Request, StepFrame, decodeStep, encodeError, encodeResult, encodeStep,
   frameType, maxFrameBytes, signGrant,
 } from "./protocol/index.js";
 import { request } from "./rpc.js";
@@ -408,5 +408,54 @@ describe("hostile peers, second round (found by review)", () => {
     expect(out[1]).toEqual(WANT);
     expect(mid.stats.evicted).toBeGreaterThan(0);
     expect(sw.gw.pipe.stats.timeouts).toBe(0);
+  });
+});
+
+// A frame whose packed values are well laid out (each plane 1/8 of its bytes)
+// but do not inflate: whoever unpacks it finds a BAD_MESSAGE and bans the sender.
+function junkPacked(plain: Uint8Array): Uint8Array {
+  const n = DIM, junk = new Uint8Array(n / 8).fill(0xff); // deflate block type 3: invalid
+  const head = Uint8Array.of(1, junk.length, 0, 0, 0);
+  const f = Buffer.concat([plain.subarray(0, plain.length - 4 * n), Uint8Array.of(4), ...Array.from({ length: 4 }, () => [head, junk]).flat()]);
+  f[3] |= FLAG_PACKED;
+  return f;
+}
+
+describe("hostile peers, third round (found by review)", () => {
+  it("packed values are unpacked only after the sender is authorized: a stranger's steps and results cost their headers", async () => {
+    sw = await memSwarm(STORIES_GGUF, [r(0, 5)]);
+    const node = sw.nodes[0];
+    const a = await Attacker.create(sw.net, "10.66.7.1");
+    // no session here, and a stray result at the gateway: refused on the header, the values never read
+    await a.send(node.peerId, junkPacked(encodeStep(step(sid()))));
+    await a.send(sw.gw.peerId, junkPacked(encodeResult(step(sid()))));
+    await settle();
+    expect(node.stats.refused).toBe(1);
+    expect(node.gate.banned(a.peer)).toBeUndefined();
+    expect(sw.gw.pipe.stats.strayFrames).toBe(1);
+    expect(sw.gw.dir.gate.banned(a.peer)).toBeUndefined();
+    // authorized (its own grant, as its own gateway): now the values are read, and they are garbage
+    const s = sid();
+    const g = await a.grant(s, [{ peer: node.peerId, start: 0, end: 5 }]);
+    await a.send(node.peerId, junkPacked(encodeStep(step(s, { ext: [{ kind: Ext.ROUTE_GRANT, data: g.bytes }] })))).catch(() => {});
+    for (let i = 0; i < 50 && !node.gate.banned(a.peer); i++) await settle();
+    expect(node.gate.banned(a.peer)).toMatch(/plane 0 does not inflate/);
+    expect(node.sessions.get(s)).toBeUndefined(); // nothing of it was opened
+    expect(await sw.complete([1], 60)).toEqual(WANT);
+  });
+
+  it("steps for unknown sessions: a budget per peer (late steps after a drop are honest), strikes only beyond it", async () => {
+    sw = await memSwarm(STORIES_GGUF, [], {}, { unknownSessionBurst: 8, unknownSessionPerSec: 0, strikesBeforeBan: 3 });
+    await sw.addNode([r(0, 5)]);
+    const node = sw.nodes[0];
+    const a = await Attacker.create(sw.net, "10.66.7.2");
+    for (let i = 0; i < 8; i++) await a.send(node.peerId, encodeStep(step(sid(), { req: i + 1 })));
+    await settle();
+    expect(node.stats.refused).toBe(8);
+    expect(node.gate.banned(a.peer)).toBeUndefined(); // within the budget: answered, no strike
+    for (let i = 0; i < 3; i++) await a.send(node.peerId, encodeStep(step(sid(), { req: 100 + i }))).catch(() => {});
+    for (let i = 0; i < 50 && !node.gate.banned(a.peer); i++) await settle();
+    expect(node.gate.banned(a.peer)).toMatch(/unknown sessions faster than its budget/);
+    expect(await sw.complete([1], 60)).toEqual(WANT); // the gateway's own steps are not counted against it
   });
 });

@@ -11,7 +11,7 @@ import { Logger } from "../log.js";
 import { Outbox } from "../outbox.js";
 import { PackMode, WirePolicy } from "../wire.js";
 import {
-  CODECS, CODEC_PLANES, FLAG_PACKED, DType, ErrorFrame, Ext, dtypeBytes, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, PROTOCOLS, ResultFrame, SignedGrant, decodeError, decodeResult, encodeStep, firstNonFinite, frameType, maxFrameBytes,
+  CODECS, CODEC_PLANES, FLAG_PACKED, DType, ErrorFrame, Ext, dtypeBytes, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, PROTOCOLS, ResultHead, SignedGrant, decodeError, decodeResultHead, encodeStep, resultOf, firstNonFinite, frameType, maxFrameBytes,
 } from "../protocol/index.js";
 import { request } from "../rpc.js";
 import { Channel, Reach, Transport } from "../transport.js";
@@ -192,7 +192,7 @@ export class StepPipeline {
     try {
       for await (const m of ch.messages()) {
         const type = frameType(m);
-        if (type === FrameType.RESULT) this.onResult(decodeResult(m, this.limits), from);
+        if (type === FrameType.RESULT) this.onResult(decodeResultHead(m, this.limits), from);
         else if (type === FrameType.ERROR) this.onError(decodeError(m), from);
         else if (type === FrameType.STEP) this.stats.strayFrames++; // gateways run no remote steps
         else throw new LayerswarmError("BAD_MESSAGE", `unexpected frame type ${m[0]}`);
@@ -207,13 +207,15 @@ export class StepPipeline {
     }
   }
 
-  private onResult(r: ResultFrame, from: string): void {
-    const p = this.pending.get(r.req);
+  // The values are unpacked only once the frame is matched to its request and sender.
+  private onResult(h: ResultHead, from: string): void {
+    const p = this.pending.get(h.req);
     // only the last stage of this request's route may answer it (late results after a reroute land here too)
-    if (!p || p.sid !== r.session || p.last !== from || r.pos !== p.pos || (r.T !== p.T && r.T !== 1)) {
+    if (!p || p.sid !== h.session || p.last !== from || h.pos !== p.pos || (h.T !== p.T && h.T !== 1)) {
       this.stats.strayFrames++;
       return;
     }
+    const r = resultOf(h);
     this.stats.resultBytes += r.wireBytes ?? 0;
     this.stats.resultRows += r.T;
     const bad = firstNonFinite(r.hidden);

@@ -28,7 +28,7 @@ import { Supply, chooseRange, missingLayers, planMove, subtractRanges } from "..
 import { PeerGate, PolicyKind } from "../policy.js";
 import {
   CODEC_PLANES, DType, Ext, FLAG_LAST_ROW_ONLY, FLAG_PACKED, dtypeBytes, FrameLimits, FrameType, MAX_CONTROL_BYTES, NUMERICS_VERSION, NodeRecord, PROTOCOLS, PROVIDE_INTERVAL_MS, Request, Response, SUPPORTED_VERSIONS,
-  ErrorFrame, StepFrame, decodeError, decodeStep, differingLayers, encodeError, encodeResult, encodeStep, expectedSender, extension, firstNonFinite, frameType, maxFrameBytes, openGrant, providerKeys,
+  ErrorFrame, StepFrame, StepHead, decodeError, decodeStepHead, stepOf, differingLayers, encodeError, encodeResult, encodeStep, expectedSender, extension, firstNonFinite, frameType, maxFrameBytes, openGrant, providerKeys,
 } from "../protocol/index.js";
 import { Caller, request, serveRequests } from "../rpc.js";
 import { survey } from "../survey.js";
@@ -62,6 +62,8 @@ export interface NodeInit {
   provideMs?: number; // how often to provide its block keys again (default PROVIDE_INTERVAL_MS)
   maxUnsentBytes?: number; // bytes waiting for one destination before its sessions pause (default 16 MiB)
   strikesBeforeBan?: number; // refused frames from one peer before it is banned (default 32)
+  unknownSessionBurst?: number; // steps for sessions not held here that one peer may send at once before they are strikes (default 256)
+  unknownSessionPerSec?: number; // ... and the rate at which that budget refills (default 64 a second)
   wirePack?: PackMode; // pack values for next stages that take it: where the link's measured speed makes it pay (auto, the default), always, never
   rebalanceMs?: number; // look this often whether moving elsewhere would help the swarm, and move (default 0: never)
   drainMs?: number; // a move waits this long for live sessions to finish, then hands them over (default 60 s)
@@ -81,7 +83,7 @@ export function ipOfAddrs(addrs: string[]): string | undefined {
 // layer hashes with its own.
 const layouts = new WeakMap<GGUFFile, string>();
 // The ACCEPTS extension of a session's first frame: one byte of codec bits per hop (else none).
-function acceptsOf(f: StepFrame, hops: number): Uint8Array | undefined {
+function acceptsOf(f: { ext: StepFrame["ext"] }, hops: number): Uint8Array | undefined {
   const a = extension(f, Ext.ACCEPTS);
   return a && a.length === hops ? a.slice() : undefined;
 }
@@ -129,6 +131,7 @@ export class SwarmNode {
   private provided = false; // announced in the DHT at least once
   private provideTimer?: NodeJS.Timeout;
   private strikes = new Map<string, { n: number; since: number }>();
+  private unknown = new Map<string, { tokens: number; at: number }>(); // per peer: steps for sessions it may not know are gone
   private dropped = new Set<string>(); // recently dropped or evicted session ids: their grants may not open them again
   private pinging = false;
   private links = new Map<string, number>();
@@ -542,6 +545,24 @@ export class SwarmNode {
     }
   }
 
+  // Steps for sessions this node does not hold cost a header's parse and an
+  // error frame each. Late ones after a drop or an eviction are honest (a
+  // gateway has a few steps in flight per session), so they are not strikes:
+  // each peer has a budget (a burst, refilled at a steady rate), and only the
+  // frames beyond it count as strikes (and go unanswered).
+  private unknownBudget(peer: string): boolean {
+    const burst = this.init.unknownSessionBurst ?? 256, perSec = this.init.unknownSessionPerSec ?? 64;
+    const now = Date.now();
+    let b = this.unknown.get(peer);
+    b = { tokens: Math.min(burst, (b?.tokens ?? burst) + ((now - (b?.at ?? now)) / 1000) * perSec), at: now };
+    this.unknown.delete(peer);
+    if (this.unknown.size >= 10_000) this.unknown.delete(this.unknown.keys().next().value!); // the least recent
+    const ok = b.tokens >= 1;
+    if (ok) b.tokens--;
+    this.unknown.set(peer, b);
+    return ok;
+  }
+
   // ------------------------------------------------------------ steps
 
   private async serveSteps(ch: import("../transport.js").Channel): Promise<void> {
@@ -555,7 +576,7 @@ export class SwarmNode {
         }
         if (type === FrameType.RESULT) continue; // not for nodes: ignored
         if (type !== FrameType.STEP) throw new LayerswarmError("BAD_MESSAGE", `steps stream: unexpected frame type ${m[0]}`);
-        const f = decodeStep(m, this.limits);
+        const f = decodeStepHead(m, this.limits); // the values are unpacked only once the frame is authorized
         this.stats.frames++;
         let q: Queued;
         const ctx: AuthContext = {};
@@ -565,6 +586,10 @@ export class SwarmNode {
           if (codeOf(e) === "BAD_MESSAGE") throw e;
           this.stats.refused++;
           if (codeOf(e) === "FORBIDDEN") this.strike(from, ip, (e as Error).message);
+          if (codeOf(e) === "UNKNOWN_SESSION" && !this.unknownBudget(from)) {
+            this.strike(from, ip, "steps for unknown sessions faster than its budget");
+            continue; // unanswered: answering a flood costs us more than it
+          }
           const gw = ctx.gateway;
           // a new session on layers we no longer open: the gateway gets our record first, so it reroutes knowing why
           if (ctx.announce && gw) void this.announce(gw, 2000).catch(() => {}).finally(() => this.refuse(f, from, e, gw));
@@ -583,9 +608,16 @@ export class SwarmNode {
 
   // Is this step allowed, and for which session? Throws FORBIDDEN, UNKNOWN_SESSION, BAD_RANGE, BAD_ARGUMENT, BUSY or BAD_MESSAGE.
   // ctx.gateway: set once the session's gateway is known for sure (a verified grant naming this hop and sender).
-  private async authorize(f: StepFrame, from: string, ip: string, ctx: AuthContext): Promise<Queued> {
+  // The values are unpacked only after every check of the sender and the session, and before any session changes.
+  private async authorize(f: StepHead, from: string, ip: string, ctx: AuthContext): Promise<Queued> {
     const grantBytes = extension(f, Ext.ROUTE_GRANT);
     let s = this.sessions.get(f.session);
+    let full: StepFrame | undefined;
+    const values = () => {
+      full = stepOf(f);
+      const bad = firstNonFinite(full.hidden);
+      if (bad >= 0) throw new LayerswarmError("BAD_ARGUMENT", `hidden value ${bad} of the step is not finite (an f16 overflow?)`);
+    };
     if (grantBytes) {
       const g = await openGrant(grantBytes, this.cfg.nLayers);
       if (g.grant.session !== f.session) throw new LayerswarmError("BAD_MESSAGE", "route grant is for another session");
@@ -600,12 +632,14 @@ export class SwarmNode {
       ctx.announce = false;
       if (s) {
         if (s.gateway !== g.grant.gateway) throw new LayerswarmError("FORBIDDEN", "session id already in use");
+        values();
         if (g.grant.issuedAt >= s.grant.grant.issuedAt) {
           s.grant = g;
           s.accepts = acceptsOf(f, g.grant.hops.length);
         }
       } else {
         if (this.dropped.has(f.session)) throw new LayerswarmError("UNKNOWN_SESSION", "this session was dropped here; open a new one");
+        values();
         // a session counts against its gateway's address: where hop 0 came from, or what its grant says
         const owner = f.hop === 0 ? ip : ipOfAddrs(g.grant.gatewayAddrs) ?? `gateway:${g.grant.gateway}`;
         s = { id: f.session, gateway: g.grant.gateway, grant: g, accepts: acceptsOf(f, g.grant.hops.length), ip: owner, createdAt: Date.now(), lastStep: Date.now() };
@@ -621,11 +655,10 @@ export class SwarmNode {
       this.checkHop(s.grant.grant, f, from);
       ctx.gateway = { peer: s.gateway, addrs: s.grant.grant.gatewayAddrs };
       this.checkRange(s.grant.grant.hops[f.hop]);
+      values();
     }
-    const bad = firstNonFinite(f.hidden);
-    if (bad >= 0) throw new LayerswarmError("BAD_ARGUMENT", `hidden value ${bad} of the step is not finite (an f16 overflow?)`);
     s.lastStep = Date.now();
-    return { f, s, from, ip };
+    return { f: full!, s, from, ip };
   }
 
   private checkRange(hop: { start: number; end: number }): void {
@@ -633,7 +666,7 @@ export class SwarmNode {
       throw new LayerswarmError("BAD_RANGE", `this node does not hold layers [${hop.start}, ${hop.end})`);
   }
 
-  private checkHop(g: import("../protocol/index.js").RouteGrant, f: StepFrame, from: string): void {
+  private checkHop(g: import("../protocol/index.js").RouteGrant, f: { hop: number }, from: string): void {
     if (f.hop >= g.hops.length || g.hops[f.hop].peer !== this.t.peerId) throw new LayerswarmError("FORBIDDEN", `hop ${f.hop} of this route is not this node`);
     if (expectedSender(g, f.hop) !== from) throw new LayerswarmError("FORBIDDEN", `hop ${f.hop} of this route is sent by ${expectedSender(g, f.hop).slice(-8)}, not by ${from.slice(-8)}`);
   }
@@ -675,7 +708,7 @@ export class SwarmNode {
   // A refused step: the error goes to the session's gateway when we know it
   // for sure (so it reroutes at once instead of waiting out a timeout), else
   // back to the sender (a gateway, or a stage that then ignores it).
-  private refuse(f: StepFrame, from: string, e: unknown, gateway?: { peer: string; addrs: string[] }): void {
+  private refuse(f: { req: number; session: string }, from: string, e: unknown, gateway?: { peer: string; addrs: string[] }): void {
     const to = gateway ?? { peer: from, addrs: [] };
     this.sendTo(to.peer, to.addrs, encodeError({ req: f.req, session: f.session, code: codeOf(e), message: (e as Error).message }));
   }
