@@ -4,7 +4,7 @@
 // golden ones, nothing it should not read is readable, the processes keep
 // serving, and memory stays bounded. Attackers use many identities.
 
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { LayerswarmError } from "../errors.js";
 import { SwarmMonitor } from "../api/monitor.js";
 import { STORIES_GGUF, goldenIds } from "../testing/shared.js";
@@ -457,5 +457,33 @@ describe("hostile peers, third round (found by review)", () => {
     for (let i = 0; i < 50 && !node.gate.banned(a.peer); i++) await settle();
     expect(node.gate.banned(a.peer)).toMatch(/unknown sessions faster than its budget/);
     expect(await sw.complete([1], 60)).toEqual(WANT); // the gateway's own steps are not counted against it
+  });
+
+  it("the manifest (tens of KB for a 100-byte ask): encoded once, a few per peer and per address, the allow-list's peers only", async () => {
+    sw = await memSwarm(STORIES_GGUF, [r(0, 5)]);
+    const node = sw.nodes[0];
+    const stringify = vi.spyOn(JSON, "stringify");
+    const bigOnes = () => stringify.mock.calls.filter(([v]) => (v as { manifest?: unknown })?.manifest !== undefined).length;
+    try {
+      const a = await Attacker.create(sw.net, "10.66.8.1");
+      const asks = await Promise.all(Array.from({ length: 10 }, () => a.ask(node.peerId, { type: "manifest" }).then((x) => x.type, (e) => (e as LayerswarmError).code)));
+      expect(asks.filter((x) => x === "manifest")).toHaveLength(2); // its burst
+      expect(asks.filter((x) => x === "BUSY")).toHaveLength(8);
+      expect(bigOnes()).toBe(1); // one encoding for every answer
+    } finally {
+      stringify.mockRestore();
+    }
+    // one address, many identities: the address's budget, then BUSY for all of them; another address is still answered
+    const crowd = await Promise.all(Array.from({ length: 20 }, () => Attacker.create(sw!.net, "10.66.8.2")));
+    const got = await Promise.all(crowd.flatMap((c) => [0, 1].map(() => c.ask(node.peerId, { type: "manifest" }).then((x) => x.type, (e) => (e as LayerswarmError).code))));
+    expect(got.filter((x) => x === "manifest").length).toBeLessThanOrEqual(32 + 1); // 32 at once, and what refills meanwhile
+    expect(got.filter((x) => x === "BUSY").length).toBeGreaterThan(0);
+    const other = await Attacker.create(sw.net, "10.66.8.3");
+    expect((await other.ask(node.peerId, { type: "manifest" })).type).toBe("manifest");
+    // a node serving only its gateways answers nobody else
+    const friend = await Attacker.create(sw.net, "10.66.8.4");
+    const { node: closed } = await sw.addNode([r(0, 5)], { gate: new PeerGate({ allow: new Set([sw.gw.peerId, friend.peer]) }) });
+    await expect(other.ask(closed.peerId, { type: "manifest" })).rejects.toMatchObject({ code: "FORBIDDEN" });
+    expect((await friend.ask(closed.peerId, { type: "manifest" })).type).toBe("manifest");
   });
 });

@@ -46,8 +46,13 @@ export async function exchange(t: Transport, peer: string, addrs: string[], req:
 
 // Serve control requests: decode, answer, close. A malformed request gets an
 // error response and `onBad` (which may ban the peer); a handler's exception
-// becomes an error response. Nothing a peer sends can throw out of here.
-export function serveRequests(handler: (req: Request, from: Caller) => Promise<Response>, onBad: (from: Caller, e: LayerswarmError) => void) {
+// becomes an error response. Nothing a peer sends can throw out of here. A
+// handler may answer with bytes it encoded once (a large answer asked often).
+// An answer its asker does not read within sendTimeoutMs is dropped with the
+// stream, so answers to readers that never read do not pile up in memory.
+export function serveRequests(
+  handler: (req: Request, from: Caller) => Promise<Response | Uint8Array>, onBad: (from: Caller, e: LayerswarmError) => void, o: { sendTimeoutMs?: number } = {},
+) {
   return (ch: Channel): void => {
     const from = { peer: ch.remotePeer, ip: ch.remoteIp };
     let bad: LayerswarmError | undefined; // reported after the answer is sent: the peer learns what was wrong
@@ -56,15 +61,24 @@ export function serveRequests(handler: (req: Request, from: Caller) => Promise<R
         const it = ch.messages()[Symbol.asyncIterator]();
         const m = await it.next();
         if (m.done) return;
-        let res: Response;
+        let res: Response | Uint8Array;
         try {
           res = await handler(decodeRequest(m.value), from);
         } catch (e) {
           res = errorResponse(e);
           if (codeOf(e) === "BAD_MESSAGE") bad = e as LayerswarmError;
         }
-        await ch.send(encodeMessage(res));
-        await ch.close().catch(() => {});
+        const ms = o.sendTimeoutMs ?? 10_000, ac = new AbortController();
+        const timer = setTimeout(() => {
+          ch.abort(new LayerswarmError("UNREACHABLE", `the answer was not read within ${ms} ms`));
+          ac.abort();
+        }, ms);
+        try {
+          await ch.send(res instanceof Uint8Array ? res : encodeMessage(res), ac.signal);
+          await ch.close().catch(() => {});
+        } finally {
+          clearTimeout(timer);
+        }
       } catch (e) {
         if (e instanceof LayerswarmError && e.code === "BAD_MESSAGE") bad = e;
         ch.abort(e as Error);

@@ -31,6 +31,7 @@ import {
   ErrorFrame, StepFrame, StepHead, decodeError, decodeStepHead, stepOf, differingLayers, encodeError, encodeResult, encodeStep, expectedSender, extension, firstNonFinite, frameType, maxFrameBytes, openGrant, providerKeys,
 } from "../protocol/index.js";
 import { Caller, request, serveRequests } from "../rpc.js";
+import { RateLimiter } from "../limiter.js";
 import { survey } from "../survey.js";
 import { Transport } from "../transport.js";
 import { NodeSession, SessionTable } from "./sessions.js";
@@ -131,6 +132,8 @@ export class SwarmNode {
   private provided = false; // announced in the DHT at least once
   private provideTimer?: NodeJS.Timeout;
   private strikes = new Map<string, { n: number; since: number }>();
+  private manifestReply?: Uint8Array; // the manifest answer, encoded once
+  private manifestAsks = { peer: new RateLimiter(2, 1 / 30), ip: new RateLimiter(32, 1) };
   private unknown = new Map<string, { tokens: number; at: number }>(); // per peer: steps for sessions it may not know are gone
   private dropped = new Set<string>(); // recently dropped or evicted session ids: their grants may not open them again
   private pinging = false;
@@ -461,7 +464,7 @@ export class SwarmNode {
 
   // ------------------------------------------------------------ control
 
-  private async control(r: Request, from: Caller): Promise<Response> {
+  private async control(r: Request, from: Caller): Promise<Response | Uint8Array> {
     switch (r.type) {
       case "info":
         return { type: "record", record: this.record() };
@@ -487,11 +490,15 @@ export class SwarmNode {
       case "rollback":
         throw new LayerswarmError("UNSUPPORTED", "this node does not roll sessions back yet (capability rollback: false)");
       case "manifest": {
-        // for peers holding only part of the file: they check it against a model id they trust
+        // for peers holding only part of the file: they check it against a model id they trust.
+        // Tens of KB for a 100-byte ask: the allowed only, a few a peer and an address, encoded once.
         const m = this.init.manifest;
         if (!m) throw new LayerswarmError("UNSUPPORTED", "this node has no manifest of its model (it holds only part of a remote file)");
-        if (JSON.stringify(m).length > MAX_CONTROL_BYTES - 1024) throw new LayerswarmError("UNSUPPORTED", `the manifest of ${m.tensors.length} tensors does not fit in one control message`);
-        return { type: "manifest", manifest: m };
+        if (!this.gate.allowed(from.peer)) throw new LayerswarmError("FORBIDDEN", "this node serves only the gateways in its --allow list");
+        if (!this.manifestAsks.peer.take(from.peer) || !this.manifestAsks.ip.take(from.ip)) throw new LayerswarmError("BUSY", "manifest asked for too often; ask again later");
+        const reply = (this.manifestReply ??= Buffer.from(JSON.stringify({ type: "manifest", manifest: m } satisfies Response), "utf8"));
+        if (reply.length > MAX_CONTROL_BYTES - 1024) throw new LayerswarmError("UNSUPPORTED", `the manifest of ${m.tensors.length} tensors does not fit in one control message`);
+        return reply;
       }
       default:
         throw new LayerswarmError("UNSUPPORTED", `a node does not answer "${r.type}"`);
