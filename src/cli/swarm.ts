@@ -225,7 +225,7 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
   };
   const node = new SwarmNode({
     modelPath, manifest, fetchLayers, ranges, onProgress, kernels: createKernels({ threads: o.threads }), kvBudgetBytes: kvBudget, maxSessions: o.maxSessions, name: o.name,
-    maxLayers, gate, policy: kind, discovery: lt.discovery(), rebalanceMs: (o.rebalance ?? 300) * 1000, drainMs: o.drainTimeout,
+    maxLayers, gate, policy: kind, discovery: lt.discovery(), rebalanceMs: (o.rebalance ?? 0) * 1000, drainMs: o.drainTimeout,
     wirePack: parsePackMode(o.wirePack ?? "auto"),
   }, t);
   await node.start(join, auto ? { maxLayers } : undefined);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Measured, allocateLayers, cheapestRoute, chooseRange, layerPressure, missingLayers, planMove, planRoute, subtractRanges } from "./placement.js";
+import { Measured, Supply, allocateLayers, cheapestRoute, chooseRange, clampClaims, jittered, layerPressure, missingLayers, planMove, planRoute, subtractRanges } from "./placement.js";
 
 const r = (s: number, e: number) => ({ start: s, end: e });
 
@@ -103,10 +103,38 @@ describe("placement by throughput and demand", () => {
     expect(planMove(4, swarm, "C", 2)).toBeUndefined(); // the only holder of 2-3
     // balanced already: moving would not improve the bottleneck by 4/3
     expect(planMove(4, [s("A", [r(0, 2)], 10), s("B", [r(2, 4)], 9), s("D", [r(2, 4)], 1)], "D", 2)).toBeUndefined();
-    // demand makes the difference: equal throughput on both halves, but ten times the traffic
+    // demand makes the difference: equal throughput on both halves, but four times the traffic
     // on 2-3 (gateways that run layers 0-1 themselves send little there)
-    expect(planMove(4, [s("A", [r(0, 2)], 5, 5), s("B", [r(0, 2)], 5, 5), s("C", [r(2, 4)], 10, 100)], "B", 2)).toEqual(r(2, 4));
-    expect(planMove(4, [s("A", [r(0, 2)], 5, 0), s("B", [r(0, 2)], 5, 0), s("C", [r(2, 4)], 10, 0)], "B", 2)).toBeUndefined();
+    expect(planMove(4, [s("A", [r(0, 2)], 5, 1), s("B", [r(0, 2)], 5, 1), s("C", [r(2, 4)], 5, 4), s("D", [r(2, 4)], 5, 4)], "B", 2)).toEqual(r(2, 4));
+    expect(planMove(4, [s("A", [r(0, 2)], 5, 0), s("B", [r(0, 2)], 5, 0), s("C", [r(2, 4)], 5, 0), s("D", [r(2, 4)], 5, 0)], "B", 2)).toBeUndefined();
+    // one record's demand far above the median's is taken at 4x it: one holder alone cannot pull nodes over
+    expect(planMove(4, [s("A", [r(0, 2)], 5, 5), s("B", [r(0, 2)], 5, 5), s("C", [r(2, 4)], 10, 100)], "B", 2)).toBeUndefined();
+  });
+  // security review: a liar claims [0,16) at huge speed (its record copies honest layer
+  // hashes), a Sybil claims [16,32) slow with huge demand; every honest holder of [0,16) moved away
+  it("planMove under forged records: claims clamped to 4x the median; only holders it verified cover its layers; no range left empty", () => {
+    const honest: Supply[] = [s("h1", [r(0, 16)], 10, 5), s("h2", [r(0, 16)], 10, 5), s("h3", [r(16, 32)], 10, 5), s("h4", [r(16, 32)], 10, 5)];
+    const liars: Supply[] = [s("liar", [r(0, 16)], 1e9, 0), s("sybil", [r(16, 32)], 1e-3, 1e6)];
+    const clamped = clampClaims([...honest, ...liars]);
+    expect(clamped.find((h) => h.id === "liar")!.tokPerSec).toBe(40);
+    expect(clamped.find((h) => h.id === "sybil")).toMatchObject({ tokPerSec: 2.5, rowsPerSec: 20 });
+    expect(clampClaims(honest)).toEqual(honest); // honest claims near the median are untouched
+    // each honest node in turn, as its timer fires, seeing the others where they are by then;
+    // it has verified the honest holders (they answered its probe step bit-exactly), not the liars
+    const verified = new Set(honest.map((h) => h.id));
+    let world: Supply[] = honest.map((h) => ({ ...h, ranges: [...h.ranges] }));
+    const moves: string[] = [];
+    for (const id of ["h1", "h2", "h3", "h4"]) {
+      const to = planMove(32, [...world, ...liars], id, 16, { covers: (p) => verified.has(p) });
+      if (to) (moves.push(id), (world = world.map((h) => (h.id === id ? { ...h, ranges: [to] } : h))));
+    }
+    expect(moves).toEqual(["h1"]); // the liars still tilt the balance, so one spare moves, but only one
+    expect(missingLayers(32, world)).toEqual([]);
+    // and without the liars' help nobody moves
+    expect(["h1", "h2", "h3", "h4"].map((id) => planMove(32, honest, id, 16))).toEqual([undefined, undefined, undefined, undefined]);
+  });
+  it("the rebalance timer is jittered between half and one and a half periods", () => {
+    expect([0, 0.25, 0.999].map((x) => jittered(1000, () => x))).toEqual([500, 750, 1499]);
   });
   it("subtractRanges", () => {
     expect(subtractRanges([r(0, 5)], [r(1, 2), r(3, 4)])).toEqual([r(0, 1), r(2, 3), r(4, 5)]);

@@ -211,24 +211,63 @@ export function bottleneck(nLayers: number, holders: Supply[], demand?: number[]
   return Math.max(...layerPressure(nLayers, holders, demand));
 }
 
+// How far one record's claims may stand from the swarm's median: a record's
+// throughput and demand are what its node says of itself, so a liar (or a
+// Sybil) claiming a thousand times the median is taken at CLAIM_SPREAD times it.
+export const CLAIM_SPREAD = 4;
+
+function median(v: number[]): number {
+  const s = [...v].sort((a, b) => a - b);
+  return s.length ? s[s.length >> 1] : 0;
+}
+
+// Each holder's claimed throughput clamped to [median / k, median * k] and its
+// claimed demand to at most k times the median (IDLE_DEMAND at least).
+// The median holds while fewer than half the records lie.
+export function clampClaims(holders: Supply[], k = CLAIM_SPREAD): Supply[] {
+  const tp = median(holders.map((h) => h.tokPerSec ?? 1)), dm = Math.max(IDLE_DEMAND, median(holders.map((h) => h.rowsPerSec ?? 0)));
+  return holders.map((h) => ({
+    ...h,
+    tokPerSec: tp > 0 ? Math.min(tp * k, Math.max(tp / k, h.tokPerSec ?? 1)) : h.tokPerSec ?? 1,
+    rowsPerSec: Math.min(dm * k, Math.max(0, h.rowsPerSec ?? 0)),
+  }));
+}
+
+export interface MoveOptions {
+  quality?: number; // the bottleneck must improve by more than 1/quality (default 0.75)
+  // holders whose ranges count as cover for the layers it gives up: those it
+  // checked itself (a record alone proves nothing; layer hashes can be copied).
+  // Default: every holder.
+  covers?: (id: string) => boolean;
+}
+
 // Rebalancing, decided by a node for itself: where it should move, or
-// undefined to stay. It moves only if its old layers stay held by others and
-// the swarm's bottleneck improves by more than 1/quality (Petals' rule,
-// quality 0.75), so nodes do not chase each other around.
-export function planMove(nLayers: number, holders: Supply[], self: string, maxLayers: number, quality = 0.75): LayerRange | undefined {
+// undefined to stay. It moves only if its old layers stay held by others it
+// trusts to hold them (o.covers) and the swarm's bottleneck, from claims
+// clamped to k times the median (clampClaims), improves by more than
+// 1/quality (Petals' rule, quality 0.75), so nodes do not chase each other around.
+export function planMove(nLayers: number, holdersIn: Supply[], self: string, maxLayers: number, o: MoveOptions = {}): LayerRange | undefined {
+  const quality = o.quality ?? 0.75;
+  const holders = clampClaims(holdersIn);
   const me = holders.find((h) => h.id === self);
   if (!me || me.ranges.length === 0) return undefined;
   const others = holders.filter((h) => h.id !== self);
   // demand stays with the layers: it is the swarm's traffic, whoever holds them
   const demand = layerDemand(nLayers, holders);
-  const without = layerPressure(nLayers, others, demand);
-  if (me.ranges.some((r) => without.slice(r.start, r.end).some((x) => x === Infinity))) return undefined; // it would leave a hole
+  const cover = o.covers ? others.filter((h) => o.covers!(h.id)) : others;
+  if (me.ranges.some((r) => missingLayers(r.end, cover, r.start).length > 0)) return undefined; // it would leave a hole
   const held = me.ranges.reduce((a, r) => a + r.end - r.start, 0);
   const layersPerSec = (me.tokPerSec ?? 1) * held; // its speed, spread over its new range
   const target = chooseRange(nLayers, others, maxLayers, demand);
   if (me.ranges.length === 1 && me.ranges[0].start === target.start && me.ranges[0].end === target.end) return undefined;
   const moved = [...others, { id: self, ranges: [target], tokPerSec: layersPerSec / (target.end - target.start) }];
   return bottleneck(nLayers, moved, demand) < bottleneck(nLayers, holders, demand) * quality ? target : undefined;
+}
+
+// The rebalance timer's next wait: period times a random factor in [0.5, 1.5),
+// so nodes started together do not all look (and move) at once.
+export function jittered(periodMs: number, rand = Math.random): number {
+  return Math.round(periodMs * (0.5 + rand()));
 }
 
 // Layers of `ranges` not in `minus`, as ranges.

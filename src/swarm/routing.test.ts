@@ -8,6 +8,10 @@ import { STORIES_GGUF, goldenIds } from "../testing/shared.js";
 import { MemSwarm, memSwarm } from "../testing/memswarm.js";
 import { SwarmNode } from "./node/index.js";
 import { Transport } from "./transport.js";
+import { MemoryTransport } from "./memory.js";
+import { PeerGate } from "./policy.js";
+import { missingLayers } from "./placement.js";
+import { request } from "./rpc.js";
 
 const r = (start: number, end: number) => ({ start, end });
 const WANT = goldenIds("4").slice(0, 61); // [1] and 60 greedy tokens
@@ -109,7 +113,8 @@ describe("moving a node's layers (rebalancing)", () => {
   };
 
   it("live sessions handed to a replica by exact replay: none fails, no token changes; then the node serves its new layers", async () => {
-    sw = await memSwarm(STORIES_GGUF, [r(0, 2), r(2, 5), r(2, 5)]);
+    // settleMs 0: it drains at once after asking again (else the sessions would finish first)
+    sw = await memSwarm(STORIES_GGUF, [r(0, 2), r(2, 5), r(2, 5)], {}, { settleMs: 0 });
     let moved: Promise<unknown> | undefined, mover: SwarmNode | undefined;
     const outs = await Promise.all([0, 1, 2].map((i) => sw!.complete([1], 60, (n) => {
       if (i !== 0 || n !== 15 || moved) return;
@@ -147,6 +152,33 @@ describe("moving a node's layers (rebalancing)", () => {
     expect(sw.gw.stats.recoveries).toBe(0); // nobody was handed over, nobody refused
     expect(mover!.stats.evicted).toBe(0);
     expect(mover!.stats.refused).toBe(0);
+  });
+
+  // security review: holders whose timers line up all drained one range at once, leaving it empty
+  it("two holders draining one range at once: each asks again once it drains, sees the other draining, and gives up; the range stays held", async () => {
+    sw = await memSwarm(STORIES_GGUF, [r(0, 2), r(0, 2), r(2, 5)], {}, { settleMs: 50 });
+    const [a, b] = sw.nodes;
+    const got = await Promise.allSettled([a.move(r(2, 5), { drainMs: 0 }), b.move(r(2, 5), { drainMs: 0 })]);
+    const refused = got.filter((g) => g.status === "rejected").map((g) => String((g as PromiseRejectedResult).reason));
+    expect(refused.length, JSON.stringify(got)).toBeGreaterThanOrEqual(1);
+    for (const why of refused) expect(why).toMatch(/given up: layers \[0, 2\) would be held by nobody else/);
+    expect(missingLayers(5, sw.nodes.map((n) => ({ id: n.peerId, ranges: n.ranges() })))).toEqual([]);
+    for (const n of [a, b]) await n.announce({ peer: sw.gw.peerId, addrs: sw.gw.addrs() });
+    expect(await sw.complete([1], 60)).toEqual(WANT);
+  });
+
+  // security review: a peer's load during a move's drain took the layers' memory, and the move then failed
+  it("a peer's load is refused while the node moves; the move completes", async () => {
+    sw = await memSwarm(STORIES_GGUF, [r(0, 2), r(2, 5)], {}, { settleMs: 200 });
+    const { node: mover } = await sw.addNode([r(2, 5)], { maxLayers: 5 });
+    let done = false;
+    const moved = mover.move(r(0, 2), { drainMs: 0 }).finally(() => (done = true));
+    while (!done && !sw.gw.dir.get(mover.peerId)?.record.draining) await new Promise((res) => setTimeout(res, 1));
+    expect(done, "the move ended before the gateway saw it drain").toBe(false);
+    const t = await MemoryTransport.create(sw.net, "10.3.0.1", new PeerGate());
+    await expect(request(t, mover.peerId, mover.record().addrs, { type: "load", start: 0, end: 2 }, 5000)).rejects.toThrow(/moving to other layers/);
+    expect(await moved).toEqual([r(0, 2)]);
+    await t.stop();
   });
 
   it("a node moves by itself when the swarm's bottleneck is elsewhere, and answers stay exact", async () => {

@@ -24,7 +24,7 @@ import { Discovery } from "../discovery.js";
 import { Logger, logger } from "../log.js";
 import { Outbox } from "../outbox.js";
 import { PackMode, WirePolicy } from "../wire.js";
-import { Supply, chooseRange, missingLayers, planMove, subtractRanges } from "../placement.js";
+import { Supply, chooseRange, clampClaims, jittered, missingLayers, planMove, subtractRanges } from "../placement.js";
 import { PeerGate, PolicyKind } from "../policy.js";
 import {
   CODEC_PLANES, DType, Ext, FLAG_LAST_ROW_ONLY, FLAG_PACKED, dtypeBytes, FrameLimits, FrameType, MAX_CONTROL_BYTES, NUMERICS_VERSION, NodeRecord, PROTOCOLS, PROVIDE_INTERVAL_MS, Request, Response, SUPPORTED_VERSIONS,
@@ -66,7 +66,9 @@ export interface NodeInit {
   unknownSessionBurst?: number; // steps for sessions not held here that one peer may send at once before they are strikes (default 256)
   unknownSessionPerSec?: number; // ... and the rate at which that budget refills (default 64 a second)
   wirePack?: PackMode; // pack values for next stages that take it: where the link's measured speed makes it pay (auto, the default), always, never
-  rebalanceMs?: number; // look this often whether moving elsewhere would help the swarm, and move (default 0: never)
+  rebalanceMs?: number; // look about this often (jittered: x0.5 to x1.5) whether moving elsewhere would help the swarm, and move (default 0: never)
+  rebalanceWindowMs?: number; // at most one move of its own (rebalance) per this long (default 30 min)
+  settleMs?: number; // a move waits this long after saying it drains before it looks again who else holds and drains (default 1 s)
   drainMs?: number; // a move waits this long for live sessions to finish, then hands them over (default 60 s)
 }
 
@@ -143,7 +145,9 @@ export class SwarmNode {
   private recent = new Map<string, number>(); // session -> time of its last step (batch window)
   // rebalancing (move): layers being given up, whom to tell, and the demand seen
   private draining: LayerRange[] = [];
-  private moving = false;
+  private moving = false; // one lock for moves and a peer's load (a load during a drain would take the new layers' memory)
+  private rebalanceTimer?: NodeJS.Timeout;
+  private lastRebalanceMove = -Infinity; // when rebalance last moved this node (performance.now)
   private join: { peer: string; addrs: string[] }[] = [];
   private gateways = new Map<string, string[]>(); // gateways whose sessions it served lately (at most 64)
   private demand = { rowsPerSec: 0, at: Date.now(), rows: 0 };
@@ -262,7 +266,7 @@ export class SwarmNode {
     this.join = join;
     if (auto) {
       const holders = await this.holders(join, auto.surveyMs ?? 10_000);
-      const r = chooseRange(this.cfg.nLayers, holders, auto.maxLayers);
+      const r = chooseRange(this.cfg.nLayers, clampClaims(holders), auto.maxLayers);
       this.log("info", "auto layers", { start: r.start, end: r.end, holders: holders.length });
       await this.loadRange(r);
     }
@@ -272,7 +276,7 @@ export class SwarmNode {
     this.every(Math.min(60_000, idle), () => this.sweepIdle(idle));
     this.every(2000, () => void this.pingLinks());
     this.every(10_000, () => this.sampleDemand());
-    if (this.init.rebalanceMs) this.every(this.init.rebalanceMs, () => void this.rebalance().catch((e) => this.log("warn", "rebalancing failed", { error: (e as Error).message })));
+    if (this.init.rebalanceMs) this.rebalanceSoon(this.init.rebalanceMs);
     await this.t.handle(PROTOCOLS.steps, (ch) => void this.serveSteps(ch), { maxMessageBytes: maxFrameBytes(this.limits), maxStreamsPerConnection: 4 });
     await this.t.handle(PROTOCOLS.control, serveRequests((r, from) => this.control(r, from), (from, e) => this.misbehaved(from.peer, from.ip, e.message)),
       { maxMessageBytes: MAX_CONTROL_BYTES, maxStreamsPerConnection: 32 });
@@ -344,6 +348,14 @@ export class SwarmNode {
     return this.providing;
   }
 
+  // The rebalance timer, jittered each round: nodes started together do not look (and move) at once.
+  private rebalanceSoon(periodMs: number): void {
+    const t = setTimeout(() => void this.rebalance().catch((e) => this.log("warn", "rebalancing failed", { error: (e as Error).message }))
+      .finally(() => { if (!this.stopped) this.rebalanceSoon(periodMs); }), jittered(periodMs));
+    t.unref();
+    this.rebalanceTimer = t;
+  }
+
   private every(ms: number, f: () => void): void {
     const t = setInterval(() => {
       try {
@@ -379,13 +391,16 @@ export class SwarmNode {
   // Decided by the node itself: if moving would ease the swarm's bottleneck
   // (placement.planMove: its layers stay held by others, the gain is clear), move.
   async rebalance(surveyMs = 10_000): Promise<LayerRange[] | undefined> {
-    if (this.moving || this.stopped || !this.slices.length || (!this.join.length && !this.init.discovery)) return undefined; // nothing says what others hold
+    if (this.moving || this.loadingNow || this.stopped || !this.slices.length || (!this.join.length && !this.init.discovery)) return undefined; // nothing says what others hold
+    // at most one move of its own per window: a swarm of liars cannot keep it moving
+    if (performance.now() - this.lastRebalanceMove < (this.init.rebalanceWindowMs ?? 30 * 60_000)) return undefined;
     const others = await this.holders(this.join, surveyMs);
     const held = this.slices.reduce((a, sl) => a + sl.range.end - sl.range.start, 0);
     const me: Supply = { id: this.t.peerId, ranges: this.ranges(), tokPerSec: Math.max(1e-3, this.layersPerSec) / held, rowsPerSec: this.demand.rowsPerSec };
     const target = planMove(this.cfg.nLayers, [...others, me], me.id, Math.min(this.init.maxLayers ?? held, this.cfg.nLayers));
     if (!target) return undefined;
     this.log("info", "rebalancing", { from: this.ranges(), to: target });
+    this.lastRebalanceMove = performance.now();
     return this.move(target, { others });
   }
 
@@ -397,8 +412,13 @@ export class SwarmNode {
   // layers and load the new ones. Refused if it would leave layers held by
   // nobody else, unless force. Its own operator or its own policy decides; no
   // message from a peer can start it.
+  // Unless forced, once it has said it drains it waits settleMs, asks again who
+  // holds what (layers others drain do not count) and gives the move up if its
+  // old layers would then be held by nobody else: two nodes draining one range
+  // at once both see it and stay.
   async move(to: LayerRange | "auto", o: { drainMs?: number; force?: boolean; surveyMs?: number; others?: Supply[] } = {}): Promise<LayerRange[]> {
     if (this.moving) throw new LayerswarmError("BUSY", "this node is already moving");
+    if (this.loadingNow) throw new LayerswarmError("BUSY", "this node is loading layers a gateway asked for");
     this.moving = true;
     try {
       const L = this.cfg.nLayers, maxLayers = Math.min(this.init.maxLayers ?? L, L);
@@ -417,7 +437,7 @@ export class SwarmNode {
       // to a given range: the survey stops once others are found holding every layer it gives up
       const enough = to === "auto" ? undefined : (found: Supply[]) => holes(found, to).length === 0;
       const others = o.others ?? (o.force && to !== "auto" ? [] : await this.holders(this.join, o.surveyMs ?? 10_000, enough));
-      const target = to === "auto" ? chooseRange(L, others, maxLayers) : to;
+      const target = to === "auto" ? chooseRange(L, clampClaims(others), maxLayers) : to;
       fits(target);
       const leaving = leavingFor(target);
       const unheld = o.force ? [] : holes(others, target);
@@ -427,6 +447,17 @@ export class SwarmNode {
         this.draining = leaving;
         this.log("info", "draining", { ranges: leaving, to: target });
         await this.tellGateways();
+        if (!o.force) {
+          await new Promise((r) => setTimeout(r, this.init.settleMs ?? 1000));
+          const now = await this.holders(this.join, o.surveyMs ?? 10_000, (found) => holes(found, target).length === 0);
+          const broken = holes(now, target);
+          if (broken.length) {
+            this.draining = [];
+            await this.tellGateways();
+            this.log("warn", "move given up", { to: target, unheld: broken });
+            throw new LayerswarmError("BUSY", `move to [${target.start}, ${target.end}) given up: layers ${broken.map((h) => `[${h.start}, ${h.end})`).join(" ")} would be held by nobody else (others drain them too, or left)`);
+          }
+        }
         await this.drain(leaving, o.drainMs ?? this.init.drainMs ?? 60_000);
         this.slices = this.slices.filter((sl) => !leaving.includes(sl.range));
       }
@@ -458,6 +489,7 @@ export class SwarmNode {
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
+    clearTimeout(this.rebalanceTimer);
     clearTimeout(this.provideTimer);
     await this.t.stop();
   }
@@ -478,6 +510,7 @@ export class SwarmNode {
       case "load": {
         if (!this.gate.allowed(from.peer)) throw new LayerswarmError("FORBIDDEN", "this node serves only the gateways in its --allow list");
         if (this.loadingNow) throw new LayerswarmError("BUSY", "already loading layers");
+        if (this.moving) throw new LayerswarmError("BUSY", "this node is moving to other layers; ask again once it has moved");
         this.loadingNow = true;
         try {
           await this.loadRange({ start: r.start, end: r.end });
