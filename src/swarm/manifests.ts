@@ -48,8 +48,10 @@ export async function manifestFromPeers(d: Discovery, t: Transport, keys: Uint8A
     try {
       throwIfAborted(signal);
       await new Promise<void>((res, rej) => {
-        const timer = setTimeout(res, 1000);
-        signal.addEventListener("abort", () => (clearTimeout(timer), rej(signal.reason)), { once: true });
+        // the listener goes with its round: the signal lives for every round (30 s), and a listener left per round piled up
+        const onAbort = () => (clearTimeout(timer), rej(signal.reason));
+        const timer = setTimeout(() => (signal.removeEventListener("abort", onAbort), res()), 1000);
+        signal.addEventListener("abort", onAbort, { once: true });
       });
     } catch {
       break;
