@@ -12,6 +12,9 @@ import { MemoryTransport } from "./memory.js";
 import { PeerGate } from "./policy.js";
 import { missingLayers } from "./placement.js";
 import { request } from "./rpc.js";
+import { PROBE_OWNER } from "./gateway/probe.js";
+import { PROTOCOLS } from "./protocol/index.js";
+import { LayerswarmError } from "../errors.js";
 
 const r = (start: number, end: number) => ({ start, end });
 const WANT = goldenIds("4").slice(0, 61); // [1] and 60 greedy tokens
@@ -102,6 +105,101 @@ describe("route choice by the gateway's own measurements", () => {
     for (let i = 0; i < 2; i++) await Promise.all([whole, a, b].map((n) => sw!.gw.prober.probe(n.peerId)));
     expect(sw.gw.router.plan()!.map((s) => s.id)).toEqual([whole.peerId]);
     expect(await sw.complete([1], 60)).toEqual(WANT);
+  });
+});
+
+// What a node sends on its steps streams, changed by f (a node computing wrong bits, for instance).
+function alterResults(t: Transport, f: (msg: Uint8Array) => Uint8Array): Transport {
+  const bind = <T extends object>(o: T, p: string | symbol) => {
+    const v = Reflect.get(o, p);
+    return typeof v === "function" ? v.bind(o) : v;
+  };
+  return new Proxy(t, {
+    get(target, p) {
+      if (p !== "dial") return bind(target, p);
+      return async (...a: Parameters<Transport["dial"]>) => {
+        const ch = await target.dial(...a);
+        if (!(PROTOCOLS.steps as readonly string[]).includes(a[2])) return ch;
+        return new Proxy(ch, { get: (c, q) => (q === "send" ? (msg: Uint8Array) => c.send(f(msg)) : bind(c, q)) });
+      };
+    },
+  });
+}
+
+// security review: probes were easy to tell from sessions (inputs all 0.01, fixed rows), their
+// outputs never checked, real step times never used, and a stalled or slow-to-open probe held a
+// slot for the whole step timeout or had the node counted as lost
+describe("probes that cannot be gamed", () => {
+  it("inputs are the gateway's embeddings of random tokens, with random row counts", async () => {
+    sw = await memSwarm(STORIES_GGUF, [], { probeMs: 60_000 });
+    const { node } = await sw.addNode([r(0, 5)]);
+    await probed(sw, [node.peerId]);
+    const seen: { T: number; hidden: Float32Array }[] = [];
+    const send = sw.gw.pipe.send.bind(sw.gw.pipe);
+    sw.gw.pipe.send = (ws, route, st, signal) => {
+      if (ws.owner === PROBE_OWNER) seen.push({ T: st.T, hidden: st.hidden });
+      return send(ws, route, st, signal);
+    };
+    for (let i = 0; i < 6; i++) await sw.gw.prober.probe(node.peerId);
+    const dim = sw.model.cfg.dim;
+    // every row is some token's embedding (the gateway's own table), not a constant
+    const table = new Map<string, number>();
+    const rowKey = (h: Float32Array, i: number) => Buffer.from(h.buffer, h.byteOffset + i * dim * 4, dim * 4).toString("base64");
+    const emb = sw.model.embedder.embed(Array.from({ length: sw.model.cfg.vocabSize }, (_, i) => i));
+    for (let i = 0; i < sw.model.cfg.vocabSize; i++) table.set(rowKey(emb, i), i);
+    for (const x of seen) for (let i = 0; i < x.T; i++) expect(table.has(rowKey(x.hidden, i)), `probe row ${i} of ${x.T}`).toBe(true);
+    const multi = seen.filter((x) => x.T > 1).map((x) => x.T);
+    expect(new Set(multi).size, `row counts ${multi}`).toBeGreaterThan(1);
+  });
+
+  it("a holder whose probe output differs from the others' on the same input is noted (not banned)", async () => {
+    sw = await memSwarm(STORIES_GGUF, [], { probeMs: 60_000 }, { wirePack: "never" });
+    const { node: a } = await sw.addNode([r(0, 5)]);
+    const { node: b } = await sw.addNode([r(0, 5)]);
+    // c flips one bit of the last value of every result it sends
+    const { node: c } = await sw.addNode([r(0, 5)], {}, undefined, (t) => alterResults(t, (m) => {
+      const x = m.slice();
+      x[x.length - 4] ^= 1;
+      return x;
+    }));
+    await probed(sw, [a.peerId, b.peerId, c.peerId]);
+    for (const n of [a, b, c]) await sw.gw.prober.probe(n.peerId); // the same round: the same opening tokens
+    expect(sw.gw.dir.get(c.peerId)!.mismatch).toMatchObject({ start: 0, end: 5 });
+    expect(new Set(sw.gw.dir.get(c.peerId)!.mismatch!.with)).toEqual(new Set([a.peerId, b.peerId]));
+    expect(sw.gw.dir.get(a.peerId)!.mismatch).toBeUndefined();
+    expect(sw.gw.dir.get(b.peerId)!.mismatch).toBeUndefined();
+    expect(sw.gw.view.nodes().find((n) => n.peer === c.peerId)!.mismatch).toMatchObject({ start: 0, end: 5 });
+    expect(sw.gw.dir.get(c.peerId)!.state).toBe("serving");
+  });
+
+  it("a node fast on probes and slow on real steps is priced by its real steps", async () => {
+    sw = await memSwarm(STORIES_GGUF, [], { probeMs: 60_000 });
+    const honestLink = { ms: 5 }, gamerLink = { ms: 0 };
+    const { node: honest } = await sw.addNode([r(0, 5)], {}, undefined, (t) => slowLink(t, honestLink));
+    const { node: gamer } = await sw.addNode([r(0, 5)], {}, undefined, (t) => slowLink(t, gamerLink));
+    await probed(sw, [honest.peerId, gamer.peerId]);
+    expect(sw.gw.router.plan()!.map((s) => s.id)).toEqual([gamer.peerId]);
+    gamerLink.ms = 40; // it told probes apart and serves real sessions slowly
+    expect(await sw.complete([1], 10)).toEqual(WANT.slice(0, 11));
+    expect(sw.gw.router.plan()!.map((s) => s.id), JSON.stringify(sw.gw.dir.get(gamer.peerId)!.real)).toEqual([honest.peerId]);
+  });
+
+  it("a probe that stalls ends at its own deadline, priced that slow; a probe whose stream cannot open does not lose the node", async () => {
+    sw = await memSwarm(STORIES_GGUF, [], { probeMs: 60_000, probeTimeoutMs: 300, stepTimeoutMs: 5000 });
+    const stall = { ms: 0 };
+    const { node } = await sw.addNode([r(0, 5)], {}, undefined, (t) => slowLink(t, stall));
+    await probed(sw, [node.peerId]);
+    stall.ms = 60_000; // its answers never come (within the test)
+    await sw.gw.prober.probe(node.peerId);
+    expect(sw.gw.prober.stats.timedOut).toBe(1);
+    expect(sw.gw.dir.get(node.peerId)!.probe!.ms1).toBeGreaterThanOrEqual(150); // smoothed with its first figure: (x + 300) / 2
+    expect(sw.gw.dir.get(node.peerId)!.state).toBe("serving");
+    // a stream slow to open (the outbox's dial timeout while the node is busy computing)
+    const send = sw.gw.pipe.outbox.send.bind(sw.gw.pipe.outbox);
+    sw.gw.pipe.outbox.send = (peer, addrs, msg) =>
+      peer === node.peerId ? Promise.reject(new LayerswarmError("UNREACHABLE", "dial timed out after 10000 ms")) : send(peer, addrs, msg);
+    await sw.gw.prober.probe(node.peerId);
+    expect(sw.gw.dir.get(node.peerId)!.state).toBe("serving");
   });
 });
 

@@ -36,6 +36,10 @@ export interface NodeEntry {
   differs: LayerDiff[]; // layers it serves with other weights than ours: never routed through for them
   // this gateway's own timing of a probe session through its range (probe.ts): one row, then `rows` rows
   probe?: { ms1: number; msRows: number; rows: number; layers: number; at: number };
+  // one-row steps of real sessions where it was the only stage (smoothed): a node fast on probes only gains nothing
+  real?: { ms1: number; layers: number; at: number };
+  // its probe output differed from other holders' of the same layers on the same input (probe.ts); not a ban
+  mismatch?: { start: number; end: number; with: string[]; at: number };
 }
 
 // A node's cost figures as this gateway measured them (placement.ts prices stages with them).
@@ -204,6 +208,14 @@ export class NodeDirectory {
     return [...this.nodes.values()].filter((n) => n.state === "serving");
   }
 
+  // A one-row step of a real session through this node alone took ms for these layers.
+  realStep(peer: string, ms: number, layers: number): void {
+    const e = this.nodes.get(peer);
+    if (!e || !(ms >= 0)) return;
+    const old = e.real?.layers === layers ? e.real.ms1 : undefined;
+    e.real = { ms1: old === undefined ? ms : (old + ms) / 2, layers, at: Date.now() };
+  }
+
   // Routing input: a node's load counts its sessions and, heavily, its recent failures.
   // Layers it is draining (moving away from) take no new sessions, so they are left out.
   holders(): { id: string; ranges: LayerRange[]; load: number }[] {
@@ -235,8 +247,12 @@ export function openRanges(n: NodeEntry): LayerRange[] {
   return n.differs.length ? subtractRanges(open, n.differs.map((d) => ({ start: d.layer, end: d.layer + 1 }))) : open;
 }
 
+// The worse of what probes and real sessions showed: a node that answers
+// probes fast and real steps slowly is priced by its real steps.
 export function figures(n: NodeEntry): Figures {
   const p = n.probe!;
   const hopMs = Math.min(n.rttMs ?? p.ms1 / 2, p.ms1);
-  return { hopMs, layerMs: Math.max(0, p.ms1 - hopMs) / Math.max(1, p.layers), rowMs: Math.max(0, p.msRows - p.ms1) / Math.max(1, p.rows - 1) };
+  let layerMs = Math.max(0, p.ms1 - hopMs) / Math.max(1, p.layers);
+  if (n.real && Date.now() - n.real.at < 10 * 60_000) layerMs = Math.max(layerMs, Math.max(0, n.real.ms1 - hopMs) / Math.max(1, n.real.layers));
+  return { hopMs, layerMs, rowMs: Math.max(0, p.msRows - p.ms1) / Math.max(1, p.rows - 1) };
 }

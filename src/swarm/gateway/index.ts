@@ -52,6 +52,7 @@ export interface GatewayOptions {
   content?: ModelIdentity;
   probeMs?: number; // time each node's stage again after this long, for route costs (default 60 s; 0: never, routes priced alike)
   probeRows?: number; // rows of the throughput probe (default 32)
+  probeTimeoutMs?: number; // a probe's own deadline: one that stalls is priced this slow, not lost (default 10 s)
 }
 
 export class Gateway implements LayerStack {
@@ -91,7 +92,8 @@ export class Gateway implements LayerStack {
       replayDone: (id) => this.local.head?.dropSession(`${id}\u0000replay`),
     });
     this.probeMs = o.probeMs ?? 60_000;
-    this.prober = new Prober(t, identity, this.dir, this.pipe, this.log, model.cfg.dim, { everyMs: this.probeMs, rows: o.probeRows ?? 32 }, (peer, why) => this.lose(peer, why));
+    this.prober = new Prober(t, identity, this.dir, this.pipe, this.log, { everyMs: this.probeMs, rows: o.probeRows ?? 32, timeoutMs: o.probeTimeoutMs },
+      { vocab: model.cfg.vocabSize, embed: (tokens) => model.embedder.embed(tokens) });
     this.view = makeView(this);
     this.recordTtlMs = o.recordTtlMs ?? RECORD_TTL_MS;
     if (o.discovery)

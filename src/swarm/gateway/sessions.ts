@@ -132,7 +132,11 @@ export class Sessions {
       return this.retryAfterRecovery(s, remote, new RouteLost([], "a node evicted the session", "BUSY"), signal);
     }
     try {
-      return await this.pipe.send(s.wire, this.hops(s), remote, signal);
+      const t0 = performance.now();
+      const out = await this.pipe.send(s.wire, this.hops(s), remote, signal);
+      // a real one-row step through one node alone: its time is that node's (route costs take the worse of this and its probes)
+      if (st.T === 1 && s.route.length === 1) this.dir.realStep(s.route[0].id, performance.now() - t0, s.route[0].end - s.route[0].start);
+      return out;
     } catch (e) {
       if (!(e instanceof RouteLost)) throw e;
       return this.retryAfterRecovery(s, remote, e, signal);

@@ -32,6 +32,7 @@ export interface NodeView {
   differs: { layer: number; theirs: string; ours: string }[]; // layers it serves with other weights than ours: not routed through for them
   draining?: LayerRange[]; // layers it is moving away from: its live sessions finish there, no new ones open
   cost?: { hopMs: number; layerMs: number; rowMs: number; at: number }; // what this gateway measured of it (routes are priced by this alone)
+  mismatch?: { start: number; end: number; with: string[]; at: number }; // its probe output for these layers differed from these holders' on the same input
   wire?: { bytesPerToken: number; rawBytesPerToken: number; packedFrames: number }; // what it sends on to its next receivers, per row (its record's word)
 }
 
@@ -76,6 +77,7 @@ export function makeView(gw: Gateway): GatewayView {
         model: r.model.id, differs: n.differs.map((d) => ({ ...d })),
         draining: r.draining?.map((x) => ({ ...x })),
         cost: n.probe ? { ...roundFigures(figures(n)), at: n.probe.at } : undefined,
+        mismatch: n.mismatch ? { ...n.mismatch, with: [...n.mismatch.with] } : undefined,
         wire: r.stats.wireRows ? {
           bytesPerToken: Math.round((r.stats.wireBytes ?? 0) / r.stats.wireRows), rawBytesPerToken: Math.round((r.stats.wireRawBytes ?? 0) / r.stats.wireRows), packedFrames: r.stats.packedFrames ?? 0,
         } : undefined,
