@@ -648,7 +648,18 @@ export class Libp2pTransport implements Transport {
         // through a relay first: the peer's other addresses were no use before either
         const known = (await this.node.peerStore.get(peerIdFromString(peer)).catch(() => undefined))?.addresses.map((x) => x.multiaddr).filter(isCircuit)
           .map((m) => (m.toString().endsWith(`/p2p/${peer}`) ? m : m.encapsulate(`/p2p/${peer}`))) ?? [];
-        const c = await this.node.dial(known.length ? known : peerIdFromString(peer), { signal: AbortSignal.timeout(10_000) });
+        // for 10 s: the connection to the relay may have gone with the circuit (a relay
+        // restart): the first tries can meet it still closing
+        const until = Date.now() + 10_000;
+        let c: Connection | undefined;
+        for (let i = 1; !c; i++) {
+          try {
+            c = await this.node.dial(known.length ? known : peerIdFromString(peer), { signal: AbortSignal.timeout(Math.max(1, until - Date.now())) });
+          } catch (e) {
+            if (this.stopped || Date.now() + 500 * i >= until) throw e;
+            await new Promise((r) => setTimeout(r, 500 * i));
+          }
+        }
         this.log("info", "a circuit to a peer was cut; reached it again", { peer, via: this.reaches.of(c) });
         for (const cb of this.interruptCbs) cb(peer);
         return;
