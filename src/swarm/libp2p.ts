@@ -38,6 +38,7 @@ import { Discovery, Provider } from "./discovery.js";
 import { Identity } from "./identity.js";
 import { Logger, logger } from "./log.js";
 import { PeerGate } from "./policy.js";
+import { remoteAddress, remoteKey } from "./addrgroup.js";
 import { DHT_PROTOCOL, DHT_VALIDITY_MS, MDNS_SERVICE } from "./protocol/index.js";
 import { Channel, DialOptions, HandleOptions, Reach, Transport } from "./transport.js";
 import { DialBack, RELAY_LIMITS, RelayGuard, RelayLimits, ReachTracker, Reachability, isCircuit, natComponents } from "./nat.js";
@@ -67,10 +68,8 @@ export function swarmKeyBytes(spec: string): Uint8Array {
 
 const PAUSE_BYTES = 1 << 20;
 
-function ipOf(ma: Multiaddr): string {
-  const c = ma.getComponents().find((x) => x.name === "ip4" || x.name === "ip6" || x.name === "dns4" || x.name === "dns6" || x.name === "dns");
-  return c?.value ?? ma.toString();
-}
+// for the gate: the IP, or for a circuit "relay:<relay>/<peer>" (not the relay's IP: addrgroup.ts)
+const ipOf = remoteAddress;
 
 // Length-prefixed messages (unsigned varint, then the bytes), taken apart
 // chunk by chunk as they arrive. Only the message in progress is held, as the
@@ -616,7 +615,7 @@ export class Libp2pTransport implements Transport {
   }
 
   private channel(s: Stream, conn: Connection, maxBytes: number): StreamChannel {
-    const ch = new StreamChannel(s, conn.remotePeer.toString(), ipOf(conn.remoteAddr), maxBytes);
+    const ch = new StreamChannel(s, conn.remotePeer.toString(), remoteKey(conn.remoteAddr), maxBytes);
     ch.reach = this.reaches.of(conn);
     return ch;
   }

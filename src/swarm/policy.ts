@@ -7,6 +7,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import { LayerswarmError } from "../errors.js";
+import { addressGroup, isRelayed, relayGroupOf } from "./addrgroup.js";
 import { isPeerId } from "./identity.js";
 import { ConnectionGate } from "./transport.js";
 
@@ -39,7 +40,9 @@ export function readAllowList(file: string): Set<string> {
 
 export interface GateOptions {
   allow?: Set<string>; // undefined: open
-  maxConnectionsPerIp?: number; // default 32
+  maxConnectionsPerIp?: number; // default 32 (an IPv6 /64 is one address here: addrgroup.ts)
+  maxConnectionsPerRelayedPeer?: number; // default 4: one peer reached through one relay
+  maxConnectionsPerRelay?: number; // default 128, above what a relay lets through (RELAY_LIMITS.circuits)
   banMs?: number; // default 10 minutes
   local?: Set<string>; // addresses treated like loopback: this machine's (thisMachine())
 }
@@ -47,7 +50,8 @@ export interface GateOptions {
 export class PeerGate implements ConnectionGate {
   private bans = new Map<string, { until: number; reason: string }>();
   private ipStrikes = new Map<string, { n: number; until: number }>();
-  readonly connectionsPerIp = new Map<string, number>();
+  readonly connectionsPerIp = new Map<string, number>(); // by address group or relayed peer (addrgroup.ts)
+  private connectionsPerRelay = new Map<string, number>();
   constructor(private o: GateOptions = {}) {}
 
   get kind(): "open" | "allow-list" {
@@ -69,8 +73,10 @@ export class PeerGate implements ConnectionGate {
   }
 
   // A peer broke the protocol or a limit on purpose: keep it out for a while.
-  // An address whose peers are banned again and again is kept out too.
+  // An address whose peers are banned again and again is kept out too; never
+  // a relayed peer's (its relay's address, shared with everyone behind it).
   ban(peer: string, ip: string | undefined, reason: string): void {
+    ip = ip === undefined || isRelayed(ip) ? undefined : addressGroup(ip);
     const until = Date.now() + (this.o.banMs ?? 10 * 60_000);
     this.bans.set(peer, { until, reason });
     if (this.bans.size > 100_000) this.bans.delete(this.bans.keys().next().value!);
@@ -89,24 +95,39 @@ export class PeerGate implements ConnectionGate {
     return this.banned(peer) === undefined;
   }
 
-  allowIp(ip: string): boolean {
+  allowIp(raw: string): boolean {
+    const ip = addressGroup(raw);
+    // a relayed peer: never local, never banned by address; capped per peer and per relay
+    if (isRelayed(ip))
+      return (this.connectionsPerIp.get(ip) ?? 0) < (this.o.maxConnectionsPerRelayedPeer ?? 4) &&
+        (this.connectionsPerRelay.get(relayGroupOf(ip)!) ?? 0) < (this.o.maxConnectionsPerRelay ?? 128);
     // a local swarm (layerswarm run, or several processes on one machine) is
     // one address, and whoever is on this machine has it anyway: this
     // machine's addresses are never banned or capped as addresses
-    if (isLoopback(ip) || this.o.local?.has(ip)) return true;
+    if (isLoopback(raw) || this.o.local?.has(raw)) return true;
     const s = this.ipStrikes.get(ip);
     if (s && s.until > Date.now()) return false;
     return (this.connectionsPerIp.get(ip) ?? 0) < (this.o.maxConnectionsPerIp ?? 32);
   }
 
   opened(ip: string): void {
+    ip = addressGroup(ip);
     this.connectionsPerIp.set(ip, (this.connectionsPerIp.get(ip) ?? 0) + 1);
+    const r = relayGroupOf(ip);
+    if (r) this.connectionsPerRelay.set(r, (this.connectionsPerRelay.get(r) ?? 0) + 1);
   }
   closed(ip: string): void {
-    const n = (this.connectionsPerIp.get(ip) ?? 1) - 1;
-    if (n <= 0) this.connectionsPerIp.delete(ip);
-    else this.connectionsPerIp.set(ip, n);
+    ip = addressGroup(ip);
+    drop(this.connectionsPerIp, ip);
+    const r = relayGroupOf(ip);
+    if (r) drop(this.connectionsPerRelay, r);
   }
+}
+
+function drop(m: Map<string, number>, k: string): void {
+  const n = (m.get(k) ?? 1) - 1;
+  if (n <= 0) m.delete(k);
+  else m.set(k, n);
 }
 
 // What each process says at start about the swarm it takes part in.
