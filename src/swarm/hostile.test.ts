@@ -475,8 +475,10 @@ describe("hostile peers, third round (found by review)", () => {
     }
     // one address, many identities: the address's budget, then BUSY for all of them; another address is still answered
     const crowd = await Promise.all(Array.from({ length: 20 }, () => Attacker.create(sw!.net, "10.66.8.2")));
+    const t0 = performance.now();
     const got = await Promise.all(crowd.flatMap((c) => [0, 1].map(() => c.ask(node.peerId, { type: "manifest" }).then((x) => x.type, (e) => (e as LayerswarmError).code))));
-    expect(got.filter((x) => x === "manifest").length).toBeLessThanOrEqual(32 + 1); // 32 at once, and what refills meanwhile
+    const refilled = Math.ceil((performance.now() - t0) / 1000); // one a second
+    expect(got.filter((x) => x === "manifest").length).toBeLessThanOrEqual(32 + refilled); // 32 at once, and what refilled meanwhile
     expect(got.filter((x) => x === "BUSY").length).toBeGreaterThan(0);
     const other = await Attacker.create(sw.net, "10.66.8.3");
     expect((await other.ask(node.peerId, { type: "manifest" })).type).toBe("manifest");
