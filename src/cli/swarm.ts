@@ -191,7 +191,7 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
   const control = o.control === false ? undefined : controlPath(keyPath); // checked before anything starts
   const identity = await loadOrCreateIdentity(keyPath, true);
   const listen = o.listen ?? LISTEN_ALL;
-  const lt = await Libp2pTransport.create({ identity, listen, swarmKey: o.swarmKey, gate, dht: true, bootstrap, mdns: mdnsOption(o.mdns !== false), nat: natOption(listen, o.relay) });
+  const lt = await Libp2pTransport.create({ identity, listen, swarmKey: o.swarmKey, gate, dht: true, bootstrap, mdns: mdnsOption(o.mdns !== false), nat: natOption(listen, o.relay), chosen: join.map((j) => j.peer) });
   reportReachability("this node", lt);
   const t = withLinkDelay(lt);
   process.stderr.write(policyNotice("node", kind) + "\n");

@@ -55,6 +55,7 @@ export interface Libp2pOptions {
   // NAT traversal (nat.ts): relay for others while reachable, reserve a relay
   // slot when not, DCUtR, AutoNAT; true for RELAY_LIMITS, or other limits
   nat?: boolean | (Partial<RelayLimits> & { relays?: string[] }); // relays: reserve on these (multiaddrs ending in /p2p/<id>), not any
+  chosen?: string[]; // peers the user named (--join): with the bootstrap and relay peers, their dial-back answers count in a small swarm (nat.ts)
 }
 
 // A swarm key in the go-ipfs format: "/key/swarm/psk/1.0.0/\n/base16/\n<64 hex>"
@@ -485,6 +486,11 @@ export class Libp2pTransport implements Transport {
     made = node;
     if (limits) {
       dialBack = new DialBack(node, logger(`nat:${node.peerId.toString().slice(-6)}`), typeof o.nat === "object" ? o.nat.relays : undefined);
+      for (const a of [...bootstrap, ...(typeof o.nat === "object" ? o.nat.relays ?? [] : []).map((r) => multiaddr(r))]) {
+        const id = a.getComponents().filter((c) => c.name === "p2p").at(-1)?.value;
+        if (id) dialBack.trust(id);
+      }
+      for (const p of o.chosen ?? []) dialBack.trust(p);
       await dialBack.start();
     }
     return new Libp2pTransport(node, gate, bootstrap, store, dialBack);
@@ -523,6 +529,7 @@ export class Libp2pTransport implements Transport {
       try {
         const c = await this.node.dial(ma, { signal: AbortSignal.timeout(10_000) });
         this.bootstrapPeers.set(a, c.remotePeer.toString());
+        this.dialBack?.trust(c.remotePeer.toString());
         if (this.bootstrapWarned.delete(a)) this.log("info", "reached the bootstrap peer", { addr: a });
       } catch (e) {
         if (this.stopped || this.bootstrapWarned.has(a)) return;

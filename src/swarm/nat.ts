@@ -20,6 +20,7 @@ import { autoNAT } from "@libp2p/autonat";
 import type { Connection, Libp2p, PeerId, Stream } from "@libp2p/interface";
 import { multiaddr, Multiaddr } from "@multiformats/multiaddr";
 import { DIALBACK_PROTOCOL } from "./protocol/index.js";
+import { addressGroup, networkOf } from "./addrgroup.js";
 import { Logger } from "./log.js";
 import type { Reach } from "./transport.js";
 
@@ -204,6 +205,53 @@ async function readAll(s: Stream, max: number, signal: AbortSignal): Promise<Uin
   });
 }
 
+// One dial-back answer: whether the answerer could dial us, where it is, and
+// whether we chose it (a --bootstrap or --relay peer we dialled ourselves).
+export interface DialBackAnswer {
+  ok: boolean;
+  ip: string;
+  trusted: boolean;
+}
+
+// What the answers say. Anyone can connect and answer, so one answer decides
+// nothing: a strict majority of answerers in at least 3 distinct networks
+// (IPv4 /16, IPv6 /48; one vote per network), or, where there are fewer (a
+// small swarm, a LAN, tests), a strict majority of the peers we chose.
+// undefined: no decision.
+export function reachabilityVerdict(answers: DialBackAnswer[]): Reachability | undefined {
+  const majority = (votes: boolean[]): Reachability | undefined => {
+    const yes = votes.filter(Boolean).length, no = votes.length - yes;
+    return yes > no ? "reachable" : no > yes ? "unreachable" : undefined;
+  };
+  const byNet = new Map<string, boolean>();
+  for (const a of [...answers].sort((x, y) => Number(y.trusted) - Number(x.trusted))) if (!byNet.has(networkOf(a.ip))) byNet.set(networkOf(a.ip), a.ok);
+  if (byNet.size >= 3) return majority([...byNet.values()]);
+  const chosen = answers.filter((a) => a.trusted);
+  return chosen.length ? majority(chosen.map((a) => a.ok)) : undefined;
+}
+
+// The first decision is taken at once (a peer behind a NAT needs its relay
+// slot); after that the state flips only when two checks in a row say so.
+export class Hysteresis {
+  private pending?: Reachability;
+  constructor(public state: Reachability = "unknown") {}
+  get wavering(): boolean {
+    return this.pending !== undefined;
+  }
+  // A check's verdict; returns the state after it.
+  observe(v: Reachability | undefined): Reachability {
+    if (v === undefined) return this.state;
+    if (v === this.state || this.state === "unknown") {
+      this.pending = undefined;
+      this.state = v;
+    } else if (this.pending === v) {
+      this.pending = undefined;
+      this.state = v;
+    } else this.pending = v;
+    return this.state;
+  }
+}
+
 export class DialBack {
   state: Reachability = "unknown";
   private timer?: NodeJS.Timeout;
@@ -214,12 +262,20 @@ export class DialBack {
   private perIp = new Map<string, number[]>(); // ip -> dial-backs to it in the last minute
   private dialing = 0;
   private listeners: ((s: Reachability) => void)[] = [];
+  private verdicts = new Hysteresis();
+  private chosen = new Set<string>(); // peers we chose to ask (bootstrap, relays): their answers decide in a small swarm
 
   // relays: multiaddrs ending in /p2p/<relay> to reserve on; none: any peer that relays
   constructor(private node: Libp2p, private log: Logger, private relays: string[] = [], private recheckMs = 5 * 60_000) {}
 
   onChange(cb: (s: Reachability) => void): void {
     this.listeners.push(cb);
+  }
+
+  // A peer we chose (--bootstrap, --relay, --join): its answer counts where
+  // there are too few networks for a majority (reachabilityVerdict).
+  trust(peer: string): void {
+    this.chosen.add(peer);
   }
 
   async start(): Promise<void> {
@@ -239,7 +295,7 @@ export class DialBack {
   private soon(ms: number): void {
     if (this.stopped) return;
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.check().finally(() => this.soon(this.state === "unknown" ? 5_000 : this.recheckMs)), ms);
+    this.timer = setTimeout(() => void this.check().finally(() => this.soon(this.state === "unknown" ? 5_000 : this.verdicts.wavering ? Math.min(30_000, this.recheckMs) : this.recheckMs)), ms);
     this.timer.unref();
   }
 
@@ -254,9 +310,11 @@ export class DialBack {
     return [...ports].slice(0, MAX_PORTS);
   }
 
-  // Ask up to 3 peers connected directly; reachable only if every one that
-  // answered could dial back (reserving a relay slot in doubt costs little;
-  // missing one leaves a peer nobody can use).
+  // Ask peers connected directly: the ones we chose, and one per network of
+  // the others, 5 at most; the answers decide by majority
+  // (reachabilityVerdict), and a decided state flips only when two checks in a
+  // row say so (Hysteresis): one hostile answerer no longer turns a peer's DHT
+  // serving and relaying off.
   async check(): Promise<Reachability> {
     if (this.checking || this.stopped) return this.state;
     this.checking = true;
@@ -264,13 +322,17 @@ export class DialBack {
       const ports = this.ports();
       if (!ports.length) return this.state;
       const asked: Connection[] = [];
-      const seen = new Set<string>();
-      for (const c of this.node.getConnections()) {
-        if (asked.length >= 3) break;
-        if (c.status !== "open" || isCircuit(c.remoteAddr) || seen.has(c.remotePeer.toString())) continue;
+      const seen = new Set<string>(), nets = new Set<string>();
+      const conns = this.node.getConnections().filter((c) => c.status === "open" && !isCircuit(c.remoteAddr) && ipOf(c.remoteAddr));
+      conns.sort((a, b) => Number(this.chosen.has(b.remotePeer.toString())) - Number(this.chosen.has(a.remotePeer.toString())));
+      for (const c of conns) {
+        if (asked.length >= 5) break;
+        const peer = c.remotePeer.toString(), net = networkOf(ipOf(c.remoteAddr)!);
+        if (seen.has(peer) || (!this.chosen.has(peer) && nets.has(net))) continue;
         const p = await this.node.peerStore.get(c.remotePeer).catch(() => undefined);
         if (!p?.protocols.includes(DIALBACK_PROTOCOL)) continue;
-        seen.add(c.remotePeer.toString());
+        seen.add(peer);
+        nets.add(net);
         asked.push(c);
       }
       if (!asked.length) return this.state;
@@ -290,9 +352,11 @@ export class DialBack {
           return undefined;
         }
       }));
-      const known = answers.filter((a) => a !== undefined);
-      if (!known.length) return this.state;
-      this.set(known.every(Boolean) ? "reachable" : "unreachable");
+      const known: DialBackAnswer[] = [];
+      answers.forEach((ok, i) => {
+        if (ok !== undefined) known.push({ ok, ip: ipOf(asked[i].remoteAddr)!, trusted: this.chosen.has(asked[i].remotePeer.toString()) });
+      });
+      this.set(this.verdicts.observe(reachabilityVerdict(known)));
       return this.state;
     } finally {
       this.checking = false;
@@ -324,10 +388,11 @@ export class DialBack {
     const n = req[0] ?? 0;
     if (!ip || isCircuit(c.remoteAddr) || n < 1 || n > MAX_PORTS || req.length !== 1 + 2 * n) return void s.abort(new Error("bad dial-back request"));
     const now = Date.now(), peer = c.remotePeer.toString();
-    const recent = (this.perIp.get(ip) ?? []).filter((t) => t > now - 60_000);
+    const group = addressGroup(ip); // an IPv6 /64 is one address
+    const recent = (this.perIp.get(group) ?? []).filter((t) => t > now - 60_000);
     if ((this.served.get(peer) ?? 0) > now - 20_000 || recent.length >= 16 || this.dialing >= 16) return void s.abort(new Error("dial-back refused: busy"));
     this.served.set(peer, now);
-    this.perIp.set(ip, [...recent, now]);
+    this.perIp.set(group, [...recent, now]);
     if (this.served.size > 4096) this.served.delete(this.served.keys().next().value!);
     if (this.perIp.size > 4096) this.perIp.delete(this.perIp.keys().next().value!);
     this.dialing++;
