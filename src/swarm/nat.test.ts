@@ -63,4 +63,15 @@ describe("relay limits (libp2p, loopback)", () => {
     const fromC = await c.dial(b.peerId, [toB], "/test/echo/1.0.0", { maxMessageBytes: 1 << 20 });
     expect(fromC.reach).toBe("relayed");
   }, 60_000);
+
+  it("circuits are capped per source address as well as per peer: fresh ids from one address get no more (security review)", async () => {
+    const relay = await peer({ circuitsPerPeer: 8, circuitsPerIp: 1 });
+    const [a, d, c] = await Promise.all([peer(), peer(), peer()]);
+    expect((await reserve(a, relay)).length).toBeGreaterThan(0);
+    await a.handle(["/test/echo/1.0.0"], () => {}, { maxMessageBytes: 1 << 20, maxStreamsPerConnection: 4 });
+    const toA = `${relayAddr(relay)}/p2p-circuit/p2p/${a.peerId}`;
+    expect((await d.dial(a.peerId, [toA], "/test/echo/1.0.0", { maxMessageBytes: 1 << 20 })).reach).toBe("relayed");
+    // c is another id at the same address (127.0.0.1): the address's one circuit is taken
+    await expect(c.dial(a.peerId, [toA], "/test/echo/1.0.0", { maxMessageBytes: 1 << 20, signal: AbortSignal.timeout(10_000) })).rejects.toThrow(/cannot reach/);
+  }, 60_000);
 });

@@ -43,6 +43,7 @@ export interface RelayLimits {
   reservationTtlMs: number; // a slot lasts this long unless refreshed (the client refreshes before)
   circuits: number; // relayed connections open through this peer at once
   circuitsPerPeer: number; // of them opened by one source peer
+  circuitsPerIp: number; // of them opened from one source address group (an IPv4 address, an IPv6 /64): Sybil ids cost nothing
 }
 
 export const RELAY_LIMITS: RelayLimits = {
@@ -53,6 +54,7 @@ export const RELAY_LIMITS: RelayLimits = {
   reservationTtlMs: 30 * 60_000,
   circuits: 64,
   circuitsPerPeer: 8,
+  circuitsPerIp: 16,
 };
 
 const STOP = "/libp2p/circuit/relay/0.2.0/stop";
@@ -63,6 +65,12 @@ export const isCircuit = (ma: Multiaddr | string): boolean => String(ma).include
 function ipOf(ma: Multiaddr): string | undefined {
   const c = ma.getComponents().find((x) => x.name === "ip4" || x.name === "ip6");
   return c?.value;
+}
+
+// The address group (addrgroup.ts) a peer connects to us from directly, if it does.
+function groupOf(node: Libp2p, peer: PeerId): string | undefined {
+  const ip = node.getConnections(peer).filter((c) => !isCircuit(c.remoteAddr)).map((c) => ipOf(c.remoteAddr)).find(Boolean);
+  return ip && addressGroup(ip);
 }
 
 // The transports and services NAT traversal adds to a libp2p node.
@@ -107,10 +115,10 @@ export class RelayGuard {
     if (!node || !relay || this.reachability() === "unreachable") return true;
     if (relay.reservations.has(peer)) return false; // a refresh
     if (relay.reservations.size >= this.limits.reservations) return true;
-    const ip = node.getConnections(peer).map((c) => ipOf(c.remoteAddr)).find(Boolean);
+    const ip = groupOf(node, peer);
     if (!ip) return true;
     let fromIp = 0;
-    for (const r of relay.reservations.values()) if (ipOf(r.addr) === ip) fromIp++;
+    for (const r of relay.reservations.values()) if (addressGroup(ipOf(r.addr) ?? "") === ip) fromIp++;
     return fromIp >= this.limits.reservationsPerIp;
   }
 
@@ -118,10 +126,13 @@ export class RelayGuard {
   // request stream each one runs on (a refused reservation leaves its stream
   // open: counting every open hop stream would count that too).
   private live = new Map<string, Set<Stream>>(); // source peer -> hop streams let through
+  private liveByIp = new Map<string, Set<Stream>>(); // source address group -> the same
   private counted = new WeakSet<Stream>();
   denyCircuit(src: PeerId): boolean {
     const node = this.node();
     if (!node) return true;
+    const group = groupOf(node, src);
+    if (!group) return true; // a source reaching us only through another relay: no relaying on relays
     let all = 0;
     const fresh: Stream[] = [];
     for (const c of node.getConnections()) {
@@ -131,18 +142,20 @@ export class RelayGuard {
       }
     }
     const key = src.toString();
-    const mine = this.live.get(key) ?? new Set<Stream>();
-    for (const s of mine) if (s.status !== "open") mine.delete(s);
-    if (all >= this.limits.circuits || mine.size >= this.limits.circuitsPerPeer) return true;
+    const mine = this.live.get(key) ?? new Set<Stream>(), ours = this.liveByIp.get(group) ?? new Set<Stream>();
+    for (const set of [mine, ours]) for (const s of set) if (s.status !== "open") set.delete(s);
+    if (all >= this.limits.circuits || mine.size >= this.limits.circuitsPerPeer || ours.size >= this.limits.circuitsPerIp) return true;
     const s = fresh.at(-1); // the request being decided: the newest hop stream from src
     if (s) {
       this.counted.add(s);
-      mine.add(s);
-      this.live.set(key, mine);
-      s.addEventListener("close", () => {
-        mine.delete(s);
-        if (mine.size === 0 && this.live.get(key) === mine) this.live.delete(key);
-      });
+      for (const [map, k, set] of [[this.live, key, mine], [this.liveByIp, group, ours]] as const) {
+        set.add(s);
+        map.set(k, set);
+        s.addEventListener("close", () => {
+          set.delete(s);
+          if (set.size === 0 && map.get(k) === set) map.delete(k);
+        });
+      }
     }
     return false;
   }
