@@ -8,6 +8,7 @@ import { addressGroup, networkOf, remoteKey } from "./addrgroup.js";
 import { Identity } from "./identity.js";
 import { Libp2pTransport } from "./libp2p.js";
 import { PeerGate } from "./policy.js";
+import { ipOfAddrs } from "./node/index.js";
 import { Channel } from "./transport.js";
 
 const R = "12D3KooWRelayRelayRelayRelayRelayRelayRelayRelayRela";
@@ -31,6 +32,15 @@ describe("address groups", () => {
   it("a relayed connection is keyed by relay and peer, not the relay's address", () => {
     expect(remoteKey(circuit("12D3KooWPeerA"))).toBe(`relay:${R}/12D3KooWPeerA`);
     expect(remoteKey(multiaddr("/ip6/2001:db8:1:2::99/tcp/1"))).toBe("2001:db8:1:2::/64");
+  });
+});
+
+describe("a gateway's claimed addresses (a node's sessions count against them)", () => {
+  it("IPv6 by /64 whatever the spelling; a gateway behind a relay is its own, not the relay's address", () => {
+    expect(ipOfAddrs(["/ip6/2001:db8::1/tcp/1"])).toBe(ipOfAddrs(["/ip6/2001:db8:0:0:1::2/tcp/1"]));
+    expect(ipOfAddrs([`/ip4/203.0.113.7/tcp/4001/p2p/${R}/p2p-circuit`], "12D3KooWGw1")).toBe(`relay:${R}/12D3KooWGw1`);
+    expect(ipOfAddrs([`/ip4/203.0.113.7/tcp/4001/p2p/${R}/p2p-circuit`], "12D3KooWGw2")).not.toBe(ipOfAddrs([`/ip4/203.0.113.7/tcp/4001/p2p/${R}/p2p-circuit`], "12D3KooWGw1"));
+    expect(ipOfAddrs(["/ip4/198.51.100.4/tcp/1"])).toBe("198.51.100.4");
   });
 });
 

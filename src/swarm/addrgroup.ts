@@ -7,7 +7,7 @@
 // "relay:<relay peer>/<peer>", never exempt as local and never banned as an
 // address (relayGroupOf gives the relay part, for a cap per relay).
 
-import type { Multiaddr } from "@multiformats/multiaddr";
+import { multiaddr, type Multiaddr } from "@multiformats/multiaddr";
 
 // IPv6 text as 8 numbers (undefined if it is not IPv6); an IPv4 tail (::ffff:1.2.3.4) counts as two.
 function ip6Words(ip: string): number[] | undefined {
@@ -87,4 +87,22 @@ export function remoteAddress(ma: Multiaddr): string {
     return `relay:${relay}/${peer}`;
   }
   return ipOfAddr(ma) ?? ma.toString();
+}
+
+// The group of the first address a peer claims (multiaddr strings): its IP's
+// group, or for a peer reachable only through relays, "relay:<relay>/<peer>".
+export function groupOfClaimed(addrs: string[], peer: string): string | undefined {
+  let relayed: string | undefined;
+  for (const a of addrs) {
+    let ma: Multiaddr;
+    try {
+      ma = multiaddr(a);
+    } catch {
+      continue;
+    }
+    const key = remoteKey(ma);
+    if (!isRelayed(key)) return ipOfAddr(ma) ? key : undefined;
+    relayed ??= `${relayGroupOf(key)}/${peer}`;
+  }
+  return relayed;
 }

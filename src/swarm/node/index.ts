@@ -35,6 +35,7 @@ import { RateLimiter } from "../limiter.js";
 import { survey } from "../survey.js";
 import { Transport } from "../transport.js";
 import { NodeSession, SessionTable } from "./sessions.js";
+import { groupOfClaimed } from "../addrgroup.js";
 
 export interface NodeInit {
   modelPath: string;
@@ -72,13 +73,10 @@ export interface NodeInit {
   drainMs?: number; // a move waits this long for live sessions to finish, then hands them over (default 60 s)
 }
 
-// The IP address in the first of these multiaddrs, if any (IPv6 grouped by /64).
-export function ipOfAddrs(addrs: string[]): string | undefined {
-  for (const a of addrs) {
-    const m = /^\/(ip4|ip6)\/([^/]+)/.exec(a);
-    if (m) return m[1] === "ip6" ? m[2].split(":").slice(0, 4).join(":") : m[2];
-  }
-  return undefined;
+// The address group (addrgroup.ts) of the first of these multiaddrs, if any:
+// IPv6 by /64 (whatever its spelling), a relay address as relay:<relay>/<peer>.
+export function ipOfAddrs(addrs: string[], peer = "?"): string | undefined {
+  return groupOfClaimed(addrs, peer);
 }
 
 // The model's layout (no weights): what DHT keys and records name, so a
@@ -681,7 +679,7 @@ export class SwarmNode {
         if (this.dropped.has(f.session)) throw new LayerswarmError("UNKNOWN_SESSION", "this session was dropped here; open a new one");
         values();
         // a session counts against its gateway's address: where hop 0 came from, or what its grant says
-        const owner = f.hop === 0 ? ip : ipOfAddrs(g.grant.gatewayAddrs) ?? `gateway:${g.grant.gateway}`;
+        const owner = f.hop === 0 ? ip : ipOfAddrs(g.grant.gatewayAddrs, g.grant.gateway) ?? `gateway:${g.grant.gateway}`;
         s = { id: f.session, gateway: g.grant.gateway, grant: g, accepts: acceptsOf(f, g.grant.hops.length), ip: owner, createdAt: Date.now(), lastStep: Date.now() };
         const evicted = this.sessions.admit(s);
         this.stats.opened++;
