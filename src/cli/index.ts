@@ -93,7 +93,7 @@ program
   .option("--swarm-key <key>", "pre-shared swarm key (64 hex or a swarm.key file)")
   .option("--allow <file>", "serve only the gateways whose peer ids this file lists (one per line)")
   .option("--name <name>", "a name shown on the dashboard")
-  .option("--rebalance <seconds>", "look about this often (jittered) whether moving to other layers would help the swarm, and move; off by default (0) because it trusts what other nodes claim of their layers, speed and demand", num, 0)
+  .option("--rebalance <seconds>", "look about this often (jittered) whether moving to other layers would help the swarm, and move; off by default (0) because it balances by the speed and demand other nodes claim (a move gives up layers only where it checked another holder with a real step)", num, 0)
   .option("--drain-timeout <ms>", "a move lets live sessions finish this long, then hands them over by replay", int, 60_000)
   .option("--no-control", "no local control socket (then `layerswarm node move` cannot reach this node)")
   .option("--wire-pack <mode>", "lossless packing of hidden states to next stages that take it: auto (where the link's measured speed makes it pay) | always | never", "auto")

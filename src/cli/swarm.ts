@@ -226,7 +226,7 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
   const node = new SwarmNode({
     modelPath, manifest, fetchLayers, ranges, onProgress, kernels: createKernels({ threads: o.threads }), kvBudgetBytes: kvBudget, maxSessions: o.maxSessions, name: o.name,
     maxLayers, gate, policy: kind, discovery: lt.discovery(), rebalanceMs: (o.rebalance ?? 0) * 1000, drainMs: o.drainTimeout,
-    wirePack: parsePackMode(o.wirePack ?? "auto"),
+    wirePack: parsePackMode(o.wirePack ?? "auto"), identity,
   }, t);
   await node.start(join, auto ? { maxLayers } : undefined);
   log("info", "node ready", { peer: t.peerId, addrs: t.addrs(), ranges: node.ranges() });

@@ -168,6 +168,7 @@ export interface Supply {
   ranges: LayerRange[];
   tokPerSec?: number; // default 1: every holder alike
   rowsPerSec?: number; // default 0
+  addrs?: string[]; // where to reach it (to check it holds what it says: node/verify.ts)
 }
 
 // Demand floor: an idle swarm still places by throughput alone (as if every layer saw this many rows per second).

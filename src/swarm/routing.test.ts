@@ -252,6 +252,34 @@ describe("moving a node's layers (rebalancing)", () => {
     expect(mover!.stats.refused).toBe(0);
   });
 
+  // security review: a record that claims layers (its hashes copied from an honest one) counted as
+  // cover, so the honest holders of a range could all move away from it
+  it("a move counts as cover only holders it checked itself with a real step answering the same bits", async () => {
+    sw = await memSwarm(STORIES_GGUF, [r(0, 2), r(2, 5)], {}, { settleMs: 0 });
+    const [a] = sw.nodes;
+    const gw = { peer: sw.gw.peerId, addrs: sw.gw.addrs() };
+    // a liar holding [2, 5) whose record claims [0, 5), with a's hashes for layers 0-1
+    const { node: liar } = await sw.addNode([r(2, 5)]);
+    const rec = liar.record.bind(liar);
+    liar.record = () => {
+      const x = rec();
+      return { ...x, ranges: [r(0, 5)], model: { ...x.model, layerHashes: [...a.record().model.layerHashes, ...x.model.layerHashes] } };
+    };
+    await liar.announce(gw);
+    // and a real holder of [0, 2) that answers other bits (one flipped bit of the last value)
+    await sw.addNode([r(0, 2)], { wirePack: "never" }, undefined, (t) => alterResults(t, (m) => {
+      const x = m.slice();
+      x[x.length - 4] ^= 1;
+      return x;
+    }));
+    await expect(a.move(r(2, 5), { drainMs: 0 })).rejects.toThrow(/would leave layers \[0, 2\) held by nobody else/);
+    expect(a.ranges()).toEqual([r(0, 2)]);
+    // an honest holder: checked, it is cover
+    const { node: honest } = await sw.addNode([r(0, 2)]);
+    expect(await a.move(r(2, 5), { drainMs: 0 })).toEqual([r(2, 5)]);
+    expect(missingLayers(5, [honest, ...sw.nodes.slice(1, 2)].map((n) => ({ id: n.peerId, ranges: n.ranges() })))).toEqual([]);
+  });
+
   // security review: holders whose timers line up all drained one range at once, leaving it empty
   it("two holders draining one range at once: each asks again once it drains, sees the other draining, and gives up; the range stays held", async () => {
     sw = await memSwarm(STORIES_GGUF, [r(0, 2), r(0, 2), r(2, 5)], {}, { settleMs: 50 });

@@ -40,7 +40,7 @@ export async function memSwarm(modelPath: string, ranges: LayerRange[], opts: Ga
     async addNode(r, init = {}, ip = `10.1.0.${++ipCounter % 250}`, wrap) {
       const ngate = init.gate ?? new PeerGate();
       const t = await MemoryTransport.create(net, ip, ngate);
-      const node = new SwarmNode({ modelPath, manifest, ranges: r, kernels, kvBudgetBytes: 256 * 2 ** 20, announceMs: 60_000, ...nodeInit, ...init, gate: ngate }, wrap ? wrap(t) : t);
+      const node = new SwarmNode({ modelPath, manifest, ranges: r, kernels, kvBudgetBytes: 256 * 2 ** 20, announceMs: 60_000, identity: t.identity, ...nodeInit, ...init, gate: ngate }, wrap ? wrap(t) : t);
       await node.start([{ peer: gw.peerId, addrs: gw.addrs() }]);
       sw.nodes.push(node);
       sw.transports.push(t);
@@ -106,7 +106,7 @@ export async function memOpenSwarm(modelPath: string, ranges: LayerRange[], o: O
     async addNode(r, init = {}, ip = `10.1.0.${++ipCounter % 250}`) {
       const gate = init.gate ?? new PeerGate();
       const t = await MemoryTransport.create(net, ip, gate);
-      const node = new SwarmNode({ modelPath, manifest, ranges: r, kernels, kvBudgetBytes: 256 * 2 ** 20, provideMs: 100, ...o.node, ...init, gate, discovery: dht.for(t) }, t);
+      const node = new SwarmNode({ modelPath, manifest, ranges: r, kernels, kvBudgetBytes: 256 * 2 ** 20, provideMs: 100, identity: t.identity, ...o.node, ...init, gate, discovery: dht.for(t) }, t);
       await node.start();
       sw.nodes.push(node);
       sw.transports.push(t);

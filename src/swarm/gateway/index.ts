@@ -261,5 +261,5 @@ export class Gateway implements LayerStack {
 // A node as the gateway describes it to a joining node: its open layers and what its record says of its speed and demand.
 function holderOf(n: NodeEntry) {
   const ranges = openRanges(n), held = n.record.ranges.reduce((a, r) => a + r.end - r.start, 0);
-  return { peer: n.record.peer, ranges, tokPerSec: held ? n.record.capacity.layersPerSec / held : 0, rowsPerSec: n.record.demand?.rowsPerSec ?? 0 };
+  return { peer: n.record.peer, ranges, tokPerSec: held ? n.record.capacity.layersPerSec / held : 0, rowsPerSec: n.record.demand?.rowsPerSec ?? 0, addrs: n.record.addrs };
 }

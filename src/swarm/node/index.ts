@@ -28,11 +28,13 @@ import { Supply, chooseRange, clampClaims, jittered, missingLayers, planMove, su
 import { PeerGate, PolicyKind } from "../policy.js";
 import {
   CODEC_PLANES, DType, Ext, FLAG_LAST_ROW_ONLY, FLAG_PACKED, dtypeBytes, FrameLimits, FrameType, MAX_CONTROL_BYTES, NUMERICS_VERSION, NodeRecord, PROTOCOLS, PROVIDE_INTERVAL_MS, Request, Response, SUPPORTED_VERSIONS,
-  ErrorFrame, StepFrame, StepHead, decodeError, decodeStepHead, stepOf, differingLayers, encodeError, encodeResult, encodeStep, expectedSender, extension, firstNonFinite, frameType, maxFrameBytes, openGrant, providerKeys,
+  ErrorFrame, StepFrame, StepHead, decodeError, decodeResultHead, decodeStepHead, resultOf, stepOf, differingLayers, encodeError, encodeResult, encodeStep, expectedSender, extension, firstNonFinite, frameType, maxFrameBytes, openGrant, providerKeys,
 } from "../protocol/index.js";
 import { Caller, request, serveRequests } from "../rpc.js";
 import { RateLimiter } from "../limiter.js";
 import { survey } from "../survey.js";
+import { Identity } from "../identity.js";
+import { HolderCheck } from "./verify.js";
 import { Transport } from "../transport.js";
 import { NodeSession, SessionTable } from "./sessions.js";
 import { groupOfClaimed } from "../addrgroup.js";
@@ -67,6 +69,7 @@ export interface NodeInit {
   unknownSessionBurst?: number; // steps for sessions not held here that one peer may send at once before they are strikes (default 256)
   unknownSessionPerSec?: number; // ... and the rate at which that budget refills (default 64 a second)
   wirePack?: PackMode; // pack values for next stages that take it: where the link's measured speed makes it pay (auto, the default), always, never
+  identity?: Identity; // this node's key: it signs the grants of the checks it makes of other holders (verify.ts); without it, a move trusts no other holder
   rebalanceMs?: number; // look about this often (jittered: x0.5 to x1.5) whether moving elsewhere would help the swarm, and move (default 0: never)
   rebalanceWindowMs?: number; // at most one move of its own (rebalance) per this long (default 30 min)
   settleMs?: number; // a move waits this long after saying it drains before it looks again who else holds and drains (default 1 s)
@@ -145,6 +148,7 @@ export class SwarmNode {
   private draining: LayerRange[] = [];
   private moving = false; // one lock for moves and a peer's load (a load during a drain would take the new layers' memory)
   private rebalanceTimer?: NodeJS.Timeout;
+  private checks?: HolderCheck; // other holders checked by a real step before they count as cover for a move
   private lastRebalanceMove = -Infinity; // when rebalance last moved this node (performance.now)
   private join: { peer: string; addrs: string[] }[] = [];
   private gateways = new Map<string, string[]>(); // gateways whose sessions it served lately (at most 64)
@@ -163,6 +167,41 @@ export class SwarmNode {
     this.limits = { dim: this.cfg.dim, maxRows: init.maxRowsPerFrame ?? 512 };
     this.sessions = new SessionTable(init.maxSessions ?? 256);
     this.gate = init.gate ?? new PeerGate();
+    if (init.identity)
+      this.checks = new HolderCheck({ t, identity: init.identity, outbox: this.outbox, dim: this.cfg.dim, compute: (r, hidden, T) => this.computeCheck(r, hidden, T) });
+  }
+
+  // This node's own result for a check of another holder: a fresh session through its copy of the layers, dropped after.
+  private computeCheck(r: LayerRange, hidden: Float32Array, T: number): Float32Array {
+    const slice = this.slices.find((s) => s.range.start <= r.start && r.end <= s.range.end);
+    if (!slice) throw new LayerswarmError("BAD_RANGE", `this node does not hold layers [${r.start}, ${r.end})`);
+    const id = `\u0000check:${Math.random().toString(36).slice(2)}`;
+    try {
+      return slice.forward([{ session: id, pos: 0, T, hidden }], undefined, r)[0];
+    } finally {
+      slice.dropSession(id);
+    }
+  }
+
+  // Of these holders, what this node checked itself: for each layer range it
+  // gives up, the part of each holder's range there that answered a real step
+  // with the bits this node computes (checked in batches of 8 until the layers are covered).
+  private async checkedCover(others: Supply[], leaving: LayerRange[]): Promise<Supply[]> {
+    const checks = this.checks;
+    if (!checks) return [];
+    const out: Supply[] = [];
+    for (const lr of leaving) {
+      const cands = others.flatMap((h) => h.ranges.map((x) => ({ h, r: { start: Math.max(x.start, lr.start), end: Math.min(x.end, lr.end) } }))).filter((c) => c.r.start < c.r.end);
+      const covered = () => missingLayers(lr.end, out.filter((o) => o.ranges.some((x) => x.start < lr.end && lr.start < x.end)), lr.start).length === 0;
+      // those already checked first, then the widest
+      cands.sort((a, b) => Number(checks.known(b.h.id, b.r)) - Number(checks.known(a.h.id, a.r)) || (b.r.end - b.r.start) - (a.r.end - a.r.start));
+      for (let i = 0; i < cands.length && !covered(); i += 8) {
+        const batch = cands.slice(i, i + 8);
+        const ok = await Promise.all(batch.map((c) => (c.h.addrs?.length ? checks.check(c.h.id, c.h.addrs, c.r) : Promise.resolve(false))));
+        batch.forEach((c, k) => ok[k] && out.push({ id: c.h.id, ranges: [c.r] }));
+      }
+    }
+    return out;
   }
 
   get peerId(): string {
@@ -292,7 +331,7 @@ export class SwarmNode {
     if (join.length) {
       const res = await request(this.t, join[0].peer, join[0].addrs, { type: "holders" }, 10_000);
       if (res.type !== "holders") throw new LayerswarmError("BAD_MESSAGE", `the gateway answered "holders" with "${res.type}"`);
-      return res.holders.filter((h) => h.peer !== this.t.peerId).map((h) => ({ id: h.peer, ranges: inModel(h.ranges), tokPerSec: h.tokPerSec || 1e-3, rowsPerSec: h.rowsPerSec ?? 0 }));
+      return res.holders.filter((h) => h.peer !== this.t.peerId).map((h) => ({ id: h.peer, ranges: inModel(h.ranges), tokPerSec: h.tokPerSec || 1e-3, rowsPerSec: h.rowsPerSec ?? 0, addrs: h.addrs }));
     }
     const d = this.init.discovery;
     if (!d) throw new LayerswarmError("BAD_ARGUMENT", "--layers auto needs --join or discovery (--bootstrap, or mDNS): something must say which layers the swarm lacks");
@@ -305,7 +344,7 @@ export class SwarmNode {
         const rec = f.record, held = rec.ranges.reduce((a, r) => a + r.end - r.start, 0);
         // layers it serves with other weights than ours (a fine-tune) are no cover for ours
         const other = ours ? differingLayers(rec, ours).map((d) => ({ start: d.layer, end: d.layer + 1 })) : [];
-        out.push({ id: rec.peer, ranges: inModel(subtractRanges(rec.ranges, [...(rec.draining ?? []), ...other])), tokPerSec: held ? Math.max(1e-3, rec.capacity.layersPerSec) / held : 1, rowsPerSec: rec.demand?.rowsPerSec ?? 0 });
+        out.push({ id: rec.peer, ranges: inModel(subtractRanges(rec.ranges, [...(rec.draining ?? []), ...other])), tokPerSec: held ? Math.max(1e-3, rec.capacity.layersPerSec) / held : 1, rowsPerSec: rec.demand?.rowsPerSec ?? 0, addrs: rec.addrs });
         if (enough?.(out)) done.abort();
       },
       refused: () => {},
@@ -438,9 +477,10 @@ export class SwarmNode {
       const target = to === "auto" ? chooseRange(L, clampClaims(others), maxLayers) : to;
       fits(target);
       const leaving = leavingFor(target);
-      const unheld = o.force ? [] : holes(others, target);
+      // only holders this node checked itself (a real step, the same bits) count: records can lie
+      const unheld = o.force ? [] : holes(await this.checkedCover(others, leaving), target);
       if (unheld.length)
-        throw new LayerswarmError("BAD_ARGUMENT", `moving to [${target.start}, ${target.end}) would leave layers ${unheld.map((h) => `[${h.start}, ${h.end})`).join(" ")} held by nobody else (use force to move anyway)`);
+        throw new LayerswarmError("BAD_ARGUMENT", `moving to [${target.start}, ${target.end}) would leave layers ${unheld.map((h) => `[${h.start}, ${h.end})`).join(" ")} held by nobody else (nobody this node could check answered for them; use force to move anyway)`);
       if (leaving.length) {
         this.draining = leaving;
         this.log("info", "draining", { ranges: leaving, to: target });
@@ -448,7 +488,7 @@ export class SwarmNode {
         if (!o.force) {
           await new Promise((r) => setTimeout(r, this.init.settleMs ?? 1000));
           const now = await this.holders(this.join, o.surveyMs ?? 10_000, (found) => holes(found, target).length === 0);
-          const broken = holes(now, target);
+          const broken = holes(await this.checkedCover(now, leaving), target);
           if (broken.length) {
             this.draining = [];
             await this.tellGateways();
@@ -609,10 +649,16 @@ export class SwarmNode {
       for await (const m of ch.messages()) {
         const type = frameType(m);
         if (type === FrameType.ERROR) {
-          this.relayError(decodeError(m), from);
+          const e = decodeError(m);
+          if (!this.checks?.onError(e, from)) this.relayError(e, from);
           continue;
         }
-        if (type === FrameType.RESULT) continue; // not for nodes: ignored
+        if (type === FrameType.RESULT) {
+          // only the answers to this node's own checks of other holders (verify.ts); others are ignored
+          const h = decodeResultHead(m, this.limits);
+          if (this.checks?.pending(h.session)) this.checks.onResult(resultOf(h), from);
+          continue;
+        }
         if (type !== FrameType.STEP) throw new LayerswarmError("BAD_MESSAGE", `steps stream: unexpected frame type ${m[0]}`);
         const f = decodeStepHead(m, this.limits); // the values are unpacked only once the frame is authorized
         this.stats.frames++;

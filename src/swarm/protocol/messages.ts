@@ -69,7 +69,7 @@ export type NodeRecord = z.infer<typeof NodeRecord>;
 // What a gateway tells a node joining with --layers auto: who holds what, and
 // what their records say of their throughput (tokens per second through their
 // range) and the demand they saw (rows per second).
-export const Holder = z.object({ peer: PeerIdText, ranges: z.array(LayerRangeSchema).max(MAX_RANGES), tokPerSec: finiteNonNeg.optional(), rowsPerSec: finiteNonNeg.optional() });
+export const Holder = z.object({ peer: PeerIdText, ranges: z.array(LayerRangeSchema).max(MAX_RANGES), tokPerSec: finiteNonNeg.optional(), rowsPerSec: finiteNonNeg.optional(), addrs: z.array(AddrText).max(MAX_ADDRS).optional() }); // addrs: where to reach it (a moving node checks it)
 
 export const Request = z.discriminatedUnion("type", [
   z.object({ type: z.literal("announce"), record: NodeRecord }), // node -> gateway: I serve these layers
