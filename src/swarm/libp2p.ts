@@ -41,7 +41,7 @@ import { PeerGate } from "./policy.js";
 import { remoteAddress, remoteKey } from "./addrgroup.js";
 import { DHT_PROTOCOL, DHT_VALIDITY_MS, MDNS_SERVICE } from "./protocol/index.js";
 import { Channel, DialOptions, HandleOptions, Reach, Transport } from "./transport.js";
-import { DialBack, RELAY_LIMITS, RelayGuard, RelayLimits, ReachTracker, Reachability, isCircuit, natComponents } from "./nat.js";
+import { DialBack, MAX_ADDRS_PER_PEER, RELAY_LIMITS, RelayGuard, RelayLimits, ReachTracker, Reachability, isCircuit, natComponents } from "./nat.js";
 
 export interface Libp2pOptions {
   identity: Identity;
@@ -468,7 +468,7 @@ export class Libp2pTransport implements Transport {
         } : {}),
         ...(o.mdns ? { mdns: mdns({ serviceTag: typeof o.mdns === "string" ? o.mdns : MDNS_SERVICE, interval: 5_000 }) } : {}),
       },
-      connectionManager: { maxConnections: 512, maxIncomingPendingConnections: 64 },
+      connectionManager: { maxConnections: 512, maxIncomingPendingConnections: 64, maxPeerAddrsToDial: MAX_ADDRS_PER_PEER },
       // libp2p pings every connection every 10 s and, by default, aborts it when a ping fails or
       // outlasts an adaptive timeout (5 s at least). A node computing a large step holds its event
       // loop for seconds, so its pings are late: the connection, and the frame on it, were dropped,
@@ -687,6 +687,7 @@ export class Libp2pTransport implements Transport {
     // A peer with relay addresses is behind a NAT: its other addresses work
     // only from its LAN, and a dial to them may hang until it times out, so
     // they get 2 s in all before the relay is tried.
+    addrs = [...new Set(addrs)].slice(0, MAX_ADDRS_PER_PEER); // a record's addresses: each one is a dial a stranger aims
     const relayed = addrs.filter(isCircuit), direct = addrs.filter((a) => !isCircuit(a));
     for (const [list, budget] of [[direct, relayed.length ? 2000 : 0], [relayed, 0]] as const) {
       const sig = budget && signal ? AbortSignal.any([signal, AbortSignal.timeout(budget)]) : budget ? AbortSignal.timeout(budget) : signal;

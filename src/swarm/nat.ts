@@ -57,6 +57,11 @@ export const RELAY_LIMITS: RelayLimits = {
   circuitsPerIp: 16,
 };
 
+// Addresses tried per peer in one dial: a record, identify or DCUtR's CONNECT
+// can list any number, each one a dial of ours that a stranger aims (libp2p's
+// default is 25).
+export const MAX_ADDRS_PER_PEER = 8;
+
 const STOP = "/libp2p/circuit/relay/0.2.0/stop";
 const HOP = "/libp2p/circuit/relay/0.2.0/hop";
 
