@@ -69,11 +69,16 @@ static inline f32x16 sel(i32x16 m, f32x16 a, f32x16 b) {  // m ? a : b, lane by 
 static inline f64x8 bcastd(double x) { return f64x8{} + x; }
 static inline f32x8 expd8(f32x8 x) {
   const f64x8 d = __builtin_convertvector(x, f64x8);
-  const f64x8 k = (d * bcastd(lsnum::LOG2E) + bcastd(lsnum::ROUND)) - bcastd(lsnum::ROUND);
+  const f64x8 t = d * bcastd(lsnum::LOG2E) + bcastd(lsnum::ROUND);
+  const f64x8 k = t - bcastd(lsnum::ROUND);
   const f64x8 r = (d - k * bcastd(lsnum::LN2_HI)) - k * bcastd(lsnum::LN2_LO);
   f64x8 p = bcastd(lsnum::C.exp[13]);
   for (int n = 12; n >= 0; n--) p = p * r + bcastd(lsnum::C.exp[n]);
-  const i64x8 e = (__builtin_convertvector(k, i64x8) + 1023) << 52;
+  // 2^k from t's bits (1.5 * 2^52 + k holds k in its low bits): the same value as
+  // lsnum::pow2(k), without a double -> int64 conversion (scalar before AVX-512)
+  i64x8 tb;
+  memcpy(&tb, &t, 64);
+  const i64x8 e = (tb - (int64_t)0x4338000000000000ll + 1023) << 52;
   f64x8 p2;
   memcpy(&p2, &e, 64);
   return __builtin_convertvector(p * p2, f32x8);
