@@ -12,9 +12,9 @@
 //      each hop and the extra latency the relayed hops cost (A beside C, same
 //      run, same route);
 //   D. a relay that cuts every circuit after 8 s (LAYERSWARM_RELAY_MAX_SECONDS)
-//      carries a node and a gateway behind two more NATs: the circuit is cut
-//      mid-answer (600 tokens), the gateway reaches the node again and
-//      replays: exact.
+//      carries a node and a gateway behind two more NATs; 600-token answers
+//      back to back for 20 s: circuits are cut mid-answer, the gateway
+//      reaches the node again through the relay and replays: exact.
 // Needs root, ip and nft: in CI (CI=true) it runs or fails, never skips.
 
 import { ChildProcess } from "node:child_process";
@@ -113,7 +113,7 @@ describe.skipIf(!avail.ok && !CI)("NAT traversal through real NATs (network name
   const peerOf = (p: Proc) => String(p.line.peer);
   const reachability = (p: Proc) => until(async () => p.events.find((e) => e.event === "reachability") as { reachable: boolean; relayed: string[] } | undefined, 40_000, `${p.host.name} decides it is unreachable`);
 
-  let R: Proc, N1: Proc, N2: Proc, G: Proc, G2: Proc;
+  let R: Proc, N1: Proc, N2: Proc, G: Proc, G2: Proc, N3: Proc | undefined;
   const figures: string[] = [];
   const perToken = new Map<string, { ms: number; relayedHops: number }>(); // answer -> ms/token, relayed hops per step
   const name = (peer: string) => (peer === peerOf(N1) ? "node1" : peer === peerOf(N2) ? "node2" : peer.slice(-6));
@@ -210,7 +210,7 @@ describe.skipIf(!avail.ok && !CI)("NAT traversal through real NATs (network name
     const relay2 = addrOn(R2, hR2.ip);
     for (const n of [N1, N2]) n.proc.kill("SIGKILL");
     const G3 = await gateway(lab.addNatted("gwnat2"), ["--relay", relay2]);
-    const N3 = await start(h3, ["node", "--model", model, "--layers", "0:4", "--bootstrap", relay2, "--relay", relay2, "--max-memory", "600MB", "--no-mdns"], "node-ready");
+    N3 = await start(h3, ["node", "--model", model, "--layers", "0:4", "--bootstrap", relay2, "--relay", relay2, "--max-memory", "600MB", "--no-mdns"], "node-ready");
     for (const p of [N3, G3]) {
       const r = await reachability(p);
       expect(r.relayed.length).toBeGreaterThan(0);
@@ -219,17 +219,24 @@ describe.skipIf(!avail.ok && !CI)("NAT traversal through real NATs (network name
     await until(servingAll(G3, [peerOf(N3)]), 90_000, "the NATed gateway finds the node behind the 8-second relay");
     const via = (await swarm(G3)).find((n) => n.peer === peerOf(N3))?.reach;
     const before = await reroutes(G3);
-    const d = await complete(G3, LONGER);
-    expect(d.text).toBe(wantLonger);
+    // answers back to back for 20 s, whatever this machine's speed: circuits of 8 s are cut while they carry steps
+    const t0 = performance.now();
+    let answers = 0;
+    while (performance.now() - t0 < 20_000) {
+      const d = await complete(G3, LONGER);
+      expect(d.text, `answer ${answers + 1}`).toBe(wantLonger);
+      answers++;
+    }
+    const d = { ms: performance.now() - t0 };
     const cuts = (await reroutes(G3)) - before;
-    figures.push(`NAT D: a relay cutting each circuit after 8 s, between a gateway and a node behind two NATs: ${LONGER} tokens exact in ${(d.ms / 1000).toFixed(1)} s with ${cuts} replay(s)`);
+    figures.push(`NAT D: a relay cutting each circuit after 8 s, between a gateway and a node behind two NATs: ${answers} answers of ${LONGER} tokens back to back, all exact, in ${(d.ms / 1000).toFixed(1)} s with ${cuts} replay(s)`);
     expect(via, "the gateway reaches the node through the 8-second relay").toBe("relayed");
     expect(cuts, "the relay cut the circuit during the answer and the session replayed").toBeGreaterThanOrEqual(1);
     for (const p of [R, R2, G, G2, G3, N3]) expect(p.proc.exitCode, p.stderr()).toBeNull();
-    N3.proc.kill("SIGKILL"); // E chooses between two other nodes
   }, 180_000);
 
   it("E: bandwidth limited with tbf: routes follow the throughput the gateway measures", async () => {
+    N3?.proc.kill("SIGKILL"); // E chooses between two other nodes
     // two public nodes holding every layer; one link limited to 4 Mbit/s each way; a fresh gateway
     // (it probes each node when it appears) takes the other; then the limit moves and another fresh
     // gateway takes the first. A long prompt, so that each row's cost on the link matters.
