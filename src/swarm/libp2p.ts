@@ -566,14 +566,19 @@ export class Libp2pTransport implements Transport {
   // Provider records carry the addresses we have when we provide: wait (at
   // most 20 s) until we know whether others can reach us and, if not, until
   // we have a relay address, so that nobody finds a record it cannot use.
+  // Once only: with no --bootstrap, --relay or --join peer and fewer than 3
+  // networks around (an mDNS-only LAN) nobody decides (nat.ts), and every
+  // provide would wait out the 20 s.
+  private settleWaited = false;
   private async addressesSettled(signal?: AbortSignal): Promise<void> {
-    if (!this.dialBack) return;
+    if (!this.dialBack || this.settleWaited) return;
     const until = Date.now() + 20_000;
     while (Date.now() < until && !signal?.aborted && !this.stopped) {
       const r = this.dialBack.state;
       if (r === "reachable" || (r === "unreachable" && this.addrs().some(isCircuit))) return;
       await new Promise((res) => setTimeout(res, 200));
     }
+    if (!signal?.aborted) this.settleWaited = true;
   }
 
   // The swarm's DHT as Discovery (needs the dht option).
