@@ -9,9 +9,11 @@
 // cannot decide it for a swarm: it skips private addresses (a LAN, a Docker
 // network, a CGNAT ISP) on both ends, and concludes "not reachable" only after
 // 8 failed dials from peers in 8 different /8 networks, which a swarm of a
-// few machines never has. A peer that some asked peer cannot dial back
-// reserves a slot on a relay (circuit-relay-v2's transport listening on
-// /p2p-circuit), announces the relay address with its others, and stops
+// few machines never has. Anyone can connect and answer, so the answers
+// decide by majority over 3 networks, or in a small swarm by the peers we chose
+// (reachabilityVerdict), and a decided state flips only on two checks in a row.
+// A peer found unreachable reserves a slot on a relay (circuit-relay-v2's
+// transport listening on /p2p-circuit), announces the relay address with its others, and stops
 // offering relay service itself (nobody could use it).
 
 import { circuitRelayServer, circuitRelayTransport, type CircuitRelayService } from "@libp2p/circuit-relay-v2";
@@ -34,7 +36,9 @@ import type { Reach } from "./transport.js";
 // while DCUtR usually moves the traffic to a direct connection in seconds.
 // What one relay can be made to carry is bounded by the caps on reservations
 // (in all and per address: a reservation costs nothing until used) and on
-// circuits (in all and per source peer).
+// circuits (in all, per source peer and per source address group: ids cost
+// nothing). The relay cannot tell what a circuit carries (the connection
+// inside is encrypted end to end), so it cannot keep to our protocols.
 export interface RelayLimits {
   dataBytes: number; // per circuit, both directions together
   durationMs: number; // per circuit
