@@ -183,12 +183,16 @@ describe.skipIf(!fs.existsSync(CHROMIUM) && !process.env.CI)("the dashboard in h
       const ranges = await page.$$eval('[data-testid="node"]', (rows) => rows.map((r) => (r as HTMLElement).dataset.ranges));
       expect(ranges.sort()).toEqual(["0:2", "2:4", "4:5"]);
       expect(await page.textContent("#coverage")).toBe("all layers covered");
+      // how the gateway reaches each node: local processes over TCP, after the first answer has used every link
+      const reached = () => page.$$eval('[data-testid="node-reach"]', (els) => els.map((e) => e.textContent));
 
       await page.fill("#max-tokens", "252");
       await page.fill("#chat-input", "Once upon a time");
       await page.click("#chat-send");
       await page.waitForSelector('[data-testid="chat-output"][data-done="true"]', { timeout: 60_000 });
       expect(await page.textContent('[data-testid="chat-output"]')).toBe(GOLDEN);
+      await page.waitForFunction(() => [...document.querySelectorAll('[data-testid="node-reach"]')].every((e) => e.textContent === "direct"));
+      expect(await reached()).toEqual(["direct", "direct", "direct"]);
       await page.waitForTimeout(1200); // a snapshot with the request in the totals
       await page.screenshot({ path: path.join(REPO, "docs/dashboard.png") });
 
