@@ -280,6 +280,12 @@ describe("moving a node's layers (rebalancing)", () => {
     expect(missingLayers(5, [honest, ...sw.nodes.slice(1, 2)].map((n) => ({ id: n.peerId, ranges: n.ranges() })))).toEqual([]);
   });
 
+  it("a refused move names only the layers it gives up that nobody else holds, not the unchecked layers around them", async () => {
+    sw = await memSwarm(STORIES_GGUF, [r(0, 2), r(2, 3), r(3, 5)], {}, { settleMs: 0 });
+    await expect(sw.nodes[1].move(r(0, 1), { drainMs: 0 })).rejects.toThrow(/would leave layers \[2, 3\) held by nobody else/);
+    expect(sw.nodes[1].ranges()).toEqual([r(2, 3)]);
+  });
+
   // security review: holders whose timers line up all drained one range at once, leaving it empty
   it("two holders draining one range at once: each asks again once it drains, sees the other draining, and gives up; the range stays held", async () => {
     sw = await memSwarm(STORIES_GGUF, [r(0, 2), r(0, 2), r(2, 5)], {}, { settleMs: 50 });

@@ -469,8 +469,12 @@ export class SwarmNode {
         const giving = subtractRanges(this.ranges(), [t]);
         return this.slices.filter((sl) => giving.some((g) => g.start < sl.range.end && sl.range.start < g.end)).map((sl) => sl.range);
       };
-      const holes = (others: Supply[], t: LayerRange) =>
-        missingLayers(L, [...others, { id: this.t.peerId, ranges: [t] }]).filter((h) => leavingFor(t).some((r) => r.start < h.end && h.start < r.end));
+      // the layers it gives up that nobody else holds (cut to those layers: cover is checked only there)
+      const holes = (others: Supply[], t: LayerRange) => {
+        const lv = leavingFor(t);
+        return missingLayers(L, [...others, { id: this.t.peerId, ranges: [t] }])
+          .flatMap((h) => lv.map((r) => ({ start: Math.max(h.start, r.start), end: Math.min(h.end, r.end) }))).filter((x) => x.start < x.end);
+      };
       // to a given range: the survey stops once others are found holding every layer it gives up
       const enough = to === "auto" ? undefined : (found: Supply[]) => holes(found, to).length === 0;
       const others = o.others ?? (o.force && to !== "auto" ? [] : await this.holders(this.join, o.surveyMs ?? 10_000, enough));
