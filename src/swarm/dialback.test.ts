@@ -7,7 +7,7 @@ import { multiaddr } from "@multiformats/multiaddr";
 import type { Libp2p } from "@libp2p/interface";
 import { Identity } from "./identity.js";
 import { Libp2pTransport } from "./libp2p.js";
-import { DialBack, Hysteresis, reachabilityVerdict } from "./nat.js";
+import { Hysteresis, reachabilityVerdict } from "./nat.js";
 import { DIALBACK_PROTOCOL } from "./protocol/index.js";
 
 const no = (ip: string, trusted = false) => ({ ok: false, ip, trusted });
@@ -53,7 +53,7 @@ describe("dial-back with a hostile answerer (libp2p, loopback)", () => {
     await Promise.all(started.map((t) => t.stop()));
   });
   const nodeOf = (t: Libp2pTransport) => (t as unknown as { node: Libp2p }).node;
-  const dialBackOf = (t: Libp2pTransport) => (t as unknown as { dialBack: DialBack & { checking: boolean } }).dialBack;
+  const dialBackOf = (t: Libp2pTransport) => (t as unknown as { dialBack: { checking: boolean; check(): Promise<unknown> } }).dialBack;
 
   it("a stranger that connects and always answers 0 cannot make a peer unreachable", async () => {
     const mk = async (bootstrap?: string[]) => {
