@@ -210,14 +210,14 @@ describe.skipIf(!avail.ok && !CI)("NAT traversal through real NATs (network name
     const relay2 = addrOn(R2, hR2.ip);
     for (const n of [N1, N2]) n.proc.kill("SIGKILL");
     const G3 = await gateway(lab.addNatted("gwnat2"), ["--relay", relay2]);
-    N3 = await start(h3, ["node", "--model", model, "--layers", "0:4", "--bootstrap", relay2, "--relay", relay2, "--max-memory", "600MB", "--no-mdns"], "node-ready");
-    for (const p of [N3, G3]) {
+    const n3 = (N3 = await start(h3, ["node", "--model", model, "--layers", "0:4", "--bootstrap", relay2, "--relay", relay2, "--max-memory", "600MB", "--no-mdns"], "node-ready"));
+    for (const p of [n3, G3]) {
       const r = await reachability(p);
       expect(r.relayed.length).toBeGreaterThan(0);
       expect(r.relayed.every((a) => a.includes(`/p2p/${peerOf(R2)}/p2p-circuit`)), `reserved on the 8-second relay: ${r.relayed}`).toBe(true);
     }
-    await until(servingAll(G3, [peerOf(N3)]), 90_000, "the NATed gateway finds the node behind the 8-second relay");
-    const via = (await swarm(G3)).find((n) => n.peer === peerOf(N3))?.reach;
+    await until(servingAll(G3, [peerOf(n3)]), 90_000, "the NATed gateway finds the node behind the 8-second relay");
+    const via = (await swarm(G3)).find((n) => n.peer === peerOf(n3))?.reach;
     const before = await reroutes(G3);
     // answers back to back for 20 s, whatever this machine's speed: circuits of 8 s are cut while they carry steps
     const t0 = performance.now();
