@@ -7,6 +7,8 @@ import { generateCommand, inspectCommand, convertCommand, synthCommand } from ".
 import * as path from "node:path";
 import { nodeMoveCommand } from "./control.js";
 import { stateDir } from "./paths.js";
+import { supportedTypeNames } from "../format/quant.js";
+import { PRESETS } from "../format/presets.js";
 import { bootstrapCommand, gatewayCommand, generateOverSwarm, nodeCommand, runCommand, statusCommand } from "./swarm.js";
 
 function int(v: string): number {
@@ -179,7 +181,7 @@ program
   .option("--ffn <n>", "feed-forward width", int)
   .option("--vocab <n>", "vocabulary size", int)
   .option("--context <n>", "context length", int)
-  .option("--type <type>", "F32 F16 BF16 Q8_0 Q4_0 Q4_K Q6_K Q4_K_M", "Q8_0")
+  .option("--type <type>", `a weight type (${supportedTypeNames().join(" ")}) or a llama.cpp preset's per-tensor mix (${PRESETS.join(" ")})`, "Q8_0")
   .option("--tied", "share the output matrix with the embedding")
   .option("--seed <s>", "random seed", int, 1)
   .option("-o, --out <file>", "write here instead of the cache directory")
