@@ -14,8 +14,8 @@ import { STORIES_GGUF, goldenIds, tmpDir } from "../testing/shared.js";
 import { configFromGGUF } from "../model/config.js";
 import { manifestFromPeers } from "./manifests.js";
 import { MemoryTransport } from "./memory.js";
-import { modelFingerprint } from "./node/index.js";
-import { checkRecord, providerKeys } from "./protocol/index.js";
+import { SwarmNode, modelFingerprint } from "./node/index.js";
+import { NUMERICS_VERSION, checkRecord, providerKeys } from "./protocol/index.js";
 import * as fs from "node:fs";
 
 const r = (start: number, end: number) => ({ start, end });
@@ -84,6 +84,33 @@ describe("pairing layers by content hash", () => {
     expect(bad.node.stats.frames).toBe(0); // never sent a step
     expect(sw.nodes.filter((n) => n !== bad.node).some((n) => n.ranges().some((x) => x.start <= 2 && 2 < x.end))).toBe(true); // one of ours loaded layer 2
     expect(warnings().length).toBe(1); // said once, not on every refresh
+  });
+
+  it("a node on another numerics version (its bits would differ) is never routed through, and the log says why, once", async () => {
+    const lines: string[] = [];
+    const orig = process.stderr.write.bind(process.stderr);
+    vi.spyOn(process.stderr, "write").mockImplementation(((chunk: string | Uint8Array, ...rest: unknown[]) => {
+      lines.push(String(chunk));
+      return (orig as (...a: unknown[]) => boolean)(chunk, ...rest);
+    }) as typeof process.stderr.write);
+    const real = SwarmNode.prototype.record;
+    const older = vi.spyOn(SwarmNode.prototype, "record").mockImplementation(function (this: SwarmNode) {
+      const rec = real.call(this);
+      return { ...rec, capabilities: { ...rec.capabilities, numerics: NUMERICS_VERSION - 1 } };
+    });
+    sw = await memSwarm(STORIES_GGUF, []);
+    const old = await sw.addNode([r(0, 5)]);
+    expect(sw.gw.coverage().missing).toEqual([r(0, 5)]);
+    older.mockRestore();
+    const spied = vi.spyOn(old.node, "record").mockImplementation(() => ({ ...real.call(old.node), capabilities: { ...real.call(old.node).capabilities, numerics: NUMERICS_VERSION - 1 } }));
+    await sw.addNode([r(0, 5)]);
+    await sw.gw.waitForCoverage(2000);
+    for (let i = 0; i < 2; i++) expect(await sw.complete([1], 60)).toEqual(WANT);
+    expect(old.node.stats.frames).toBe(0);
+    const said = lines.flatMap((l) => l.split("\n")).filter((l) => l.includes('"node computes with other numerics"')).map((l) => JSON.parse(l));
+    expect(said.length).toBe(1);
+    expect(said[0].message).toContain(`numerics version ${NUMERICS_VERSION - 1}, this gateway with ${NUMERICS_VERSION}`);
+    spied.mockRestore();
   });
 
   it("layers a fine-tune shares with our model pair: its layers 3 and 4 serve, exactly", async () => {

@@ -18,7 +18,7 @@ import { LayerRange } from "../../model/config.js";
 import { Logger } from "../log.js";
 import { PeerGate } from "../policy.js";
 import { Measured, subtractRanges } from "../placement.js";
-import { NodeRecord, checkRecord, differingLayers } from "../protocol/index.js";
+import { NUMERICS_VERSION, NodeRecord, checkRecord, differingLayers } from "../protocol/index.js";
 
 export interface NodeEntry {
   record: NodeRecord;
@@ -34,6 +34,7 @@ export interface NodeEntry {
   via: "announce" | "dht"; // how its record last arrived: it announced itself, or discovery found it and we asked
   refreshedAt: number; // when its record last arrived that way
   differs: LayerDiff[]; // layers it serves with other weights than ours: never routed through for them
+  otherNumerics?: number; // its kernels' numerics version when not ours: its bits would differ, so it is not routed through at all
   // this gateway's own timing of a probe session through its range (probe.ts): one row, then `rows` rows
   probe?: { ms1: number; msRows: number; rows: number; layers: number; at: number };
   // one-row steps of real sessions where it was the only stage (smoothed): a node fast on probes only gains nothing
@@ -163,6 +164,17 @@ export class NodeDirectory {
       });
     }
     e.differs = differs;
+    // Another numerics version computes other bits for the same rows: a route
+    // through it would not give the tokens this gateway's own layers, replays
+    // and audits expect. Said once per change.
+    const numerics = record.capabilities.numerics;
+    const other = numerics === NUMERICS_VERSION ? undefined : numerics;
+    if (other !== undefined && other !== e.otherNumerics)
+      this.log("warn", "node computes with other numerics", {
+        peer: record.peer, name: record.name, numerics: other, ours: NUMERICS_VERSION,
+        message: `node ${record.peer} (${record.name}) computes with numerics version ${other}, this gateway with ${NUMERICS_VERSION} (another layerswarm release): its results would differ in the last bits, so it is not routed through`,
+      });
+    e.otherNumerics = other;
   }
 
   // Serving nodes whose record has not arrived again within ttlMs.
@@ -243,6 +255,7 @@ export class NodeDirectory {
 // The ranges a node opens new sessions on: its record's, less what it is draining.
 // Layers whose weights differ from ours (pairing) are left out as well.
 export function openRanges(n: NodeEntry): LayerRange[] {
+  if (n.otherNumerics !== undefined) return [];
   const open = n.record.draining?.length ? subtractRanges(n.record.ranges, n.record.draining) : n.record.ranges;
   return n.differs.length ? subtractRanges(open, n.differs.map((d) => ({ start: d.layer, end: d.layer + 1 }))) : open;
 }
