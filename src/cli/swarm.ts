@@ -18,6 +18,7 @@ import { SwarmMonitor } from "../api/monitor.js";
 import { Gateway } from "../swarm/gateway/index.js";
 import { Libp2pTransport } from "../swarm/libp2p.js";
 import type { RelayLimits } from "../swarm/nat.js";
+import { FAULT_ENV, FaultInjector } from "../swarm/node/fault.js";
 import { SwarmNode } from "../swarm/node/index.js";
 import { withLinkDelay } from "../swarm/delay.js";
 import { allocateLayers } from "../swarm/placement.js";
@@ -187,6 +188,10 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
   const join = (o.join ?? []).map(parseJoin);
   const bootstrap = (o.bootstrap ?? []).map(parseBootstrap);
   const { gate, kind } = policyOf(o);
+  const fault = FaultInjector.fromEnv();
+  if (fault && (fault.fault.kind === "cheap-model" || fault.fault.kind === "bad-receipt"))
+    throw new LayerswarmError("BAD_ARGUMENT", `${FAULT_ENV}=${fault.describe()} is not wired into the node yet (noise, noise-after:N, noise-rate:Q and skip-layer are)`);
+  if (fault) process.stderr.write(`layerswarm: WARNING: this node computes wrong ON PURPOSE (${FAULT_ENV}=${fault.describe()}), for testing the swarm's defences; never let it serve real work\n`);
   const keyPath = o.key ?? path.join(stateDir(), "node.key");
   const control = o.control === false ? undefined : controlPath(keyPath); // checked before anything starts
   const identity = await loadOrCreateIdentity(keyPath, true);
@@ -226,7 +231,7 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
   const node = new SwarmNode({
     modelPath, manifest, fetchLayers, ranges, onProgress, kernels: createKernels({ threads: o.threads }), kvBudgetBytes: kvBudget, maxSessions: o.maxSessions, name: o.name,
     maxLayers, gate, policy: kind, discovery: lt.discovery(), rebalanceMs: (o.rebalance ?? 0) * 1000, drainMs: o.drainTimeout,
-    wirePack: parsePackMode(o.wirePack ?? "auto"), identity,
+    wirePack: parsePackMode(o.wirePack ?? "auto"), identity, fault,
   }, t);
   await node.start(join, auto ? { maxLayers } : undefined);
   log("info", "node ready", { peer: t.peerId, addrs: t.addrs(), ranges: node.ranges() });

@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { FaultInjector, parseFault } from "./fault.js";
+import { FaultInjector, FaultKind, parseFault } from "./fault.js";
+import { memSwarm } from "../../testing/memswarm.js";
+import { STORIES_GGUF, goldenIds } from "../../testing/shared.js";
 
 describe("LAYERSWARM_TEST_FAULT", () => {
   it.each([
@@ -40,5 +42,34 @@ describe("LAYERSWARM_TEST_FAULT", () => {
     const h = new Uint8Array(16).fill(3);
     expect(new FaultInjector({ kind: "bad-receipt" }).receiptHash(h)).not.toEqual(h);
     expect(new FaultInjector({ kind: "noise" }).receiptHash(h)).toBe(h);
+  });
+});
+
+// The node really computes wrong: a swarm whose middle stage is faulty answers
+// otherwise than the golden tokens (what audits and strict mode will catch),
+// and exactly when the fault has not started yet.
+describe("a faulty node in a swarm (in memory)", () => {
+  const WANT = goldenIds("4").slice(0, 41); // BOS, then 40 greedy tokens
+  const answer = async (fault: FaultKind) => {
+    const sw = await memSwarm(STORIES_GGUF, []);
+    try {
+      await sw.addNode([{ start: 0, end: 2 }]);
+      await sw.addNode([{ start: 2, end: 4 }], { fault: new FaultInjector(fault) });
+      await sw.addNode([{ start: 4, end: 5 }]);
+      await sw.gw.waitForCoverage(2000);
+      return await sw.complete([1], 40);
+    } finally {
+      await sw.stop();
+    }
+  };
+  it.each<[string, FaultKind, boolean]>([
+    ["noise", { kind: "noise" }, false],
+    ["skip-layer", { kind: "skip-layer" }, false],
+    ["noise-after:10 (turns bad mid-answer)", { kind: "noise-after", steps: 10 }, false],
+    ["noise-after:1000 (still honest)", { kind: "noise-after", steps: 1000 }, true],
+  ])("%s", async (_what, fault, exact) => {
+    const got = await answer(fault);
+    if (exact) expect(got).toEqual(WANT);
+    else expect(got).not.toEqual(WANT);
   });
 });

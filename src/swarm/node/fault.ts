@@ -81,7 +81,11 @@ export class FaultInjector {
     const n = this.steps++, f = this.fault;
     const corrupt = f.kind === "noise" || (f.kind === "noise-after" && n >= f.steps) || (f.kind === "noise-rate" && this.next() < f.rate);
     if (!corrupt) return false;
-    for (let i = 0; i < out.length; i++) out[i] += (this.next() - 0.5) * 0.02;
+    // noise as large as the values themselves on average: it changes answers, as a cheat's would
+    let mean = 0;
+    for (let i = 0; i < out.length; i++) mean += Math.abs(out[i]);
+    const amp = mean / Math.max(1, out.length) || 1;
+    for (let i = 0; i < out.length; i++) out[i] += (this.next() - 0.5) * 2 * amp;
     return true;
   }
 

@@ -17,6 +17,7 @@ import { GGUFFile, readGGUF } from "../../format/gguf.js";
 import { Manifest, ReadHashes, identityOf, layoutId } from "../../format/manifest.js";
 import { Kernels } from "../../kernels/index.js";
 import { LayerRange, ModelConfig, configFromGGUF } from "../../model/config.js";
+import type { FaultInjector } from "./fault.js";
 import { loadSlice } from "../../model/model.js";
 import { SliceRuntime } from "../../model/runtime.js";
 import { layerBytes } from "../../model/weights.js";
@@ -74,6 +75,7 @@ export interface NodeInit {
   rebalanceWindowMs?: number; // at most one move of its own (rebalance) per this long (default 30 min)
   settleMs?: number; // a move waits this long after saying it drains before it looks again who else holds and drains (default 1 s)
   drainMs?: number; // a move waits this long for live sessions to finish, then hands them over (default 60 s)
+  fault?: FaultInjector; // LAYERSWARM_TEST_FAULT: computes wrong on purpose, for tests of the defences (fault.ts)
 }
 
 // The address group (addrgroup.ts) of the first of these multiaddrs, if any:
@@ -933,13 +935,18 @@ export class SwarmNode {
       const tb = performance.now();
       let outs: Float32Array[];
       try {
-        outs = slice.forward(xs.map((x) => ({ session: x.s.id, pos: x.f.pos, T: x.f.T, hidden: x.f.hidden })), undefined, { start, end });
+        outs = slice.forward(xs.map((x) => ({ session: x.s.id, pos: x.f.pos, T: x.f.T, hidden: x.f.hidden })), undefined, this.faultyLayers(start, end));
+        if (this.init.fault) for (const o of outs) this.init.fault.afterStep(o);
       } catch (e) {
         // one bad step must not sink the others: run them one by one
         // (forward validates every step before it changes any state)
         void e;
         for (const x of xs) {
-          const one = () => slice.forward([{ session: x.s.id, pos: x.f.pos, T: x.f.T, hidden: x.f.hidden }], undefined, { start, end })[0];
+          const one = () => {
+            const o = slice.forward([{ session: x.s.id, pos: x.f.pos, T: x.f.T, hidden: x.f.hidden }], undefined, this.faultyLayers(start, end))[0];
+            this.init.fault?.afterStep(o);
+            return o;
+          };
           try {
             this.emit(x, one());
           } catch (e1) {
@@ -964,6 +971,11 @@ export class SwarmNode {
       this.report(xs, performance.now() - tb);
     }
     return rows;
+  }
+
+  // The layers actually computed for [start, end): all of them, unless this node is faulty on purpose.
+  private faultyLayers(start: number, end: number): LayerRange {
+    return this.init.fault ? this.init.fault.layers(start, end) : { start, end };
   }
 
   private destination(x: Queued): string {
