@@ -1,7 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { FaultInjector, FaultKind, parseFault } from "./fault.js";
 import { memSwarm } from "../../testing/memswarm.js";
-import { STORIES_GGUF, goldenIds } from "../../testing/shared.js";
+import * as path from "node:path";
+import { fineTune } from "../../testing/finetune.js";
+import { STORIES_GGUF, goldenIds, tmpDir } from "../../testing/shared.js";
 
 describe("LAYERSWARM_TEST_FAULT", () => {
   it.each([
@@ -50,6 +52,7 @@ describe("LAYERSWARM_TEST_FAULT", () => {
 // and exactly when the fault has not started yet.
 describe("a faulty node in a swarm (in memory)", () => {
   const WANT = goldenIds("4").slice(0, 41); // BOS, then 40 greedy tokens
+  const cheap = fineTune(STORIES_GGUF, path.join(tmpDir("layerswarm-fault-"), "cheap.gguf"), ["blk.2.ffn_down.weight"]);
   const answer = async (fault: FaultKind) => {
     const sw = await memSwarm(STORIES_GGUF, []);
     try {
@@ -65,6 +68,7 @@ describe("a faulty node in a swarm (in memory)", () => {
   it.each<[string, FaultKind, boolean]>([
     ["noise", { kind: "noise" }, false],
     ["skip-layer", { kind: "skip-layer" }, false],
+    ["cheap-model (another file's layer 2; its record still names ours)", { kind: "cheap-model", file: cheap }, false],
     ["noise-after:10 (turns bad mid-answer)", { kind: "noise-after", steps: 10 }, false],
     ["noise-after:1000 (still honest)", { kind: "noise-after", steps: 1000 }, true],
   ])("%s", async (_what, fault, exact) => {

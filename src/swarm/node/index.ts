@@ -116,6 +116,7 @@ export class SwarmNode {
   readonly file: GGUFFile;
   readonly cfg: ModelConfig;
   slices: SliceRuntime[] = [];
+  private cheap = new Map<SliceRuntime, SliceRuntime>(); // LAYERSWARM_TEST_FAULT=cheap-model: what it computes with instead
   readonly sessions: SessionTable;
   readonly gate: PeerGate;
   readonly limits: FrameLimits;
@@ -249,6 +250,7 @@ export class SwarmNode {
       this.loading = undefined;
     }
     this.slices.push(slice);
+    if (this.init.fault?.fault.kind === "cheap-model") this.cheap.set(slice, this.loadCheap(this.init.fault.fault.file, r));
     this.slices.sort((a, b) => a.range.start - b.range.start);
     this.log("info", "loaded", { start: r.start, end: r.end, ms: Math.round(performance.now() - t0) });
   }
@@ -503,6 +505,7 @@ export class SwarmNode {
           }
         }
         await this.drain(leaving, o.drainMs ?? this.init.drainMs ?? 60_000);
+        for (const sl of this.slices) if (leaving.includes(sl.range)) this.cheap.delete(sl);
         this.slices = this.slices.filter((sl) => !leaving.includes(sl.range));
       }
       for (const r of subtractRanges([target], this.ranges())) await this.loadRange(r);
@@ -583,7 +586,7 @@ export class SwarmNode {
   }
 
   private dropSession(id: string): void {
-    for (const s of this.slices) s.dropSession(id);
+    for (const s of this.slices) (this.cheap.get(s) ?? s).dropSession(id);
     if (this.sessions.delete(id)) {
       this.dropped.add(id);
       if (this.dropped.size > 65_536) this.dropped.delete(this.dropped.values().next().value!);
@@ -927,7 +930,8 @@ export class SwarmNode {
     }
     for (const [key, xs] of groups) {
       const [start, end] = key.split(":").map(Number);
-      const slice = this.slices.find((s) => s.range.start <= start && end <= s.range.end);
+      const held = this.slices.find((s) => s.range.start <= start && end <= s.range.end);
+      const slice = held && (this.cheap.get(held) ?? held);
       if (!slice) {
         for (const x of xs) this.fail(x, new LayerswarmError("BAD_RANGE", `this node does not hold layers [${start}, ${end})`));
         continue;
@@ -971,6 +975,15 @@ export class SwarmNode {
       this.report(xs, performance.now() - tb);
     }
     return rows;
+  }
+
+  // cheap-model: the same layers from another file of the same shape, computed
+  // instead of ours while the record still names ours (a node cheating on its weights)
+  private loadCheap(file: string, r: LayerRange): SliceRuntime {
+    const f = readGGUF(file), cfg = configFromGGUF(f);
+    if (cfg.dim !== this.cfg.dim || cfg.nLayers !== this.cfg.nLayers || cfg.arch !== this.cfg.arch)
+      throw new LayerswarmError("BAD_ARGUMENT", `cheap-model ${file}: ${cfg.arch} ${cfg.nLayers} layers of width ${cfg.dim}, not this model's shape`);
+    return loadSlice(f, cfg, r, this.init.kernels, { maxSessions: 1 << 20, kvBudgetBytes: this.init.kvBudgetBytes, maxContext: this.init.maxContext });
   }
 
   // The layers actually computed for [start, end): all of them, unless this node is faulty on purpose.
