@@ -246,7 +246,7 @@ export class Gateway implements LayerStack {
   }
 
   get stats() {
-    return { steps: this.pipe.stats.steps, recoveries: this.sessions.stats.recoveries, replayedPositions: this.sessions.stats.replayedPositions, wire: this.pipe.wireView() };
+    return { steps: this.pipe.stats.steps, timeouts: this.pipe.stats.timeouts, recoveries: this.sessions.stats.recoveries, replayedPositions: this.sessions.stats.replayedPositions, wire: this.pipe.wireView() };
   }
 
   async stop(): Promise<void> {

@@ -243,7 +243,8 @@ export class StepPipeline {
     // a stage before it that cannot serve is routed around instead, so an
     // insider's injected errors only ever cost it its own place on the route.
     // a stage before the last that lost the session (evicted, restarted) is not to blame at first; one that erred is
-    const sessionGone = e.code === "UNKNOWN_SESSION" || e.code === "BUSY";
+    // one that says its link to the next stage broke (UNREACHABLE) is not blamed: the step is replayed on the same route
+    const sessionGone = e.code === "UNKNOWN_SESSION" || e.code === "BUSY" || e.code === "UNREACHABLE";
     if (from !== p.last) this.settle(e.req, undefined, new RouteLost([], msg, e.code, sessionGone ? [] : [from], from));
     else if (RETRYABLE.has(e.code)) this.settle(e.req, undefined, new RouteLost([], msg, e.code, e.code === "FORBIDDEN" || e.code === "BAD_RANGE" ? [from] : [], from));
     else this.settle(e.req, undefined, new LayerswarmError(e.code, msg));

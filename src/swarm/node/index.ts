@@ -313,6 +313,10 @@ export class SwarmNode {
     }
     for (const r of this.init.ranges) await this.loadRange(r);
     this.measure();
+    // the link to a next stage broke (a relay cut its circuit, or it went away):
+    // frames just sent on it may be lost, and only the gateway can replay them
+    this.t.onInterrupt?.((peer) => this.nextStageCut(peer, "was cut (its relay closed the circuit)"));
+    this.t.onDisconnect((peer) => this.nextStageCut(peer, "closed"));
     const idle = this.init.sessionIdleMs ?? 15 * 60_000;
     this.every(Math.min(60_000, idle), () => this.sweepIdle(idle));
     this.every(2000, () => void this.pingLinks());
@@ -991,6 +995,21 @@ export class SwarmNode {
     return this.init.fault ? this.init.fault.layers(start, end) : { start, end };
   }
 
+  // Tell the gateways whose last step went on to `peer` that the link broke,
+  // naming that step: they replay it at once instead of waiting out their step
+  // timeout. Said as UNREACHABLE, which a gateway does not hold against the
+  // reporter (it replays on the same route; a stage that keeps saying so only
+  // slows the sessions it is already on).
+  private nextStageCut(peer: string, how: string): void {
+    const recent = Date.now() - 120_000;
+    for (const s of this.sessions.values()) {
+      if (s.sent?.to !== peer || s.sent.at < recent) continue;
+      const g = s.grant.grant;
+      this.sendTo(g.gateway, g.gatewayAddrs, encodeError({ req: s.sent.req, session: s.id, code: "UNREACHABLE", message: `the link to the next stage ${peer.slice(-8)} ${how}: the step sent on it may be lost` }));
+      s.sent = undefined;
+    }
+  }
+
   private destination(x: Queued): string {
     const g = x.s.grant.grant;
     return x.f.hop + 1 < g.hops.length ? g.hops[x.f.hop + 1].peer : g.gateway;
@@ -1007,6 +1026,7 @@ export class SwarmNode {
         this.nextStages.delete(next.peer);
         this.nextStages.set(next.peer, { addrs: next.addrs, at: Date.now() });
         if (this.nextStages.size > 64) this.nextStages.delete(this.nextStages.keys().next().value!);
+        s.sent = { req: f.req, to: next.peer, at: Date.now() };
         this.sendTo(next.peer, next.addrs, this.encodeFor(next.peer, s, f.hop, nf, encodeStep));
       }
     } else {

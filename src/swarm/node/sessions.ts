@@ -16,6 +16,7 @@ export interface NodeSession {
   ip: string; // the address its first frame came from
   createdAt: number;
   lastStep: number;
+  sent?: { req: number; to: string; at: number }; // its last frame forwarded to a next stage (told to the gateway when that link is cut)
 }
 
 export class SessionTable {
