@@ -2,31 +2,13 @@
 // every weight type, odd shapes, any batch size and any thread count.
 
 import { describe, expect, it } from "vitest";
-import { GGMLType, quantizeRow, rowBytes } from "../format/quant.js";
-import { Kernels, Matrix, refKernels } from "./index.js";
+import { GGMLType } from "../format/quant.js";
+import { matrix, rand } from "../testing/kernels.js";
+import { Kernels, refKernels } from "./index.js";
 import { nativeKernels, nativeUnavailableReason } from "./native/index.js";
 import { firstDiff } from "../testing/shared.js";
 import { kIndex } from "./ref/ops.js";
 
-function rand(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  };
-}
-
-function matrix(type: number, rows: number, cols: number, seed: number): Matrix {
-  const r = rand(seed), rb = rowBytes(type, cols);
-  const data = new Uint8Array(rb * rows), row = new Float32Array(cols);
-  for (let i = 0; i < rows; i++) {
-    for (let j = 0; j < cols; j++) row[j] = r() * (1 + (j % 5));
-    quantizeRow(type, row, 0, cols, data, i * rb);
-  }
-  return { type, rows, cols, data };
-}
 
 const backends: [string, (threads: number) => Kernels | undefined][] = [["native", nativeKernels]];
 

@@ -20,12 +20,13 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { GGMLType, quantizeRow, rowBytes } from "../format/quant.js";
+import { GGMLType } from "../format/quant.js";
+import { matrix, rand } from "../testing/kernels.js";
 import { synthesize, SHAPES } from "../format/synth.js";
 import { Model } from "../model/model.js";
 import { loadRopeFreqs } from "../model/weights.js";
 import { REPO, STORIES_GGUF } from "../testing/shared.js";
-import { Kernels, Matrix, refKernels } from "./index.js";
+import { Kernels, refKernels } from "./index.js";
 import { nativeKernels, nativeUnavailableReason } from "./native/index.js";
 import { COS_C, EXP_C, INV_PIO2, LN2_HI, LN2_LO, LOG2E, LOG_C, PIO2_1, PIO2_2, PIO2_2T, ROUND, SIN_C, SQRT2, expd, expf, logd, sincosd, toBits } from "./ref/numerics.js";
 import { kIndex, ropeTable } from "./ref/ops.js";
@@ -33,25 +34,6 @@ import { TAG_KERNEL, TAG_LOGITS, TAG_MODEL, TraceWriter, recordingKernels, repla
 
 const CI = !!process.env.CI;
 
-function rand(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  };
-}
-
-function matrix(type: number, rows: number, cols: number, seed: number): Matrix {
-  const r = rand(seed), rb = rowBytes(type, cols);
-  const data = new Uint8Array(rb * rows), row = new Float32Array(cols);
-  for (let i = 0; i < rows; i++) {
-    for (let j = 0; j < cols; j++) row[j] = r() * (1 + (j % 5));
-    quantizeRow(type, row, 0, cols, data, i * rb);
-  }
-  return { type, rows, cols, data };
-}
 
 // ------------------------------------------------------------------ the trace
 

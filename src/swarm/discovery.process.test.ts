@@ -19,6 +19,7 @@ import { decodeAll } from "../tokenizer/index.js";
 import { CLI } from "../testing/swarm.js";
 import { fineTune } from "../testing/finetune.js";
 import { STORIES_GGUF, goldenIds, tmpDir } from "../testing/shared.js";
+import { until } from "../testing/wait.js";
 
 const home = tmpDir();
 const procs: ChildProcess[] = [];
@@ -64,15 +65,6 @@ async function nodes(gw: Started): Promise<SwarmNodeView[]> {
   return ((await r.json()) as { nodes: SwarmNodeView[] }).nodes;
 }
 
-async function until<T>(f: () => Promise<T | undefined | false>, ms: number, what: string, everyMs = 50): Promise<T> {
-  const t0 = performance.now();
-  for (;;) {
-    const v = await f().catch(() => undefined);
-    if (v) return v;
-    if (performance.now() - t0 > ms) throw new Error(`not within ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
 const serving = async (gw: Started, n: number) => (await nodes(gw)).filter((x) => x.state === "serving").length >= n;
 

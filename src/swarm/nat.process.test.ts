@@ -26,6 +26,7 @@ import { decodeAll } from "../tokenizer/index.js";
 import { CLI } from "../testing/swarm.js";
 import { Host, NetLab, netnsAvailable } from "../testing/netns.js";
 import { tmpDir } from "../testing/shared.js";
+import { until as waitUntil } from "../testing/wait.js";
 
 const WIDE = { arch: "llama", dim: 2048, layers: 4, heads: 16, kvHeads: 2, ffn: 64, vocab: 256, context: 1024, type: "Q8_0", tied: true, seed: 13 } as const;
 const PROMPT = "Once upon a time";
@@ -96,15 +97,7 @@ describe.skipIf(!avail.ok && !CI)("NAT traversal through real NATs (network name
   const swarm = async (gw: Proc): Promise<NodeView[]> => (JSON.parse((await http(gw, "/v1/swarm")).text) as { nodes: NodeView[] }).nodes;
   const reroutes = async (gw: Proc) => Number(/^layerswarm_reroutes_total (\d+)/m.exec((await http(gw, "/metrics")).text)?.[1] ?? NaN);
 
-  async function until<T>(f: () => Promise<T | undefined | false>, ms: number, what: string, everyMs = 250): Promise<T> {
-    const t0 = performance.now();
-    for (;;) {
-      const v = await f().catch(() => undefined);
-      if (v) return v;
-      if (performance.now() - t0 > ms) throw new Error(`not within ${ms} ms: ${what}`);
-      await new Promise((r) => setTimeout(r, everyMs));
-    }
-  }
+  const until = <T>(f: () => Promise<T | undefined | false>, ms: number, what: string) => waitUntil(f, ms, what, 250);
   const servingAll = (gw: Proc, peers: string[]) => async () => {
     const ns = await swarm(gw);
     return peers.every((p) => ns.some((n) => n.peer === p && n.state === "serving")) && ns;

@@ -41,15 +41,15 @@ async function greedy(modelPath: string, n: number): Promise<number[]> {
   return out;
 }
 
-// The gateway's warnings about nodes serving other weights, as logged.
-function captureWarnings(): () => { peer: string; layers: number[]; message: string }[] {
+// The gateway's log lines of one event (default: nodes serving other weights), as logged.
+function captureWarnings(event = "node serves other weights"): () => { peer: string; layers: number[]; message: string }[] {
   const lines: string[] = [];
   const orig = process.stderr.write.bind(process.stderr);
   vi.spyOn(process.stderr, "write").mockImplementation(((chunk: string | Uint8Array, ...rest: unknown[]) => {
     lines.push(String(chunk));
     return (orig as (...a: unknown[]) => boolean)(chunk, ...rest);
   }) as typeof process.stderr.write);
-  return () => lines.flatMap((l) => l.split("\n")).filter((l) => l.includes('"node serves other weights"')).map((l) => JSON.parse(l));
+  return () => lines.flatMap((l) => l.split("\n")).filter((l) => l.includes(`"${event}"`)).map((l) => JSON.parse(l));
 }
 
 describe("pairing layers by content hash", () => {
@@ -87,12 +87,7 @@ describe("pairing layers by content hash", () => {
   });
 
   it("a node on another numerics version (its bits would differ) is never routed through, and the log says why, once", async () => {
-    const lines: string[] = [];
-    const orig = process.stderr.write.bind(process.stderr);
-    vi.spyOn(process.stderr, "write").mockImplementation(((chunk: string | Uint8Array, ...rest: unknown[]) => {
-      lines.push(String(chunk));
-      return (orig as (...a: unknown[]) => boolean)(chunk, ...rest);
-    }) as typeof process.stderr.write);
+    const numericsWarnings = captureWarnings("node computes with other numerics");
     const real = SwarmNode.prototype.record;
     const older = vi.spyOn(SwarmNode.prototype, "record").mockImplementation(function (this: SwarmNode) {
       const rec = real.call(this);
@@ -107,7 +102,7 @@ describe("pairing layers by content hash", () => {
     await sw.gw.waitForCoverage(2000);
     for (let i = 0; i < 2; i++) expect(await sw.complete([1], 60)).toEqual(WANT);
     expect(old.node.stats.frames).toBe(0);
-    const said = lines.flatMap((l) => l.split("\n")).filter((l) => l.includes('"node computes with other numerics"')).map((l) => JSON.parse(l));
+    const said = numericsWarnings();
     expect(said.length).toBe(1);
     expect(said[0].message).toContain(`numerics version ${NUMERICS_VERSION - 1}, this gateway with ${NUMERICS_VERSION}`);
     spied.mockRestore();
