@@ -15,6 +15,7 @@ export const ERROR_CODES = [
   "BAD_MESSAGE", // a peer sent something that breaks the protocol
   "BUSY", // a limit was reached (sessions, rows, streams); try later or elsewhere
   "UNREACHABLE", // a peer could not be reached or stopped answering
+  "BAD_RECEIPT", // a stage's receipt does not match the rows it sent (or is not its own): the step is refused
   "INTERNAL",
   "ABORTED",
 ] as const;

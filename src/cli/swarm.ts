@@ -189,8 +189,6 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
   const bootstrap = (o.bootstrap ?? []).map(parseBootstrap);
   const { gate, kind } = policyOf(o);
   const fault = FaultInjector.fromEnv();
-  if (fault?.fault.kind === "bad-receipt")
-    throw new LayerswarmError("BAD_ARGUMENT", `${FAULT_ENV}=bad-receipt is not wired into the node yet: nodes send no receipts yet (noise, noise-after:N, noise-rate:Q, skip-layer and cheap-model:FILE are)`);
   if (fault) process.stderr.write(`layerswarm: WARNING: this node computes wrong ON PURPOSE (${FAULT_ENV}=${fault.describe()}), for testing the swarm's defences; never let it serve real work\n`);
   const keyPath = o.key ?? path.join(stateDir(), "node.key");
   const control = o.control === false ? undefined : controlPath(keyPath); // checked before anything starts

@@ -215,7 +215,7 @@ describe("a swarm found through the DHT (in memory)", () => {
     const t = await MemoryTransport.create(sw.net, "10.1.9.9");
     const { SwarmNode } = await import("./node/index.js");
     const { createKernels } = await import("../kernels/index.js");
-    const node = new SwarmNode({ modelPath: STORIES_GGUF, ranges: [], kernels: createKernels(), kvBudgetBytes: 64 * 2 ** 20, provideMs: 100, discovery: sw.dht.for(t) }, t);
+    const node = new SwarmNode({ modelPath: STORIES_GGUF, ranges: [], kernels: createKernels(), kvBudgetBytes: 64 * 2 ** 20, provideMs: 100, discovery: sw.dht.for(t), identity: t.identity }, t);
     sw.nodes.push(node);
     const t0 = performance.now();
     await node.start([], { maxLayers: 3, surveyMs: 500 });

@@ -49,7 +49,7 @@ export async function p2pSwarm(modelPath: string, ranges: LayerRange[], o: { del
   try {
     for (const r of ranges) {
       const n = await transport(o.delayMs ?? 0);
-      const node = new SwarmNode({ modelPath, ranges: [r], kernels, announceMs: 60_000, ...o.node }, n.t);
+      const node = new SwarmNode({ modelPath, ranges: [r], kernels, announceMs: 60_000, identity: n.identity, ...o.node }, n.t);
       nodes.push(node);
       await node.start([{ peer: gw.peerId, addrs: gw.addrs() }]);
     }

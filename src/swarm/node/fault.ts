@@ -10,6 +10,7 @@
 //   cheap-model:FILE compute with another file's weights of the same shape
 //   bad-receipt      correct rows, wrong hashes in its receipts
 
+import { createHash } from "node:crypto";
 import { LayerswarmError } from "../../errors.js";
 
 export type FaultKind =
@@ -89,12 +90,12 @@ export class FaultInjector {
     return true;
   }
 
-  // bad-receipt: the row hash it signs for a row (a correct one otherwise).
+  // The output hash it signs for a row: bad-receipt signs the SHA-256 of
+  // something else (cut to the hash's length) while it sends the right row;
+  // every other kind signs the true hash of what it sends.
   receiptHash(h: Uint8Array): Uint8Array {
     if (this.fault.kind !== "bad-receipt") return h;
-    const w = Uint8Array.from(h);
-    w[0] ^= 0x5a;
-    return w;
+    return new Uint8Array(createHash("sha256").update("layerswarm/bad-receipt\n").update(h).digest().subarray(0, h.length));
   }
 
   // xorshift32 in [0, 1)

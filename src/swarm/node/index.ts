@@ -10,6 +10,14 @@
 // can drop a session; layers are loaded by the node's own policy; sessions,
 // queued rows and frame sizes have limits per peer, per address and in total;
 // a peer that breaks the protocol is hung up on and banned for a while.
+//
+// Receipts (receipt.ts, docs/security.md): the node signs what it computed,
+// every step of a batch under one signature, and sends its receipt on with the
+// receipts of the stages before. It refuses (BAD_RECEIPT) a step whose previous
+// stage's receipt does not state exactly the rows it received, strikes that
+// stage and tells the gateway (a "dispute" carrying the receipt); the
+// signature of that receipt is checked after the batch is sent on, off the
+// step's path.
 
 import * as os from "node:os";
 import { LayerswarmError, codeOf } from "../../errors.js";
@@ -33,6 +41,9 @@ import {
 } from "../protocol/index.js";
 import { Caller, request, serveRequests } from "../rpc.js";
 import { RateLimiter } from "../limiter.js";
+import {
+  MAX_RECEIPT_ENTRIES, Receipt, ReceiptBody, RouteGrant, hashEqual, maxReceiptBytes, parseReceipt, receiptRoot, receiptSignedSync, receiptsOf, rowHashes, signReceipts, weightsDigest, wireRound,
+} from "../protocol/index.js";
 import { survey } from "../survey.js";
 import { Identity } from "../identity.js";
 import { HolderCheck } from "./verify.js";
@@ -70,7 +81,7 @@ export interface NodeInit {
   unknownSessionBurst?: number; // steps for sessions not held here that one peer may send at once before they are strikes (default 256)
   unknownSessionPerSec?: number; // ... and the rate at which that budget refills (default 64 a second)
   wirePack?: PackMode; // pack values for next stages that take it: where the link's measured speed makes it pay (auto, the default), always, never
-  identity?: Identity; // this node's key: it signs the grants of the checks it makes of other holders (verify.ts); without it, a move trusts no other holder
+  identity?: Identity; // this node's key (its transport's): it signs its receipts and the grants of the checks it makes of other holders (verify.ts); required
   rebalanceMs?: number; // look about this often (jittered: x0.5 to x1.5) whether moving elsewhere would help the swarm, and move (default 0: never)
   rebalanceWindowMs?: number; // at most one move of its own (rebalance) per this long (default 30 min)
   settleMs?: number; // a move waits this long after saying it drains before it looks again who else holds and drains (default 1 s)
@@ -110,6 +121,15 @@ interface Queued {
   s: NodeSession;
   from: string; // peer whose rows these are (for limits); "" for our own next stage
   ip: string;
+  inHashes: Uint8Array[]; // rowHash of each input row as decoded here (T of them)
+  prev?: Receipt; // the previous stage's receipt, checked against the rows; its signature is checked after the step is sent on
+}
+
+// A step refused for the previous stage's receipt: what to accuse it with.
+class ReceiptRefused extends LayerswarmError {
+  constructor(message: string, readonly receipt: Uint8Array | undefined) {
+    super("BAD_RECEIPT", message);
+  }
 }
 
 export class SwarmNode {
@@ -156,8 +176,11 @@ export class SwarmNode {
   private join: { peer: string; addrs: string[] }[] = [];
   private gateways = new Map<string, string[]>(); // gateways whose sessions it served lately (at most 64)
   private demand = { rowsPerSec: 0, at: Date.now(), rows: 0 };
-  stats = { frames: 0, batches: 0, rows: 0, badFrames: 0, busyMs: 0, refused: 0, opened: 0, evicted: 0 };
+  stats = { frames: 0, batches: 0, rows: 0, badFrames: 0, busyMs: 0, refused: 0, opened: 0, evicted: 0, receiptSteps: 0, receiptMs: 0, badReceipts: 0 };
   readonly wire: WirePolicy;
+  private readonly identity: Identity; // signs receipts (and the grants of checks of other holders)
+  private weights = new Map<string, Uint8Array>(); // "start:end" -> weightsDigest of those layers' hashes
+  private verified = new Set<string>(); // signature + root of receipts already verified (one signature covers a batch), at most 1024
 
   constructor(private init: NodeInit, private t: Transport) {
     this.file = readGGUF(init.modelPath);
@@ -170,8 +193,10 @@ export class SwarmNode {
     this.limits = { dim: this.cfg.dim, maxRows: init.maxRowsPerFrame ?? 512 };
     this.sessions = new SessionTable(init.maxSessions ?? 256);
     this.gate = init.gate ?? new PeerGate();
-    if (init.identity)
-      this.checks = new HolderCheck({ t, identity: init.identity, outbox: this.outbox, dim: this.cfg.dim, compute: (r, hidden, T) => this.computeCheck(r, hidden, T) });
+    if (!init.identity || init.identity.peerId !== t.peerId)
+      throw new LayerswarmError("BAD_ARGUMENT", "a node signs its receipts with its transport's key: pass that identity (NodeInit.identity)");
+    this.identity = init.identity;
+    this.checks = new HolderCheck({ t, identity: init.identity, outbox: this.outbox, dim: this.cfg.dim, compute: (r, hidden, T) => this.computeCheck(r, hidden, T) });
   }
 
   // This node's own result for a check of another holder: a fresh session through its copy of the layers, dropped after.
@@ -246,6 +271,7 @@ export class SwarmNode {
         this.init.onProgress?.({ layer, layers: done, of: r.end - r.start, bytes: doneBytes, totalBytes: bytes });
       });
       for (let i = r.start; i < r.end; i++) this.layerHashes.set(i, this.reads.layer(i));
+      this.weights.clear();
     } finally {
       this.loading = undefined;
     }
@@ -285,13 +311,13 @@ export class SwarmNode {
       ranges: this.ranges(),
       capabilities: {
         numerics: NUMERICS_VERSION, backend: this.init.kernels.name, archs: [this.cfg.arch], dtypes: ["f32", "f16", "bf16"], codecs: ["planes"],
-        receipts: false, rollback: false, verifySteps: false,
+        receipts: true, rollback: false, verifySteps: false,
       },
       policy: this.init.policy ?? this.gate.kind,
       maxRows: this.limits.maxRows,
       capacity: { layersPerSec: Math.round(this.layersPerSec), freeBytes: os.freemem(), kvBudgetBytes: kvBudget, kvUsedBytes: kvUsed, sessions: this.sessions.size },
       stats: {
-        ...this.stats, busyMs: Math.round(this.stats.busyMs),
+        ...this.stats, busyMs: Math.round(this.stats.busyMs), receiptMs: Math.round(this.stats.receiptMs * 100) / 100,
         wireBytes: this.wire.stats.wireBytes, wireRawBytes: this.wire.stats.rawBytes, wireRows: this.wire.stats.rows, packedFrames: this.wire.stats.packedFrames,
       },
       loading: this.loading,
@@ -683,6 +709,7 @@ export class SwarmNode {
           if (codeOf(e) === "BAD_MESSAGE") throw e;
           this.stats.refused++;
           if (codeOf(e) === "FORBIDDEN") this.strike(from, ip, (e as Error).message);
+          if (e instanceof ReceiptRefused) this.badReceipt(f, from, ip, e, ctx.gateway);
           if (codeOf(e) === "UNKNOWN_SESSION" && !this.unknownBudget(from)) {
             this.strike(from, ip, "steps for unknown sessions faster than its budget");
             continue; // unanswered: answering a flood costs us more than it
@@ -710,10 +737,12 @@ export class SwarmNode {
     const grantBytes = extension(f, Ext.ROUTE_GRANT);
     let s = this.sessions.get(f.session);
     let full: StepFrame | undefined;
-    const values = () => {
+    let checked: { inHashes: Uint8Array[]; prev?: Receipt } | undefined;
+    const values = (g: RouteGrant) => {
       full = stepOf(f);
       const bad = firstNonFinite(full.hidden);
       if (bad >= 0) throw new LayerswarmError("BAD_ARGUMENT", `hidden value ${bad} of the step is not finite (an f16 overflow?)`);
+      checked = this.checkPrevious(full, g);
     };
     if (grantBytes) {
       const g = await openGrant(grantBytes, this.cfg.nLayers);
@@ -729,14 +758,14 @@ export class SwarmNode {
       ctx.announce = false;
       if (s) {
         if (s.gateway !== g.grant.gateway) throw new LayerswarmError("FORBIDDEN", "session id already in use");
-        values();
+        values(g.grant);
         if (g.grant.issuedAt >= s.grant.grant.issuedAt) {
           s.grant = g;
           s.accepts = acceptsOf(f, g.grant.hops.length);
         }
       } else {
         if (this.dropped.has(f.session)) throw new LayerswarmError("UNKNOWN_SESSION", "this session was dropped here; open a new one");
-        values();
+        values(g.grant);
         // a session counts against its gateway's address: where hop 0 came from, or what its grant says
         const owner = f.hop === 0 ? ip : ipOfAddrs(g.grant.gatewayAddrs, g.grant.gateway) ?? `gateway:${g.grant.gateway}`;
         s = { id: f.session, gateway: g.grant.gateway, grant: g, accepts: acceptsOf(f, g.grant.hops.length), ip: owner, createdAt: Date.now(), lastStep: Date.now() };
@@ -752,11 +781,85 @@ export class SwarmNode {
       this.checkHop(s.grant.grant, f, from);
       ctx.gateway = { peer: s.gateway, addrs: s.grant.grant.gatewayAddrs };
       this.checkRange(s.grant.grant.hops[f.hop]);
-      values();
+      values(s.grant.grant);
     }
     s.lastStep = Date.now();
-    return { f: full!, s, from, ip };
+    return { f: full!, s, from, ip, inHashes: checked!.inHashes, prev: checked!.prev };
   }
+
+  // The rows' hashes, and at hop h >= 1 the check of the previous stage's
+  // receipt: the frame carries h receipts, and the last is that stage's own,
+  // for this session, hop and layers, in our numerics, stating as its output
+  // exactly the rows received here, position by position. Synchronous and
+  // cheap (the hashes are needed for our own receipt anyway); the signature is
+  // verified later (verifyLater). Throws ReceiptRefused (BAD_RECEIPT).
+  private checkPrevious(f: StepFrame, g: RouteGrant): { inHashes: Uint8Array[]; prev?: Receipt } {
+    const t0 = performance.now();
+    try {
+      const inHashes = rowHashes(f.pos, f.T, f.dim, f.hidden);
+      if (f.hop === 0) return { inHashes }; // from the gateway, which signs no receipts
+      const all = receiptsOf(f), bytes = all[f.hop - 1], prevHop = g.hops[f.hop - 1];
+      const refuse = (why: string): never => {
+        throw new ReceiptRefused(`the receipt of hop ${f.hop - 1} (${expectedSender(g, f.hop).slice(-8)}) ${why}`, bytes);
+      };
+      if (all.length !== f.hop) refuse(`is missing: a step at hop ${f.hop} carries ${f.hop} receipts, this one ${all.length}`);
+      let r: Receipt;
+      try {
+        r = parseReceipt(bytes);
+      } catch (e) {
+        return refuse(`is malformed (${(e as Error).message})`);
+      }
+      if (r.signer !== expectedSender(g, f.hop)) refuse(`is signed by ${r.signer.slice(-8)}`);
+      if (r.session !== f.session || r.hop !== f.hop - 1) refuse(`is about another step (session ${r.session.slice(0, 8)}…, hop ${r.hop})`);
+      if (r.numerics !== NUMERICS_VERSION) refuse(`is in numerics version ${r.numerics}, this node's is ${NUMERICS_VERSION}`);
+      if (r.start !== prevHop.start || r.end !== prevHop.end) refuse(`covers layers [${r.start}, ${r.end}), the route's hop has [${prevHop.start}, ${prevHop.end})`);
+      if (r.entries.length !== f.T || r.entries.some((e, t) => e.pos !== f.pos + t || e.flags !== 0))
+        refuse(`does not cover exactly positions ${f.pos} .. ${f.pos + f.T - 1}`);
+      const t = r.entries.findIndex((e, i) => !hashEqual(e.output, inHashes[i]));
+      if (t >= 0) refuse(`states another row at position ${f.pos + t} than the one it sent`);
+      return { inHashes, prev: r };
+    } finally {
+      this.stats.receiptMs += performance.now() - t0;
+    }
+  }
+
+  // The previous stage sent a receipt that does not hold: the step is refused
+  // (by the caller), the sender struck, and the session's gateway told, with
+  // the receipt, so that it can check and act (best effort, like progress).
+  private badReceipt(f: { req: number; session: string; hop: number }, from: string, ip: string, e: ReceiptRefused, gateway?: { peer: string; addrs: string[] }): void {
+    this.stats.badReceipts++;
+    this.log("warn", "bad receipt from the previous stage", { peer: from.slice(-8), why: e.message.slice(0, 200) });
+    this.strike(from, ip, e.message);
+    if (!gateway || !e.receipt || e.receipt.length > maxReceiptBytes(MAX_RECEIPT_ENTRIES)) return;
+    const dispute: Request = { type: "dispute", session: f.session, req: f.req, hop: f.hop - 1, receipt: Buffer.from(e.receipt).toString("base64") };
+    void request(this.t, gateway.peer, gateway.addrs, dispute, 5000).catch(() => {});
+  }
+
+  // The signatures of the previous stages' receipts of steps already sent on:
+  // checked now, off the step path (one check per batch they signed). A bad
+  // one is refused as a mismatch would have been, late.
+  private verifyLater(xs: Queued[]): void {
+    const todo = xs.filter((x) => x.prev);
+    if (!todo.length) return;
+    setImmediate(() => {
+      for (const x of todo) {
+        const r = x.prev!, root = receiptRoot(r);
+        const key = `${Buffer.from(r.signature).toString("base64")}|${r.path.length}|${Buffer.from(root).toString("base64")}`;
+        if (this.verified.has(key)) continue;
+        if (receiptSignedSync(r, root)) {
+          this.verified.add(key);
+          if (this.verified.size > 1024) this.verified.delete(this.verified.values().next().value!);
+          continue;
+        }
+        const e = new ReceiptRefused(`the receipt of hop ${x.f.hop - 1} (${r.signer.slice(-8)}) is not signed by its key`, r.bytes);
+        const g = x.s.grant.grant, gw = { peer: g.gateway, addrs: g.gatewayAddrs };
+        this.stats.refused++;
+        this.badReceipt(x.f, x.from, x.ip, e, gw);
+        this.refuse(x.f, x.from, e, gw);
+      }
+    });
+  }
+
 
   private checkRange(hop: { start: number; end: number }): void {
     if (!this.slices.some((x) => x.range.start <= hop.start && hop.end <= x.range.end))
@@ -956,12 +1059,12 @@ export class SwarmNode {
             return o;
           };
           try {
-            this.emit(x, one());
+            this.finish([x], [one()]);
           } catch (e1) {
             // KV memory is shared fairly: make room by evicting from whoever holds the most, then try once more
             if (codeOf(e1) === "OUT_OF_MEMORY" && this.evictForMemory(x.s)) {
               try {
-                this.emit(x, one());
+                this.finish([x], [one()]);
                 continue;
               } catch (e2) {
                 this.fail(x, e2);
@@ -975,7 +1078,7 @@ export class SwarmNode {
       }
       this.stats.batches++;
       this.stats.rows += xs.reduce((a, x) => a + x.f.T, 0);
-      xs.forEach((x, i) => this.emit(x, outs[i]));
+      this.finish(xs, outs);
       this.report(xs, performance.now() - tb);
     }
     return rows;
@@ -1015,13 +1118,55 @@ export class SwarmNode {
     return x.f.hop + 1 < g.hops.length ? g.hops[x.f.hop + 1].peer : g.gateway;
   }
 
-  private emit(x: Queued, out: Float32Array): void {
+  // Steps computed: signed (one signature for all of them), sent on, and the
+  // previous stages' signatures checked after.
+  private finish(xs: Queued[], outs: Float32Array[]): void {
+    const signed = this.sign(xs, outs);
+    xs.forEach((x, i) => this.emit(x, signed.wire[i], signed.receipts[i], signed.outHashes[i]));
+    this.verifyLater(xs);
+  }
+
+  // This node's receipts for steps it computed: per step, its hop's layers and
+  // our hashes of them, this session's next number, and for every row (all T,
+  // sent or not: LAST_ROW_ONLY) the hash of its input and of its output exactly
+  // as the receiver decodes it (wire: the outputs rounded to the frame's dtype).
+  private sign(xs: Queued[], outs: Float32Array[]): { wire: Float32Array[]; receipts: Receipt[]; outHashes: Uint8Array[][] } {
+    const t0 = performance.now();
+    const wire = xs.map((x, i) => wireRound(outs[i], x.f.dtype));
+    const outHashes = xs.map((x, i) => rowHashes(x.f.pos, x.f.T, x.f.dim, wire[i]));
+    const bodies = xs.map((x, i): ReceiptBody => {
+      const hop = x.s.grant.grant.hops[x.f.hop], fault = this.init.fault;
+      return {
+        numerics: NUMERICS_VERSION, session: x.f.session, hop: x.f.hop, start: hop.start, end: hop.end, weights: this.weightsOf(hop.start, hop.end),
+        seq: (x.s.receiptSeq = (x.s.receiptSeq ?? -1) + 1),
+        entries: outHashes[i].map((out, t) => ({ pos: x.f.pos + t, flags: 0, input: x.inHashes[t], output: fault ? fault.receiptHash(out) : out })),
+      };
+    });
+    const receipts = signReceipts(bodies, this.identity);
+    this.stats.receiptSteps += xs.length;
+    this.stats.receiptMs += performance.now() - t0;
+    return { wire, receipts, outHashes };
+  }
+
+  // What this node's receipts say of its weights for layers [start, end): the digest of the hashes of the bytes it loaded.
+  private weightsOf(start: number, end: number): Uint8Array {
+    const key = `${start}:${end}`;
+    let w = this.weights.get(key);
+    if (!w) this.weights.set(key, (w = weightsDigest(Array.from({ length: end - start }, (_, k) => this.layerHashes.get(start + k) ?? ""))));
+    return w;
+  }
+
+  // out: the outputs as the receiver decodes them; receipt: this node's for
+  // the step, sent on after the receipts of the stages before (none from hop 0:
+  // whatever a gateway put there is not a stage's).
+  private emit(x: Queued, out: Float32Array, receipt: Receipt, outHashes: Uint8Array[]): void {
     const { f, s } = x, g = s.grant.grant, C = this.cfg.dim;
+    const receipts = [...(f.hop === 0 ? [] : f.ext.filter((e) => e.kind === Ext.RECEIPT)), { kind: Ext.RECEIPT, data: receipt.bytes }];
     if (f.hop + 1 < g.hops.length) {
       const next = g.hops[f.hop + 1];
-      const ext = f.ext.filter((e) => e.kind === Ext.ROUTE_GRANT || e.kind === Ext.ACCEPTS); // these travel on with the session's first frame
+      const ext = [...f.ext.filter((e) => e.kind === Ext.ROUTE_GRANT || e.kind === Ext.ACCEPTS), ...receipts]; // the grant and accepts travel on with the session's first frame
       const nf: StepFrame = { ...f, hop: f.hop + 1, hidden: out, ext };
-      if (next.peer === this.t.peerId) this.enqueue({ f: nf, s, from: "", ip: "" }); // our own next slice
+      if (next.peer === this.t.peerId) this.enqueue({ f: nf, s, from: "", ip: "", inHashes: outHashes }); // our own next slice
       else {
         this.nextStages.delete(next.peer);
         this.nextStages.set(next.peer, { addrs: next.addrs, at: Date.now() });
@@ -1031,7 +1176,7 @@ export class SwarmNode {
       }
     } else {
       const hidden = f.flags & FLAG_LAST_ROW_ONLY ? out.subarray((f.T - 1) * C) : out;
-      const r = { req: f.req, session: f.session, pos: f.pos, T: hidden.length / C, dim: C, dtype: f.dtype, flags: f.flags, ext: [], hidden };
+      const r = { req: f.req, session: f.session, pos: f.pos, T: hidden.length / C, dim: C, dtype: f.dtype, flags: f.flags, ext: receipts, hidden };
       this.sendTo(g.gateway, g.gatewayAddrs, this.encodeFor(g.gateway, s, f.hop, r, encodeResult));
     }
   }

@@ -17,6 +17,7 @@ export interface NodeSession {
   createdAt: number;
   lastStep: number;
   sent?: { req: number; to: string; at: number }; // its last frame forwarded to a next stage (told to the gateway when that link is cut)
+  receiptSeq?: number; // the number of this node's last receipt for the session (receipts are numbered 0, 1, 2 ...)
 }
 
 export class SessionTable {

@@ -1,9 +1,9 @@
 // Hidden states on long-lived streams: binary frames (a new stream per step
 // would cost a round trip on a WAN). Values are raw little-endian f32, f16 or
-// bf16 behind a fixed header; extensions (the signed route, later per-row
-// hashes and receipts) are type-length-value entries that a receiver skips
-// when it does not know them. Everything read is validated before use; a
-// malformed frame is a BAD_MESSAGE error and nothing of it is used.
+// bf16 behind a fixed header; extensions (the signed route, receipts) are
+// type-length-value entries that a receiver skips when it does not know them.
+// Everything read is validated before use; a malformed frame is a BAD_MESSAGE
+// error and nothing of it is used.
 //
 //   STEP    [0x10][ver u8][dtype u8][flags u8][req u32][pos u32][T u32][dim u32]
 //           [hop u8][session 16 bytes][ext bytes u32][ext TLVs][T*dim values]
@@ -12,7 +12,16 @@
 //   ERROR   [0x12][ver u8][req u32][session 16 bytes][code u8-len + ascii][message u16-len + utf8]
 //   TLV     [kind u8][len u32][bytes]
 //
-// Flags: LAST_ROW_ONLY (the last stage returns only the final row), PACKED (the
+// Extensions: ROUTE_GRANT and ACCEPTS travel with a session's first frame
+// (grant.ts; what each receiver unpacks). RECEIPT (receipt.ts), one per stage
+// already passed, in hop order: a STEP frame at hop h carries the receipts of
+// hops 0 .. h-1 for this step (the gateway, which sends hop 0, signs none), and
+// a RESULT frame carries every hop's (the last stage appends its own). Each
+// stage checks the receipt of the stage before against the rows it received
+// (node/index.ts); the gateway gets the whole chain.
+//
+// Flags: LAST_ROW_ONLY (the last stage returns only the final row; its
+// receipt still covers every row it computed), PACKED (the
 // values are byte planes, each Huffman-coded or stored: planes.ts; lossless,
 // so a link may use it or not without changing any result). A frame is
 // packed only for a receiver that said it unpacks (the "planes" codec in its
@@ -26,7 +35,7 @@ import { checkPlanes, packPlanes, packedBound, unpackPlanes } from "./planes.js"
 
 export enum FrameType { STEP = 0x10, RESULT = 0x11, ERROR = 0x12 }
 export enum DType { F32 = 0, F16 = 1, BF16 = 2 }
-export enum Ext { ROUTE_GRANT = 1, ROW_HASHES = 2, RECEIPT = 3, ACCEPTS = 16 } // 2, 3: reserved for the trust work
+export enum Ext { ROUTE_GRANT = 1, ROW_HASHES = 2, RECEIPT = 3, ACCEPTS = 16 } // 2: reserved
 export const FLAG_LAST_ROW_ONLY = 1; // the last stage returns only the final row (prefill chunks)
 export const FLAG_VERIFY = 2; // reserved: a multi-row verification step (speculation)
 export const FLAG_PACKED = 4; // the values are packed byte planes (planes.ts)
@@ -37,7 +46,12 @@ export const CODEC_PLANES = 1;
 export const CODECS: Record<string, number> = { planes: CODEC_PLANES };
 
 export const MAX_HOPS = 64;
-export const MAX_EXT_BYTES = 64 * 1024;
+export const MAX_GRANT_BYTES = 64 * 1024; // a route grant's extension (and room for the small ones)
+// A receipt of 512 rows with the longest Merkle path (receipt.ts maxReceiptBytes(512),
+// 19.8 KB; receipt.test.ts checks it fits). Here as a number: receipt.ts imports this file.
+export const MAX_RECEIPT_EXT_BYTES = 20 * 1024;
+// Room for the grant and a chain of receipts for 512 rows over MAX_HOPS stages (1.3 MiB).
+export const MAX_EXT_BYTES = MAX_GRANT_BYTES + MAX_HOPS * (5 + MAX_RECEIPT_EXT_BYTES);
 export const SESSION_BYTES = 16;
 
 export interface FrameLimits {
@@ -299,4 +313,19 @@ export function firstNonFinite(x: Float32Array): number {
 
 export function extension(f: { ext: Extension[] }, kind: Ext): Uint8Array | undefined {
   return f.ext.find((e) => e.kind === kind)?.data;
+}
+
+// The receipts a frame carries, in hop order (receipt.ts parses them).
+export function receiptsOf(f: { ext: Extension[] }): Uint8Array[] {
+  return f.ext.filter((e) => e.kind === Ext.RECEIPT).map((e) => e.data);
+}
+
+// The values exactly as a receiver decodes them from a frame of dtype d: f32
+// as they are, f16 and bf16 rounded to that type and back. What a receipt's
+// output hashes cover, and what a node hands its own next slice.
+export function wireRound(x: Float32Array, d: DType): Float32Array {
+  if (d === DType.F32) return x;
+  const out = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = d === DType.F16 ? F16_TO_F32[f32ToF16(x[i])] : bf16ToF32(f32ToBf16(x[i]));
+  return out;
 }

@@ -10,7 +10,7 @@ import { z } from "zod";
 import { LayerswarmError } from "../../errors.js";
 import { Identity, verifySignature } from "../identity.js";
 import { AddrText, MAX_ADDRS, PeerIdText, SessionIdText } from "./messages.js";
-import { MAX_EXT_BYTES, MAX_HOPS } from "./frames.js";
+import { MAX_GRANT_BYTES, MAX_HOPS } from "./frames.js";
 import { PROTOCOL_VERSION } from "./version.js";
 
 const DOMAIN = Buffer.from("layerswarm/route-grant/2\n");
@@ -43,7 +43,7 @@ export async function signGrant(g: RouteGrant, id: Identity): Promise<SignedGran
   payload.copy(b, 4);
   b.writeUInt16LE(sig.length, 4 + payload.length);
   b.set(sig, 6 + payload.length);
-  if (b.length > MAX_EXT_BYTES) throw new LayerswarmError("BAD_ARGUMENT", `route grant of ${b.length} bytes is too large`);
+  if (b.length > MAX_GRANT_BYTES) throw new LayerswarmError("BAD_ARGUMENT", `route grant of ${b.length} bytes is too large`);
   return { grant: g, bytes: b };
 }
 

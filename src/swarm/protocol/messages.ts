@@ -7,6 +7,8 @@
 import { z } from "zod";
 import { LayerswarmError, errorCode } from "../../errors.js";
 import { ManifestSchema } from "../../format/manifest.js";
+import { MAX_RECEIPT_ENTRIES, maxReceiptBytes } from "./receipt.js";
+import { MAX_HOPS } from "./frames.js";
 
 export const MAX_CONTROL_BYTES = 256 * 1024;
 export const MAX_NAME = 64;
@@ -21,6 +23,9 @@ export const PeerIdText = z.string().min(1).max(128).regex(/^[1-9A-HJ-NP-Za-km-z
 export const AddrText = z.string().min(1).max(MAX_ADDR);
 export const SessionIdText = z.string().regex(/^[0-9a-f]{32}$/, "not a 128-bit hex session id");
 export const Sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, "not a SHA-256 in lowercase hex");
+// A receipt in base64, up to the largest one (MAX_RECEIPT_ENTRIES rows: about 200 KB as text, inside MAX_CONTROL_BYTES).
+export const MAX_RECEIPT_BASE64 = 4 * Math.ceil(maxReceiptBytes(MAX_RECEIPT_ENTRIES) / 3);
+export const ReceiptBase64 = z.string().min(4).max(MAX_RECEIPT_BASE64).regex(/^[A-Za-z0-9+/]+={0,2}$/, "not base64");
 export const LayerRangeSchema = z.object({ start: uint, end: uint }).refine((r) => r.start < r.end, "a layer range needs start < end");
 
 // What a node can do, so gateways need not guess. New abilities add flags
@@ -56,7 +61,9 @@ export const NodeRecord = z.object({
   capacity: z.object({ layersPerSec: finiteNonNeg, freeBytes: finiteNonNeg, kvBudgetBytes: finiteNonNeg, kvUsedBytes: finiteNonNeg, sessions: uint }),
   stats: z.object({ frames: uint, batches: uint, rows: uint, badFrames: uint, busyMs: finiteNonNeg, refused: uint, opened: uint.optional(), evicted: uint.optional(),
     // what it sent on to next stages and gateways: bytes on the wire, bytes the values had unpacked, rows
-    wireBytes: uint.optional(), wireRawBytes: uint.optional(), wireRows: uint.optional(), packedFrames: uint.optional() }),
+    wireBytes: uint.optional(), wireRawBytes: uint.optional(), wireRows: uint.optional(), packedFrames: uint.optional(),
+    // receipts: steps signed, the time spent hashing rows and signing, steps refused for the previous stage's receipt
+    receiptSteps: uint.optional(), receiptMs: finiteNonNeg.optional(), badReceipts: uint.optional() }),
   loading: z.object({ start: uint, end: uint, layers: uint, bytes: finiteNonNeg, totalBytes: finiteNonNeg }).optional(),
   links: z.array(z.object({ peer: PeerIdText, rttMs: finiteNonNeg })).max(64),
   // layers it is giving up (rebalancing): it serves its live sessions there but opens no new ones
@@ -80,6 +87,9 @@ export const Request = z.discriminatedUnion("type", [
   z.object({ type: z.literal("progress"), reqs: z.array(uint).max(4096), ms: z.array(finiteNonNeg).max(4096) }), // node -> gateway
   z.object({ type: z.literal("rollback"), session: SessionIdText, pos: uint }), // reserved: speculation (capability `rollback`)
   z.object({ type: z.literal("manifest") }), // anyone -> node: the model's manifest (checked by the asker against a model id it trusts)
+  // node -> the session's gateway: the stage at `hop` sent step `req` with a receipt that does not match
+  // the rows it sent, or that is not signed by it (BAD_RECEIPT); `receipt` is that receipt, in base64
+  z.object({ type: z.literal("dispute"), session: SessionIdText, req: uint, hop: z.number().int().nonnegative().max(MAX_HOPS - 1), receipt: ReceiptBase64 }),
 ]);
 export type Request = z.infer<typeof Request>;
 

@@ -13,8 +13,11 @@ import { STORIES_GGUF } from "../../testing/shared.js";
 import { LayerswarmError } from "../../errors.js";
 import { NUMERICS_VERSION } from "./version.js";
 import {
-  FraudProof, ROLLED_BACK, Receipt, ReceiptEntry, checkFraudProof, claimedRows, openReceipt, rowHash, signReceipt, weightsDigest,
+  FraudProof, MAX_PATH, MAX_RECEIPT_ENTRIES, ROLLED_BACK, Receipt, ReceiptBody, ReceiptEntry, checkFraudProof, claimedRows, maxReceiptBytes, openReceipt, parseReceipt,
+  rowHash, signReceipt, signReceipts, weightsDigest,
 } from "./receipt.js";
+import { MAX_EXT_BYTES, MAX_GRANT_BYTES, MAX_HOPS, MAX_RECEIPT_EXT_BYTES } from "./frames.js";
+import { MAX_CONTROL_BYTES, MAX_RECEIPT_BASE64, decodeRequest, encodeMessage } from "./messages.js";
 
 const ENTRY0 = 4 + 68; // a receipt's first entry: after the body length and the 68-byte header
 const SESSION = "0123456789abcdef0123456789abcdef";
@@ -126,5 +129,92 @@ describe("receipts and fraud proofs", () => {
     await expect(bad((b) => ((b[ENTRY0 + 4] = 0x80), b))).rejects.toThrow(/unknown flags/);
     for (const m of [(b: Buffer) => b.subarray(0, 20), (b: Buffer) => ((b[4] = 9), b)]) await expect(bad(m)).rejects.toBeInstanceOf(LayerswarmError);
     await expect(signReceipt({ numerics: 1, session: "xyz", hop: 0, start: 0, end: 1, weights: WEIGHTS, seq: 0, entries: [] }, id)).rejects.toThrow(/32 hex/);
+  });
+});
+
+// Batch signing: many bodies, one signature, each receipt standing alone with
+// its Merkle path; any change to a body, a path, an index or the signature is refused.
+describe("batch-signed receipts", () => {
+  const body = (seq: number, rows: number, pos = 0): ReceiptBody => ({
+    numerics: NUMERICS_VERSION, session: SESSION, hop: 1, ...STAGE, weights: WEIGHTS, seq,
+    entries: Array.from({ length: rows }, (_, t) => ({ pos: pos + t, flags: 0, input: new Uint8Array(16).fill(seq), output: new Uint8Array(16).fill(t & 0xff) })),
+  });
+  // offsets inside a receipt's bytes, after its body
+  const tail = (r: Receipt) => 4 + r.body.length; // index u16, depth u8, then the path
+
+  it("many bodies get one signature; every receipt opens alone, with its own body, index and path", async () => {
+    const id = await Identity.generate();
+    for (const n of [1, 2, 3, 5, 8, 13]) {
+      const rs = signReceipts(Array.from({ length: n }, (_, i) => body(i, 1 + i)), id);
+      expect(rs.length).toBe(n);
+      expect(new Set(rs.map((r) => Buffer.from(r.signature).toString("hex"))).size).toBe(1);
+      const depth = Math.ceil(Math.log2(n));
+      for (const [i, r] of rs.entries()) {
+        const o = await openReceipt(r.bytes);
+        expect([o.index, o.path.length, o.seq, o.entries.length, o.signer]).toEqual([i, depth, i, 1 + i, id.peerId]);
+        expect(Buffer.from(parseReceipt(r.bytes).body)).toEqual(Buffer.from(r.body));
+      }
+    }
+    // one body alone, as before: a tree of depth 0
+    const one = await signReceipt(body(0, 3), id);
+    expect(one.path).toEqual([]);
+    expect((await openReceipt(one.bytes)).entries.length).toBe(3);
+  });
+
+  it("a changed body, leaf index, path hash, depth or signature is refused by openReceipt (parseReceipt does not check signatures)", async () => {
+    const id = await Identity.generate();
+    const rs = signReceipts(Array.from({ length: 6 }, (_, i) => body(i, 4)), id);
+    const r = rs[2], t = tail(r);
+    const changed = (f: (b: Buffer) => void) => {
+      const b = Buffer.from(r.bytes);
+      f(b);
+      return b;
+    };
+    const forgeries = {
+      body: changed((b) => (b[ENTRY0 + 4 + 1 + 16 + 2] ^= 1)), // an output hash of the body
+      index: changed((b) => b.writeUInt16LE(3, t)),
+      path: changed((b) => (b[t + 3 + 32 + 7] ^= 0x10)), // the second sibling hash
+      signature: changed((b) => (b[b.length - 9] ^= 1)),
+      // another receipt's body under this one's path and signature
+      leaf: Buffer.concat([Buffer.from(rs[3].bytes.subarray(0, t)), Buffer.from(r.bytes.subarray(t))]),
+      // a shorter path (the last sibling left out, depth 2): another tree
+      depth: Buffer.concat([Buffer.from(r.bytes.subarray(0, t + 2)), Uint8Array.of(2), Buffer.from(r.bytes.subarray(t + 3, t + 3 + 64)), Buffer.from(r.bytes.subarray(t + 3 + 96))]),
+    };
+    for (const [what, b] of Object.entries(forgeries)) {
+      expect(() => parseReceipt(b), what).not.toThrow();
+      await expect(openReceipt(b), what).rejects.toMatchObject({ code: "FORBIDDEN" });
+    }
+    await expect(openReceipt(r.bytes)).resolves.toMatchObject({ seq: 2 });
+    // a receipt signed by another key, claiming to be ours
+    const other = signReceipts([body(2, 4)], await Identity.generate())[0];
+    const sl = id.peerId.length;
+    const claimed = Buffer.concat([Buffer.from(other.bytes.subarray(0, other.bytes.length - 1 - 64 - sl - 1)), Uint8Array.of(sl), Buffer.from(id.peerId), Uint8Array.of(64), other.signature]);
+    expect(parseReceipt(claimed).signer).toBe(id.peerId);
+    await expect(openReceipt(claimed)).rejects.toMatchObject({ code: "FORBIDDEN" });
+  });
+
+  it("bounds: paths of at most 16 hashes, an index inside its tree; the frame and dispute limits hold the largest receipts", async () => {
+    const id = await Identity.generate();
+    const [r] = signReceipts([body(0, 2)], id);
+    const t = tail(r);
+    const withDepth = (d: number) => Buffer.concat([Buffer.from(r.bytes.subarray(0, t + 2)), Uint8Array.of(d), new Uint8Array(32 * d), Buffer.from(r.bytes.subarray(t + 3))]);
+    expect(() => parseReceipt(withDepth(MAX_PATH + 1))).toThrow(/a path of 17 hashes, at most 16/);
+    expect(parseReceipt(withDepth(MAX_PATH)).path.length).toBe(MAX_PATH);
+    expect(() => parseReceipt(Buffer.from(r.bytes).fill(0xff, t, t + 2))).toThrow(/leaf 65535 of a tree of depth 0/);
+    expect(() => signReceipts([body(0, MAX_RECEIPT_ENTRIES + 1)], id)).toThrow(/at most 4096/);
+    // a receipt of 512 rows (in a batch of 5: a path of 3) is within its bound; the bound fits a frame's extension per hop
+    const big = signReceipts(Array.from({ length: 5 }, (_, i) => body(i, 512)), id)[4];
+    expect(big.bytes.length).toBe(maxReceiptBytes(512) - (MAX_PATH - 3) * 32 - (128 - id.peerId.length) - (128 - 64));
+    expect(maxReceiptBytes(512)).toBeLessThanOrEqual(MAX_RECEIPT_EXT_BYTES);
+    expect(MAX_EXT_BYTES).toBeGreaterThanOrEqual(MAX_GRANT_BYTES + MAX_HOPS * (5 + maxReceiptBytes(512)));
+    // the largest receipt, in base64, fits a dispute, and one character more is refused
+    const dispute = (receipt: string) => ({ type: "dispute" as const, session: SESSION, req: 7, hop: 63, receipt });
+    const most = "A".repeat(MAX_RECEIPT_BASE64);
+    expect(MAX_RECEIPT_BASE64).toBeGreaterThanOrEqual(Buffer.from(new Uint8Array(maxReceiptBytes(MAX_RECEIPT_ENTRIES))).toString("base64").length);
+    expect(encodeMessage(dispute(most)).length).toBeLessThanOrEqual(MAX_CONTROL_BYTES);
+    expect(decodeRequest(encodeMessage(dispute(Buffer.from(big.bytes).toString("base64"))))).toMatchObject({ type: "dispute", hop: 63 });
+    expect(() => decodeRequest(encodeMessage(dispute(most + "A")))).toThrow(/receipt/);
+    expect(() => decodeRequest(encodeMessage({ ...dispute("AAAA"), hop: 64 }))).toThrow(/hop/);
+    expect(() => decodeRequest(encodeMessage(dispute("not base64!")))).toThrow(/base64/);
   });
 });

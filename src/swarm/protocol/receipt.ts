@@ -14,24 +14,46 @@
 //   body     [v u8][numerics u16][session 16][hop u8][start u32][end u32]
 //            [weights 32][seq u32][count u32][count x entry]
 //   entry    [pos u32][flags u8][in 16][out 16]
-//   receipt  [body bytes u32][body][signer u8-len + utf8 peer id][signature u8-len + bytes]
-// The signature covers DOMAIN + body. `weights` is the SHA-256 of the hashes of
-// the layers [start, end) the node says it computed with (weightsDigest), so a
-// receipt also commits the node to the model it claims to run.
+//   receipt  [body bytes u32][body][index u16][depth u8][depth x sibling 32]
+//            [signer u8-len + utf8 peer id][signature u8-len + bytes]
+//
+// Signed in batches: a node signs every step of a batch with one signature
+// (signReceipts). The bodies are the leaves of a Merkle tree, leaf =
+// SHA-256(LEAF_DOMAIN + body), node = SHA-256(NODE_DOMAIN + left + right),
+// padded with all-zero leaves to 2^depth; the signature covers DOMAIN + depth +
+// root. Each receipt carries its leaf's index and the sibling hashes from the
+// leaf up (its path), so it stands alone: anyone folds the path back to the
+// root and checks the one signature. One body alone is a tree of depth 0
+// (the root is its leaf).
+// `weights` is the SHA-256 of the hashes of the layers [start, end) the node
+// says it computed with (weightsDigest), so a receipt also commits the node to
+// the model it claims to run.
 
 import { createHash } from "node:crypto";
 import { LayerswarmError } from "../../errors.js";
-import { Identity, verifySignature } from "../identity.js";
+import { Identity, verifySignature, verifySignatureSync } from "../identity.js";
 import { SESSION_BYTES } from "./frames.js";
 import { NUMERICS_VERSION } from "./version.js";
 
-const DOMAIN = Buffer.from("layerswarm/receipt/1\n");
+const DOMAIN = Buffer.from("layerswarm/receipt-root/2\n");
+const LEAF_DOMAIN = Buffer.from("layerswarm/receipt-leaf/2\n");
+const NODE_DOMAIN = Buffer.from("layerswarm/receipt-node/2\n");
 const ROW_DOMAIN = Buffer.from("layerswarm/row/1\n");
-export const RECEIPT_VERSION = 1;
+export const RECEIPT_VERSION = 2; // 1: one signature per receipt, over its body
 export const ROW_HASH_BYTES = 16;
 export const ENTRY_BYTES = 4 + 1 + 2 * ROW_HASH_BYTES;
 export const MAX_RECEIPT_ENTRIES = 4096; // one receipt covers at most this many rows
+export const MAX_PATH = 16; // a batch signs at most 2^16 receipts
+const MAX_SIGNER = 128; // a peer id's text (MAX of PeerIdText)
+const MAX_SIGNATURE = 128;
+const HASH_BYTES = 32;
 const HEADER_BYTES = 1 + 2 + SESSION_BYTES + 1 + 4 + 4 + 32 + 4 + 4;
+const EMPTY_LEAF = new Uint8Array(HASH_BYTES); // padding: no body hashes to it
+
+// The most bytes a receipt of `entries` rows takes (frames.ts bounds extensions by it).
+export function maxReceiptBytes(entries: number): number {
+  return 4 + HEADER_BYTES + entries * ENTRY_BYTES + 2 + 1 + MAX_PATH * HASH_BYTES + 1 + MAX_SIGNER + 1 + MAX_SIGNATURE;
+}
 
 export const ROLLED_BACK = 1;
 
@@ -55,8 +77,11 @@ export interface ReceiptBody {
 
 export interface Receipt extends ReceiptBody {
   signer: string; // peer id
-  signature: Uint8Array;
+  signature: Uint8Array; // over the root of its batch's tree (DOMAIN + depth + root)
   bytes: Uint8Array; // as signed and sent
+  index: number; // its leaf in the batch's tree
+  path: Uint8Array[]; // sibling hashes from its leaf up (32 bytes each; the tree's depth is their count)
+  body: Uint8Array; // the body bytes (what the leaf hashes)
 }
 
 // The hash of row `pos` with values `row` (dim f32 values).
@@ -105,31 +130,74 @@ function encodeBody(b: ReceiptBody): Buffer {
   return out;
 }
 
-export async function signReceipt(b: ReceiptBody, id: Identity): Promise<Receipt> {
-  const body = encodeBody(b);
-  const signature = await id.sign(Buffer.concat([DOMAIN, body]));
-  const signer = Buffer.from(id.peerId, "utf8");
-  const bytes = Buffer.alloc(4 + body.length + 1 + signer.length + 1 + signature.length);
-  let o = 0;
-  bytes.writeUInt32LE(body.length, o), (o += 4);
-  body.copy(bytes, o), (o += body.length);
-  bytes[o++] = signer.length;
-  signer.copy(bytes, o), (o += signer.length);
-  bytes[o++] = signature.length;
-  bytes.set(signature, o);
-  return { ...b, entries: b.entries.map((e) => ({ ...e })), signer: id.peerId, signature, bytes };
+const sha = (...parts: Uint8Array[]): Buffer => {
+  const h = createHash("sha256");
+  for (const p of parts) h.update(p);
+  return h.digest();
+};
+const leafHash = (body: Uint8Array) => sha(LEAF_DOMAIN, body);
+const nodeHash = (l: Uint8Array, r: Uint8Array) => sha(NODE_DOMAIN, l, r);
+const signedMessage = (depth: number, root: Uint8Array) => Buffer.concat([DOMAIN, Uint8Array.of(depth), root]);
+
+// The root a leaf's path folds to: bit k of index says whether the leaf's
+// subtree is the right (1) or left (0) child at height k.
+function foldPath(leaf: Uint8Array, index: number, path: readonly Uint8Array[]): Uint8Array {
+  let h = leaf;
+  for (let k = 0; k < path.length; k++) h = (index >> k) & 1 ? nodeHash(path[k], h) : nodeHash(h, path[k]);
+  return h;
 }
 
-// Decodes and verifies a receipt. BAD_MESSAGE when malformed, FORBIDDEN when
-// the signature does not verify with the key behind the signer's peer id.
-export async function openReceipt(bytes: Uint8Array): Promise<Receipt> {
+// Signs many bodies with ONE signature (synchronous: the node's step path).
+// Receipts come back in the order of the bodies; each one stands alone.
+export function signReceipts(bodies: readonly ReceiptBody[], id: Identity): Receipt[] {
+  if (bodies.length === 0) return [];
+  if (bodies.length > 2 ** MAX_PATH) throw new LayerswarmError("BAD_ARGUMENT", `receipts: ${bodies.length} in one batch, at most ${2 ** MAX_PATH}`);
+  const encoded = bodies.map(encodeBody);
+  let depth = 0;
+  while (1 << depth < encoded.length) depth++;
+  // levels[k]: the hashes at height k, 2^(depth-k) of them
+  const levels: Uint8Array[][] = [encoded.map(leafHash)];
+  while (levels[0].length < 1 << depth) levels[0].push(EMPTY_LEAF);
+  for (let k = 0; k < depth; k++) {
+    const below = levels[k], up: Uint8Array[] = [];
+    for (let i = 0; i < below.length; i += 2) up.push(nodeHash(below[i], below[i + 1]));
+    levels.push(up);
+  }
+  const signature = id.signSync(signedMessage(depth, levels[depth][0]));
+  const signer = Buffer.from(id.peerId, "utf8");
+  return bodies.map((b, i) => {
+    const body = encoded[i], path = levels.slice(0, depth).map((lv, k) => lv[(i >> k) ^ 1]);
+    const bytes = Buffer.alloc(4 + body.length + 3 + depth * HASH_BYTES + 1 + signer.length + 1 + signature.length);
+    let o = 0;
+    bytes.writeUInt32LE(body.length, o), (o += 4);
+    body.copy(bytes, o), (o += body.length);
+    bytes.writeUInt16LE(i, o), (o += 2);
+    bytes[o++] = depth;
+    for (const p of path) bytes.set(p, o), (o += HASH_BYTES);
+    bytes[o++] = signer.length;
+    signer.copy(bytes, o), (o += signer.length);
+    bytes[o++] = signature.length;
+    bytes.set(signature, o);
+    return { ...b, entries: b.entries.map((e) => ({ ...e })), signer: id.peerId, signature, bytes, index: i, path, body };
+  });
+}
+
+// One body, signed alone (a tree of depth 0).
+export async function signReceipt(b: ReceiptBody, id: Identity): Promise<Receipt> {
+  return signReceipts([b], id)[0];
+}
+
+// Decodes a receipt and checks its layout, WITHOUT checking its signature
+// (cheap, synchronous: for checks on the step path; openReceipt verifies).
+// BAD_MESSAGE when malformed.
+export function parseReceipt(bytes: Uint8Array): Receipt {
   const fail = (m: string): never => {
     throw new LayerswarmError("BAD_MESSAGE", `receipt: ${m}`);
   };
   const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (b.length < 4 + HEADER_BYTES) fail("truncated");
   const bodyLen = b.readUInt32LE(0);
-  if (bodyLen < HEADER_BYTES || 4 + bodyLen + 2 > b.length) fail("truncated body");
+  if (bodyLen < HEADER_BYTES || 4 + bodyLen + 3 > b.length) fail("truncated body");
   const body = b.subarray(4, 4 + bodyLen);
   let o = 0;
   if (body[o++] !== RECEIPT_VERSION) fail(`version ${body[0]}, this peer reads ${RECEIPT_VERSION}`);
@@ -155,16 +223,43 @@ export async function openReceipt(bytes: Uint8Array): Promise<Receipt> {
     o += ENTRY_BYTES;
   }
   let p = 4 + bodyLen;
+  const index = b.readUInt16LE(p), depth = b[p + 2];
+  p += 3;
+  if (depth > MAX_PATH) fail(`a path of ${depth} hashes, at most ${MAX_PATH}`);
+  if (index >= 2 ** depth) fail(`leaf ${index} of a tree of depth ${depth}`);
+  if (p + depth * HASH_BYTES + 2 > b.length) fail("truncated path");
+  const path: Uint8Array[] = [];
+  for (let k = 0; k < depth; k++, p += HASH_BYTES) path.push(new Uint8Array(b.subarray(p, p + HASH_BYTES)));
   const sl = b[p++];
-  if (sl === 0 || p + sl + 1 > b.length) fail("truncated signer");
+  if (sl === 0 || sl > MAX_SIGNER || p + sl + 1 > b.length) fail("truncated signer");
   const signer = b.subarray(p, p + sl).toString("utf8");
   p += sl;
   const gl = b[p++];
-  if (gl === 0 || p + gl !== b.length) fail("bad signature length");
+  if (gl === 0 || gl > MAX_SIGNATURE || p + gl !== b.length) fail("bad signature length");
   const signature = new Uint8Array(b.subarray(p, p + gl));
-  if (!(await verifySignature(signer, Buffer.concat([DOMAIN, body]), signature)))
-    throw new LayerswarmError("FORBIDDEN", `receipt: the signature does not verify with ${signer.slice(0, 60)}'s key`);
-  return { numerics, session, hop, start, end, weights, seq, entries, signer, signature, bytes: new Uint8Array(bytes) };
+  return { numerics, session, hop, start, end, weights, seq, entries, signer, signature, bytes: new Uint8Array(bytes), index, path, body: new Uint8Array(body) };
+}
+
+// The root of the tree a receipt's path folds to (what its signature covers, with the depth).
+export function receiptRoot(r: Receipt): Uint8Array {
+  return foldPath(leafHash(r.body), r.index, r.path);
+}
+
+// Does the receipt's signature, over the root its path folds to, verify with its signer's key?
+export async function receiptSigned(r: Receipt): Promise<boolean> {
+  return verifySignature(r.signer, signedMessage(r.path.length, receiptRoot(r)), r.signature);
+}
+// The same, synchronously (Ed25519 signers only: false for any other key type).
+export function receiptSignedSync(r: Receipt, root = receiptRoot(r)): boolean {
+  return verifySignatureSync(r.signer, signedMessage(r.path.length, root), r.signature);
+}
+
+// Decodes and verifies a receipt. BAD_MESSAGE when malformed, FORBIDDEN when
+// the signature does not verify with the key behind the signer's peer id.
+export async function openReceipt(bytes: Uint8Array): Promise<Receipt> {
+  const r = parseReceipt(bytes);
+  if (!(await receiptSigned(r))) throw new LayerswarmError("FORBIDDEN", `receipt: the signature does not verify with ${r.signer.slice(0, 60)}'s key`);
+  return r;
 }
 
 export const hashEqual = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(a, b) === 0;
