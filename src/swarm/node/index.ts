@@ -190,7 +190,8 @@ export class SwarmNode {
     this.log = logger(`node:${t.peerId.slice(-6)}`);
     this.outbox = new Outbox(t, this.log, 10_000, init.maxUnsentBytes);
     this.wire = new WirePolicy(init.wirePack);
-    this.limits = { dim: this.cfg.dim, maxRows: init.maxRowsPerFrame ?? 512 };
+    // a step's receipt covers every row it computed: at most MAX_RECEIPT_ENTRIES rows a frame
+    this.limits = { dim: this.cfg.dim, maxRows: Math.min(init.maxRowsPerFrame ?? 512, MAX_RECEIPT_ENTRIES) };
     this.sessions = new SessionTable(init.maxSessions ?? 256);
     this.gate = init.gate ?? new PeerGate();
     if (!init.identity || init.identity.peerId !== t.peerId)
@@ -1122,7 +1123,13 @@ export class SwarmNode {
   // previous stages' signatures checked after.
   private finish(xs: Queued[], outs: Float32Array[]): void {
     const signed = this.sign(xs, outs);
-    xs.forEach((x, i) => this.emit(x, signed.wire[i], signed.receipts[i], signed.outHashes[i]));
+    xs.forEach((x, i) => {
+      try {
+        this.emit(x, signed.wire[i], signed.receipts[i], signed.outHashes[i]);
+      } catch (e) {
+        this.fail(x, e); // its frame cannot be made (receipts of many wide steps over many hops): that step alone fails
+      }
+    });
     this.verifyLater(xs);
   }
 
