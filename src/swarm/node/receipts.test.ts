@@ -13,8 +13,9 @@ import { Transport, DialOptions } from "../transport.js";
 import { Identity } from "../identity.js";
 import { FaultInjector } from "./fault.js";
 import type { NodeInit } from "./index.js";
+import type { GatewayOptions } from "../gateway/index.js";
 import {
-  ErrorFrame, Ext, FrameType, PROTOCOLS, Request, ResultFrame, StepFrame, decodeError, decodeRequest, decodeResult, decodeStep, encodeStep, frameType,
+  DType, ErrorFrame, Ext, FrameType, PROTOCOLS, Request, ResultFrame, StepFrame, decodeError, decodeRequest, decodeResult, decodeStep, encodeStep, frameType,
   openReceipt, parseReceipt, receiptsOf, rowHash, signReceipts, weightsDigest,
 } from "../protocol/index.js";
 
@@ -40,8 +41,8 @@ afterEach(async () => {
 
 // Three stages [0, 2) [2, 4) [4, 5); the middle one with `init` and its transport wrapped by `wrap`.
 // Everything the gateway receives and sends to the first stage is seen.
-async function chain(init: Partial<NodeInit> = {}, wrap?: (t: MemoryTransport) => Transport): Promise<{ sw: MemSwarm; seen: Seen }> {
-  const s = (sw = await memSwarm(STORIES_GGUF, []));
+async function chain(init: Partial<NodeInit> = {}, wrap?: (t: MemoryTransport) => Transport, gw: GatewayOptions = {}): Promise<{ sw: MemSwarm; seen: Seen }> {
+  const s = (sw = await memSwarm(STORIES_GGUF, [], gw));
   const seen: Seen = { sent: new Map(), results: [], errors: [], disputes: [] };
   s.net.peers.get(s.gw.peerId)!.tap = (from, protocol, m) => {
     if (PROTOCOLS.steps.includes(protocol)) {
@@ -139,6 +140,21 @@ describe("receipts travel with the hidden states", () => {
     }
     expect(seen.errors).toEqual([]);
     expect(seen.disputes).toEqual([]);
+  });
+
+  it.each([["f16", DType.F16], ["bf16", DType.BF16]])("with %s on the wire, a receipt states its rows as the receiver decodes them (rounded), and every stage agrees", async (_name, dtype) => {
+    const { sw: s, seen } = await chain({}, undefined, { dtype });
+    expect((await s.complete(PROMPT, 6)).length).toBe(PROMPT.length + 6);
+    expect(seen.errors).toEqual([]);
+    expect(seen.results.length).toBe(6);
+    for (const n of s.nodes) expect([n.stats.receiptSteps, n.stats.badReceipts]).toEqual([6, 0]);
+    for (const res of seen.results) {
+      const rs = receiptsOf(res).map((b) => parseReceipt(b)), n = rs[2].entries.length, sent = seen.sent.get(res.req)!;
+      for (let t = 0; t < n; t++) // the first stage's inputs are the gateway's rows as they arrived (rounded), not its f32 rows
+        expect(hex(rs[0].entries[t].input)).toBe(hex(rowHash(sent.pos + t, sent.hidden.subarray(t * DIM, (t + 1) * DIM))));
+      for (let t = 0; t < res.T; t++) // the returned rows, as this gateway decoded them, are what the last stage signed
+        expect(hex(rowHash(res.pos + n - res.T + t, res.hidden.subarray(t * DIM, (t + 1) * DIM)))).toBe(hex(rs[2].entries[n - res.T + t].output));
+    }
   });
 
   it("a bad-receipt middle stage (right rows, wrong hashes) is refused by the next with BAD_RECEIPT and disputed with its own signed receipt", async () => {
