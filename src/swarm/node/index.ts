@@ -81,7 +81,7 @@ export interface NodeInit {
   unknownSessionBurst?: number; // steps for sessions not held here that one peer may send at once before they are strikes (default 256)
   unknownSessionPerSec?: number; // ... and the rate at which that budget refills (default 64 a second)
   wirePack?: PackMode; // pack values for next stages that take it: where the link's measured speed makes it pay (auto, the default), always, never
-  identity?: Identity; // this node's key (its transport's): it signs its receipts and the grants of the checks it makes of other holders (verify.ts); required
+  identity: Identity; // this node's key (its transport's): it signs its receipts and the grants of the checks it makes of other holders (verify.ts)
   rebalanceMs?: number; // look about this often (jittered: x0.5 to x1.5) whether moving elsewhere would help the swarm, and move (default 0: never)
   rebalanceWindowMs?: number; // at most one move of its own (rebalance) per this long (default 30 min)
   settleMs?: number; // a move waits this long after saying it drains before it looks again who else holds and drains (default 1 s)
@@ -194,8 +194,8 @@ export class SwarmNode {
     this.limits = { dim: this.cfg.dim, maxRows: Math.min(init.maxRowsPerFrame ?? 512, MAX_RECEIPT_ENTRIES) };
     this.sessions = new SessionTable(init.maxSessions ?? 256);
     this.gate = init.gate ?? new PeerGate();
-    if (!init.identity || init.identity.peerId !== t.peerId)
-      throw new LayerswarmError("BAD_ARGUMENT", "a node signs its receipts with its transport's key: pass that identity (NodeInit.identity)");
+    if (init.identity?.peerId !== t.peerId)
+      throw new LayerswarmError("BAD_ARGUMENT", "a node signs its receipts with its transport's key: NodeInit.identity must be that key");
     this.identity = init.identity;
     this.checks = new HolderCheck({ t, identity: init.identity, outbox: this.outbox, dim: this.cfg.dim, compute: (r, hidden, T) => this.computeCheck(r, hidden, T) });
   }
