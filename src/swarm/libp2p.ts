@@ -163,23 +163,24 @@ class StreamChannel implements Channel {
   private head = 0; // queue[head] is the next message
   private queued = 0;
   private ended: Error | null | undefined;
-  private wake?: () => void;
+  private waiter?: { resolve: (r: IteratorResult<Uint8Array>) => void; reject: (e: Error) => void }; // messages()'s reader, waiting
   private dec: MessageDecoder;
   private resuming = false;
 
   constructor(private s: Stream, readonly remotePeer: string, readonly remoteIp: string, maxBytes: number) {
     this.dec = new MessageDecoder(maxBytes);
     fewerWindowUpdates(s);
+    quietEvents(s);
     s.addEventListener("message", ((evt: { data: Uint8Array | Iterable<Uint8Array> }) => this.onData(evt.data)) as never);
     const onEnd = (evt?: Event) => {
       this.closed = true;
       if (this.ended === undefined) this.ended = (evt as { error?: Error } | undefined)?.error ?? null;
-      this.wake?.();
+      this.wake();
     };
     s.addEventListener("close", onEnd);
     s.addEventListener("remoteCloseWrite", () => {
       if (this.ended === undefined) this.ended = null;
-      this.wake?.();
+      this.wake();
     });
   }
 
@@ -193,7 +194,7 @@ class StreamChannel implements Channel {
       this.ended = err;
       this.closed = true;
       this.s.abort(err);
-      this.wake?.();
+      this.wake();
       return;
     }
     for (let i = before; i < this.queue.length; i++) this.queued += this.queue[i].length;
@@ -202,7 +203,7 @@ class StreamChannel implements Channel {
     // (the stream paused for us, its window open: the read buffer grows
     // until the stream aborts). resume() looks again once it returns.
     if (!this.resuming) this.maybePause();
-    if (this.queue.length > before) this.wake?.();
+    if (this.queue.length > before) this.wake();
   }
 
   private maybePause(): void {
@@ -244,30 +245,71 @@ class StreamChannel implements Channel {
     }
   }
 
-  async *messages(): AsyncIterable<Uint8Array> {
-    for (;;) {
-      if (this.head < this.queue.length) {
-        const m = this.queue[this.head];
-        this.queue[this.head++] = undefined as never;
-        if (this.head === this.queue.length) this.queue.length = this.head = 0;
-        else if (this.head > 1024) this.queue = this.queue.slice(this.head), this.head = 0;
-        this.queued -= m.length;
-        if (this.queued < PAUSE_BYTES / 2 && this.s.readStatus === "paused") {
-          this.resuming = true;
-          try {
-            this.s.resume();
-          } finally {
-            this.resuming = false;
-          }
-          this.maybePause();
-        }
-        yield m;
-        continue;
+  // Not an async generator: a message that arrives for a waiting reader is
+  // handed to it directly, one promise settled, instead of waking a generator
+  // that then yields (two more turns of the microtask queue per message).
+  messages(): AsyncIterable<Uint8Array> {
+    let done = false;
+    const it: AsyncIterator<Uint8Array> = {
+      next: () => {
+        if (done) return Promise.resolve({ value: undefined, done: true });
+        if (this.head === this.queue.length) this.resumeIfDrained(); // paused with nothing left (a reader took the rest as it came): what it held comes now
+        if (this.head < this.queue.length) return Promise.resolve({ value: this.take(), done: false });
+        if (this.ended === null) return (done = true), Promise.resolve({ value: undefined, done: true });
+        if (this.ended) return (done = true), Promise.reject(this.ended);
+        return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+      },
+      return: () => {
+        done = true;
+        this.waiter = undefined;
+        return Promise.resolve({ value: undefined, done: true });
+      },
+    };
+    return { [Symbol.asyncIterator]: () => it };
+  }
+
+  // The next queued message (there is one).
+  private pop(): Uint8Array {
+    const m = this.queue[this.head];
+    this.queue[this.head++] = undefined as never;
+    if (this.head === this.queue.length) this.queue.length = this.head = 0;
+    else if (this.head > 1024) this.queue = this.queue.slice(this.head), this.head = 0;
+    this.queued -= m.length;
+    return m;
+  }
+
+  // The next queued message, resuming the stream once the queue has room.
+  private take(): Uint8Array {
+    const m = this.pop();
+    this.resumeIfDrained();
+    return m;
+  }
+
+  private resumeIfDrained(): void {
+    if (this.queued < PAUSE_BYTES / 2 && this.s.readStatus === "paused") {
+      this.resuming = true;
+      try {
+        this.s.resume();
+      } finally {
+        this.resuming = false;
       }
-      if (this.ended === null) return;
-      if (this.ended) throw this.ended;
-      await new Promise<void>((r) => (this.wake = r));
-      this.wake = undefined;
+      this.maybePause();
+    }
+  }
+
+  // Something for a waiting reader: a message (taken without resuming: this
+  // runs inside the stream's own dispatch, and its reader's next call
+  // resumes), or the end.
+  private wake(): void {
+    const w = this.waiter;
+    if (!w) return;
+    if (this.head < this.queue.length) {
+      this.waiter = undefined;
+      w.resolve({ value: this.pop(), done: false });
+    } else if (this.ended !== undefined) {
+      this.waiter = undefined;
+      if (this.ended === null) w.resolve({ value: undefined, done: true });
+      else w.reject(this.ended);
     }
   }
 
@@ -307,6 +349,39 @@ function coalesceWrites(conn: Connection): void {
     }
     return write.apply(this, a);
   } as net.Socket["write"];
+}
+
+// Each layer of a connection (TCP, Noise, Yamux stream) says "idle" after
+// every message it passes on, as a new event dispatched to no listener: three
+// events a message, each an allocation and a walk of the dispatch machinery.
+// An event nobody listens to is not made at all (what dispatching it does).
+function quietEvents(x: unknown): void {
+  const e = x as { safeDispatchEvent?: (type: string, detail?: unknown) => boolean; listenerCount?: (type: string) => number };
+  const orig = e?.safeDispatchEvent;
+  if (typeof orig !== "function" || typeof e.listenerCount !== "function") return;
+  e.safeDispatchEvent = function (this: typeof e, type: string, detail?: unknown) {
+    return this.listenerCount!(type) === 0 ? true : orig.call(this, type, detail);
+  };
+}
+
+// Noise (@chainsafe/libp2p-noise 17) takes its frames apart with
+// @libp2p/utils' LengthPrefixedDecoder, which, after each chunk's last frame,
+// asks its length decoder for the next length anyway: with fewer than 2 bytes
+// left that throws a new RangeError, whose stack trace costs more than the
+// rest of the frame's decoding (tens of µs a message, cold). The same answer,
+// thrown once-made (the decoder only checks that it is a RangeError), and the
+// length read from the two bytes where they lie (Noise's read them through a
+// DataView over a copy when they were in a list of chunks).
+const SHORT = new RangeError("noise: fewer than 2 bytes for a frame length");
+function cheaperNoiseDecoding(conn: Connection): void {
+  type Chunks = Uint8Array | { length: number; get(i: number): number };
+  const dec = (conn as unknown as { muxer?: { maConn?: { decoder?: { lengthDecoder?: (d: Chunks) => number } } } }).muxer?.maConn?.decoder;
+  const orig = dec?.lengthDecoder;
+  if (!dec || typeof orig !== "function" || (orig as { bytes?: number }).bytes !== 2) return;
+  dec.lengthDecoder = (d: Chunks) => {
+    if (d.length < 2) throw SHORT;
+    return d instanceof Uint8Array ? (d[0] << 8) | d[1] : (d.get(0) << 8) | d.get(1); // big-endian u16, as Noise's uint16BEDecode
+  };
 }
 
 // libp2p's store (peer records, the DHT's provider records), in memory, with
@@ -414,6 +489,10 @@ export class Libp2pTransport implements Transport {
     node.addEventListener("connection:open", (e) => {
       gate.opened(ipOf(e.detail.remoteAddr));
       coalesceWrites(e.detail);
+      cheaperNoiseDecoding(e.detail);
+      const c = e.detail as unknown as { maConn?: unknown; muxer?: { maConn?: unknown } };
+      quietEvents(c.maConn);
+      quietEvents(c.muxer?.maConn);
     });
     node.addEventListener("connection:close", (e) => {
       gate.closed(ipOf(e.detail.remoteAddr));

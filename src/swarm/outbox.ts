@@ -7,8 +7,16 @@ import { Logger } from "./log.js";
 import { PROTOCOLS } from "./protocol/index.js";
 import { Channel, Transport } from "./transport.js";
 
+// A peer's stream: dialled (or being dialled), and once open and no earlier
+// message is still waiting for the dial, taken at once.
+interface Link {
+  ch: Promise<Channel>;
+  open?: Channel; // set once every message sent before it was known to be open is handed over
+  waiting: number; // messages handed over only once the dial resolves
+}
+
 export class Outbox {
-  private out = new Map<string, Promise<Channel>>();
+  private out = new Map<string, Link>();
   readonly lastUsed = new Map<string, { addrs: string[]; at: number }>(); // peers sent to, and when
   private unsent = new Map<string, number>(); // bytes handed to a peer's stream that it has not taken yet
   private rates = new Map<string, number>(); // bytes per ms the stream to a peer took large messages at (smoothed)
@@ -39,40 +47,54 @@ export class Outbox {
   }
 
   // Resolves once the message is handed to the stream; rejects if the peer cannot be reached.
+  // On an open stream the message is handed over in this turn, not a few
+  // promise hops later: a step's bytes leave with the turn that made them.
   send(peer: string, addrs: string[], msg: Uint8Array): Promise<void> {
     this.lastUsed.set(peer, { addrs, at: Date.now() });
     if (this.lastUsed.size > 4096) this.lastUsed.delete(this.lastUsed.keys().next().value!);
-    let ch = this.out.get(peer);
-    if (!ch) {
-      const p = this.dial(peer, addrs);
-      ch = p.then((c) => {
+    let link = this.out.get(peer);
+    if (!link) {
+      const l: Link = { ch: this.dial(peer, addrs).then((c) => {
         // nothing is expected back on this stream; reading it notices when it closes
         void (async () => {
           try {
             for await (const _ of c.messages()) void _;
           } catch { /* closed */ }
-          if (this.out.get(peer) === ch) this.out.delete(peer);
+          if (this.out.get(peer) === l) this.out.delete(peer);
         })();
         return c;
+      }), waiting: 0 };
+      l.ch.catch(() => {
+        if (this.out.get(peer) === l) this.out.delete(peer);
       });
-      this.out.set(peer, ch);
-      ch.catch(() => {
-        if (this.out.get(peer) === ch) this.out.delete(peer);
-      });
+      this.out.set(peer, (link = l));
     }
-    const used = ch;
+    const used = link;
     this.unsent.set(peer, (this.unsent.get(peer) ?? 0) + msg.length);
     const sent = () => {
       const n = (this.unsent.get(peer) ?? msg.length) - msg.length;
       if (n > 0) this.unsent.set(peer, n);
       else this.unsent.delete(peer);
     };
-    const big = msg.length >= 2 * 2 ** 20;
-    return used.then((c) => {
-      if (!big) return c.send(msg);
+    const give = (c: Channel): Promise<void> => {
+      if (msg.length < 2 * 2 ** 20) return c.send(msg);
       const t0 = performance.now();
       return c.send(msg).then(() => this.measured(peer, msg.length - 2 ** 20, performance.now() - t0));
-    }).then(sent, (e) => {
+    };
+    let handed: Promise<void>;
+    if (used.open && !used.open.closed) handed = give(used.open);
+    else {
+      // after the dial, in order: callbacks on one promise run in the order they were added
+      used.waiting++;
+      handed = used.ch.then((c) => {
+        if (--used.waiting === 0) used.open = c;
+        return give(c);
+      }, (e) => {
+        used.waiting--;
+        throw e;
+      });
+    }
+    return handed.then(sent, (e) => {
       sent();
       throw e;
     }).catch((e) => {
@@ -83,9 +105,9 @@ export class Outbox {
   }
 
   forget(peer: string): void {
-    const ch = this.out.get(peer);
+    const l = this.out.get(peer);
     this.out.delete(peer);
-    ch?.then((c) => c.abort(new Error("peer forgotten"))).catch(() => {});
+    l?.ch.then((c) => c.abort(new Error("peer forgotten"))).catch(() => {});
   }
 
   private dial(peer: string, addrs: string[]): Promise<Channel> {

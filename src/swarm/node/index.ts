@@ -973,13 +973,16 @@ export class SwarmNode {
 
   // Run queued steps in batches until the queues are empty, yielding to the
   // event loop between batches so frames that arrive meanwhile join the next one.
-  private pump(): void {
+  // next: called again after a batch (it yields to the event loop even alone).
+  private pump(next = false): void {
     if (this.busy || this.stopped) return;
     this.busy = true;
     // With several sessions in flight, wait a moment for their steps to arrive
-    // so they share one pass over the weights; alone, run at once.
+    // so they share one pass over the weights; alone, run at once: in this
+    // turn's microtasks, not after the event loop's next round of I/O (a lone
+    // session has nothing to wait for, and each step's hop paid for that turn).
     const waitMs = this.recentSessions() > 1 ? (this.init.batchWindowMs ?? Number(process.env.LAYERSWARM_BATCH_WINDOW_MS ?? 2)) : 0;
-    const run = waitMs > 0 ? (f: () => void) => setTimeout(f, waitMs) : setImmediate;
+    const run = waitMs > 0 ? (f: () => void) => setTimeout(f, waitMs) : next ? setImmediate : queueMicrotask;
     run(() => {
       const t0 = performance.now();
       let rows = 0;
@@ -992,8 +995,8 @@ export class SwarmNode {
         this.busy = false;
         // everything left waits on a congested destination: look again shortly
         if (this.queues.size > 0) {
-          if (rows > 0) this.pump();
-          else setTimeout(() => this.pump(), 5).unref();
+          if (rows > 0) this.pump(true);
+          else setTimeout(() => this.pump(true), 5).unref();
         }
       }
     });
