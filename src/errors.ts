@@ -16,6 +16,7 @@ export const ERROR_CODES = [
   "BUSY", // a limit was reached (sessions, rows, streams); try later or elsewhere
   "UNREACHABLE", // a peer could not be reached or stopped answering
   "BAD_RECEIPT", // a stage's receipt does not match the rows it sent (or is not its own): the step is refused
+  "VERIFY_FAILED", // strict verification: the routes disagreed and no audit could tell which is right (nothing was released)
   "INTERNAL",
   "ABORTED",
 ] as const;

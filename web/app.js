@@ -35,7 +35,7 @@ function renderMap(s) {
     const y = top + r * rowH;
     parts.push(html`<text x="0" y="${y + 10}" fill="#8a93a0" font-size="10">${short(n.peer)}</text>`);
     for (const rg of n.ranges) {
-      const lost = n.state === "lost";
+      const lost = n.state === "lost" || n.state === "banned";
       parts.push(html`<rect data-testid="map-range" x="${x(rg.start)}" y="${y}" width="${x(rg.end) - x(rg.start) - 1}" height="${rowH - 3}" rx="2" fill="${lost ? "#444" : colorOf(n.peer)}" opacity="${lost ? 0.5 : 0.9}"><title>[${rg.start}, ${rg.end})</title></rect>`);
     }
     if (n.loading) parts.push(html`<rect x="${x(0)}" y="${y + rowH - 4}" width="${((x(L) - x(0)) * n.loading.bytes) / Math.max(1, n.loading.totalBytes)}" height="2" fill="#d29922"/>`);
@@ -58,7 +58,7 @@ function render(s) {
   $("#nodes tbody").innerHTML = html`${s.nodes.map((n) => html`<tr data-testid="node" data-peer="${n.peer}" data-state="${n.state}" data-ranges="${n.ranges.map((r) => r.start + ":" + r.end).join(",")}">
     <td><span class="c${colorIndex(n.peer)}">■</span> <span data-testid="node-name">${n.name || ""}</span> <span class="muted">${short(n.peer)}</span></td>
     <td>${rangesText(n.ranges, " ")}</td>
-    <td class="state-${n.state}">${n.state}${n.loading ? ` ${n.loading.layers}/${n.loading.of}` : ""}${(n.differs || []).length ? html`<br><span data-testid="node-differs" class="differs" title="${n.differs.map((d) => `layer ${d.layer}: its ${d.theirs}, ours ${d.ours}`).join("\n")}">other weights: layer${n.differs.length > 1 ? "s" : ""} ${n.differs.map((d) => d.layer).join(", ")} (not used for them)</span>` : ""}</td>
+    <td class="state-${n.state}">${n.state}${n.banned ? html`<br><span data-testid="node-banned" class="differs" title="${n.banned.reason}">${n.banned.proven ? "proven: " : ""}${n.banned.reason} (after ${n.banned.steps} steps)</span>` : ""}${n.loading ? ` ${n.loading.layers}/${n.loading.of}` : ""}${(n.differs || []).length ? html`<br><span data-testid="node-differs" class="differs" title="${n.differs.map((d) => `layer ${d.layer}: its ${d.theirs}, ours ${d.ours}`).join("\n")}">other weights: layer${n.differs.length > 1 ? "s" : ""} ${n.differs.map((d) => d.layer).join(", ")} (not used for them)</span>` : ""}</td>
     <td>${mib(n.memory.freeBytes)}</td><td>${mib(n.memory.kvUsedBytes)} / ${mib(n.memory.kvBudgetBytes)}</td>
     <td>${n.layersPerSec} layers/s</td><td>${n.rttMs === undefined ? "–" : n.rttMs + " ms"}</td><td data-testid="node-reach" class="reach-${n.reach || "none"}">${n.reach || "–"}</td>
     <td>${(n.links || []).length ? (n.links || []).map((l, i) => html`${i ? html`<br>` : ""}→${short(l.peer)} ${l.rttMs} ms`) : "–"}</td><td>${n.batchMs === undefined ? "–" : n.batchMs + " ms"}</td>
@@ -80,6 +80,8 @@ function describe(e) {
     case "node-loaded": return `${short(e.peer)} now holds ${rangesText(e.ranges, "")}`;
     case "reroute": return `${String(e.session).slice(0, 4)}… ${e.from.map(short).join("→")} ⇒ ${e.to.map(short).join("→")}`;
     case "replay": return `${String(e.session).slice(0, 4)}… ${e.positions} positions in ${e.ms} ms`;
+    case "node-banned": return `${short(e.peer)}: ${e.reason}${e.proven ? " (fraud proof)" : ""} after ${e.steps} steps`;
+    case "audit": return `${String(e.session).slice(0, 4)}… ${e.verdict}${e.peer ? ` ${short(e.peer)}` : ""}`;
     default: return "";
   }
 }

@@ -30,6 +30,7 @@ export interface Params {
   responseFormat?: unknown; // response_format as given (not null): see grammar/response.ts
   tools: ToolSpec[]; // chat only; [] when not given
   toolChoice: ToolChoice; // "none" without tools
+  verify?: "strict"; // layerswarm: run every step on two disjoint routes of nodes, release only tokens both agree on
 }
 
 export interface EmbeddingParams {
@@ -196,7 +197,16 @@ export function parseParams(body: Record<string, unknown>, chat: boolean): Param
     responseFormat: given(body.response_format) ? body.response_format : undefined,
     tools,
     toolChoice: choice,
+    verify: verifyParam(body),
   };
+}
+
+// layerswarm's own field: "strict" (or "audit", "off": the gateway's setting, which a request cannot lower)
+function verifyParam(body: Record<string, unknown>): "strict" | undefined {
+  const v = body.verify;
+  if (!given(v)) return undefined;
+  if (v !== "strict" && v !== "audit" && v !== "off") throw bad("verify", "'verify' must be \"strict\" (every step on two disjoint routes of nodes, tokens released only when both agree), \"audit\" or \"off\"");
+  return v === "strict" ? "strict" : undefined;
 }
 
 // POST /v1/embeddings

@@ -147,7 +147,7 @@ describe("the API over stories260K", () => {
       ["presence_penalty", 5], ["frequency_penalty", -2.5], ["top_logprobs", 21], ["logprobs", 6], ["logit_bias", { "1": 101 }], ["best_of", 0], ["stream", "yes"], ["stop", ["a", "b", "c", "d", "e"]], ["model", 3],
       ["stream_options", { include_usage: true }], // only with stream: true
       ["n", 129], ["n", 1.5], ["logit_bias", { abc: 1 }], ["logit_bias", { "512": 1 }], ["logit_bias", [1]], ["logprobs", true], ["top_logprobs", 2],
-      ["prompt", []], ["prompt", [1, "a"]], ["prompt", [[1], []]], ["prompt", [[600]]],
+      ["prompt", []], ["prompt", [1, "a"]], ["prompt", [[1], []]], ["prompt", [[600]]], ["verify", "maybe"], ["verify", true],
     ];
     for (const [k, v] of bad) {
       const r = await post(`${url}/v1/completions`, { prompt: "Lily", [k]: v });

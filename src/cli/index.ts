@@ -16,6 +16,11 @@ function int(v: string): number {
   if (!Number.isInteger(n)) throw new InvalidArgumentError(`"${v}" is not an integer`);
   return n;
 }
+function fraction(v: string): number {
+  const n = Number(v);
+  if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError(`"${v}" is not a fraction between 0 and 1`);
+  return n;
+}
 function num(v: string): number {
   const n = Number(v);
   if (!Number.isFinite(n)) throw new InvalidArgumentError(`"${v}" is not a number`);
@@ -73,6 +78,8 @@ program
   .option("--swarm-key <key>", "pre-shared key (64 hex or a swarm.key file): a private swarm")
   .option("--local-layers <k>", "run the first K layers on the gateway: no node sees embedding rows", int, 0)
   .option("--local-tail <k>", "run the last K layers on the gateway: no node returns rows the head reads directly", int, 0)
+  .option("--verify <mode>", "check the nodes: audit (the default: a share of sessions, and every session while a node is new here, re-computed by other nodes and compared exactly; cheats are banned with a proof) | strict (every step on two routes disjoint by peer and address; tokens released only when both agree bit for bit: twice the compute) | off", "audit")
+  .option("--audit-rate <fraction>", "the share of sessions audited in audit mode", fraction, 0.05)
   .option("--cors-origin <origin>", "also let web pages from this origin call the API (repeatable; * for any)", collect)
   .action((o) => runCommand({ ...o, listen: undefined, key: undefined }));
 
@@ -133,6 +140,8 @@ program
   .option("--wire <t>", "hidden states on the wire: f32 (exact, the default) | bf16 | f16; bf16 and f16 round at every stage boundary, so their tokens depend on where the boundaries are: reproducible only for a fixed split")
   .option("--dtype <t>", "old name of --wire")
   .option("--wire-pack <mode>", "lossless packing of hidden states (byte planes, Huffman): auto (on links whose measured speed makes it pay) | always | never", "auto")
+  .option("--verify <mode>", "check the nodes: audit (the default: a share of sessions, and every session while a node is new here, re-computed by other nodes and compared exactly; cheats are banned with a proof) | strict (every step on two routes disjoint by peer and address; tokens released only when both agree bit for bit: twice the compute) | off", "audit")
+  .option("--audit-rate <fraction>", "the share of sessions audited in audit mode", fraction, 0.05)
   .action(gatewayCommand);
 
 program

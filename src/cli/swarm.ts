@@ -26,6 +26,7 @@ import { PeerGate, PolicyKind, policyNotice, readAllowList, thisMachine } from "
 import { loadOrCreateIdentity } from "../swarm/identity.js";
 import { parseDType } from "../swarm/protocol/index.js";
 import { parsePackMode } from "../swarm/wire.js";
+import { parseVerifyMode } from "../swarm/gateway/verify.js";
 import { logger } from "../swarm/log.js";
 import { multiaddr } from "@multiformats/multiaddr";
 import { TextDecoderStream } from "../tokenizer/index.js";
@@ -264,6 +265,8 @@ export interface GatewayFlags {
   localLayers?: number;
   localTail?: number;
   corsOrigin?: string[];
+  verify?: string; // off | audit | strict
+  auditRate?: number;
 }
 
 export async function startGateway(o: GatewayFlags) {
@@ -281,6 +284,7 @@ export async function startGateway(o: GatewayFlags) {
   const gw = new Gateway(model, t, identity, {
     content,
     stepTimeoutMs: o.stepTimeout, dtype: parseDType(o.wire ?? o.dtype ?? "f32"), wirePack: parsePackMode(o.wirePack ?? "auto"), gate, localLayers: o.localLayers, localTail: o.localTail, discovery: lt.discovery(),
+    verify: { mode: parseVerifyMode(o.verify ?? "audit"), auditRate: o.auditRate },
   });
   const mon = new SwarmMonitor(gw.view); // from the start, so it sees every node join
   await gw.start();
@@ -320,14 +324,17 @@ const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), "index.js");
 
 // Start N node processes on this machine, each with a slice in proportion to
 // equal speed and capped by memory, joined to the gateway.
-export async function spawnLocalNodes(model: string, n: number, gw: Gateway, o: { threads: number; swarmKey?: string; extra?: string[]; announce?: boolean }): Promise<ChildProcess[]> {
+// replicas: processes per range (strict verification needs two disjoint routes: 2)
+export async function spawnLocalNodes(model: string, n: number, gw: Gateway, o: { threads: number; swarmKey?: string; extra?: string[]; announce?: boolean; replicas?: number }): Promise<ChildProcess[]> {
   const f = readGGUF(model);
   const cfg = configFromGGUF(f);
   if (n < 1 || n > cfg.nLayers) throw new LayerswarmError("BAD_ARGUMENT", `--nodes must be between 1 and the model's ${cfg.nLayers} layers`);
   const perLayer = Math.max(...Array.from({ length: cfg.nLayers }, (_, i) => layerBytes(f, i)));
-  const maxLayers = Math.max(1, Math.floor((os.freemem() * 0.7) / n / perLayer));
+  const replicas = o.replicas ?? 1;
+  const maxLayers = Math.max(1, Math.floor((os.freemem() * 0.7) / n / replicas / perLayer));
   const joinAddr = gw.addrs().find((a) => a.includes("/p2p/")) ?? `${gw.addrs()[0]}/p2p/${gw.peerId}`;
-  const ranges = allocateLayers(cfg.nLayers, Array.from({ length: n }, (_, i) => ({ id: `local-${i}`, speed: 1, maxLayers })));
+  const one = allocateLayers(cfg.nLayers, Array.from({ length: n }, (_, i) => ({ id: `local-${i}`, speed: 1, maxLayers })));
+  const ranges = Array.from({ length: replicas }, () => one).flat();
   const keys = path.join(stateDir(), "keys");
   const children = ranges.map((r, i) => {
     const args = [CLI, "node", "--model", model, "--join", joinAddr, "--no-mdns", "--listen", LISTEN_LOCAL[0], "--layers", `${r.start}:${r.end}`, "--threads", String(o.threads),
@@ -397,7 +404,10 @@ export async function runCommand(o: RunFlags): Promise<void> {
   const { spec, file } = await resolveModel(o.model, progress);
   o = { ...o, model: file, key: o.key ?? path.join(stateDir(), "keys", "local-gateway.key") };
   const { gw, model, mon } = await startGateway(o);
-  const children = await spawnLocalNodes(o.model, o.nodes, gw, { threads: o.threads, swarmKey: o.swarmKey, announce: true, extra: o.wirePack ? ["--wire-pack", o.wirePack] : [] });
+  // strict verification runs every step on two disjoint routes: every range twice
+  const replicas = gw.verifier.mode === "strict" ? 2 : 1;
+  if (replicas > 1) process.stderr.write(`layerswarm: --verify strict: ${o.nodes * replicas} node processes, each range on two of them (every step runs twice, on disjoint routes)\n`);
+  const children = await spawnLocalNodes(o.model, o.nodes, gw, { threads: o.threads, swarmKey: o.swarmKey, announce: true, extra: o.wirePack ? ["--wire-pack", o.wirePack] : [], replicas });
   await waitForLocalNodes(gw, children);
   const api = await serveApi(gw, mon, model, o, modelId(spec));
   const stop = () => {

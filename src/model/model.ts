@@ -89,6 +89,7 @@ export interface GenerateOptions extends SamplingParams {
   // constrained output masks tokens with -Infinity). Logit bias and penalties
   // come after it, and logprobs describe what it leaves.
   logitsHook?: (logits: Float32Array, history: readonly number[]) => void;
+  verify?: "strict"; // a swarm stack: every step on two disjoint routes (Step.verify)
 }
 
 export interface GeneratedToken {
@@ -119,7 +120,7 @@ export async function* generate(model: Model, stack: LayerStack, prompt: number[
     for (let p = 0; p < prompt.length; p += chunk) chunks.push(p);
     const outs = await Promise.all(chunks.map((p) => {
       const toks = prompt.slice(p, p + chunk);
-      return stack.forward([{ session, pos: p, T: toks.length, tokens: toks, hidden: model.embedder.embed(toks), lastRowOnly: !wantAll }], opts.signal);
+      return stack.forward([{ session, pos: p, T: toks.length, tokens: toks, hidden: model.embedder.embed(toks), lastRowOnly: !wantAll, verify: opts.verify }], opts.signal);
     }));
     throwIfAborted(opts.signal);
     let logits: Float32Array | undefined;
@@ -142,7 +143,7 @@ export async function* generate(model: Model, stack: LayerStack, prompt: number[
       if ((opts.stopAtEog ?? true) && model.tokenizer.eog.has(id)) return;
       if (n + 1 >= maxTokens || pos + 1 >= cfg.contextLength) return;
       throwIfAborted(opts.signal);
-      const [h] = await stack.forward([{ session, pos, T: 1, tokens: [id], hidden: model.embedder.embed([id]) }], opts.signal);
+      const [h] = await stack.forward([{ session, pos, T: 1, tokens: [id], hidden: model.embedder.embed([id]), verify: opts.verify }], opts.signal);
       logits = await model.head.logitsBatched(h);
       opts.onLogits?.(pos, logits);
     }

@@ -22,6 +22,7 @@ export interface Step {
   T: number; // rows
   hidden: Float32Array; // (T, C)
   lastRowOnly?: boolean; // the caller needs only the final row's output (a stack may return just that)
+  verify?: "strict"; // a swarm stack runs this step on two disjoint routes and returns rows only when both agree
 }
 
 export interface SliceOptions {

@@ -127,9 +127,12 @@ export interface CostedRoute {
 // costs linear in layers, switching anywhere else never helps). Ties go to
 // fewer stages, then to the lexicographically smaller peer id, so the answer
 // is deterministic. Returns undefined when some layer is held by nobody.
-export function cheapestRoute(nLayers: number, nodes: Measured[], from = 0, rows = 1): CostedRoute | undefined {
+// fixedCuts: the stage boundaries the route must have, exactly (strict
+// verification over a rounded wire: a twin route rounds where the first does).
+export function cheapestRoute(nLayers: number, nodes: Measured[], from = 0, rows = 1, fixedCuts?: readonly number[]): CostedRoute | undefined {
   const cuts = new Set<number>([from, nLayers]);
-  for (const n of nodes) for (const r of n.ranges) for (const x of [r.start, r.end]) if (x > from && x < nLayers) cuts.add(x);
+  if (fixedCuts) for (const x of fixedCuts) cuts.add(x);
+  else for (const n of nodes) for (const r of n.ranges) for (const x of [r.start, r.end]) if (x > from && x < nLayers) cuts.add(x);
   const pts = [...cuts].sort((a, b) => a - b);
   const idx = new Map(pts.map((p, i) => [p, i]));
   type Best = { ms: number; hops: number; prev: number; stage?: Stage };
@@ -144,7 +147,7 @@ export function cheapestRoute(nLayers: number, nodes: Measured[], from = 0, rows
       for (const r of n.ranges) {
         if (!(r.start <= at && at < r.end)) continue;
         const top = Math.min(r.end, nLayers);
-        for (let j = i + 1; j < pts.length && pts[j] <= top; j++) {
+        for (let j = i + 1; j < pts.length && pts[j] <= top && (!fixedCuts || j === i + 1); j++) {
           const cand: Best = { ms: here.ms + stageCost(n, pts[j] - at, rows), hops: here.hops + 1, prev: i, stage: { id: n.id, start: at, end: pts[j] } };
           if (better(cand, best[j])) best[j] = cand;
         }

@@ -75,9 +75,9 @@ export class PeerGate implements ConnectionGate {
   // A peer broke the protocol or a limit on purpose: keep it out for a while.
   // An address whose peers are banned again and again is kept out too; never
   // a relayed peer's (its relay's address, shared with everyone behind it).
-  ban(peer: string, ip: string | undefined, reason: string): void {
+  ban(peer: string, ip: string | undefined, reason: string, ms = this.o.banMs ?? 10 * 60_000): void {
     ip = ip === undefined || isRelayed(ip) ? undefined : addressGroup(ip);
-    const until = Date.now() + (this.o.banMs ?? 10 * 60_000);
+    const until = Date.now() + ms;
     this.bans.set(peer, { until, reason });
     if (this.bans.size > 100_000) this.bans.delete(this.bans.keys().next().value!);
     if (ip) {

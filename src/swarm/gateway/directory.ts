@@ -41,6 +41,8 @@ export interface NodeEntry {
   real?: { ms1: number; layers: number; at: number };
   // its probe output differed from other holders' of the same layers on the same input (probe.ts); not a ban
   mismatch?: { start: number; end: number; with: string[]; at: number };
+  steps?: number; // steps of this gateway's sessions it has served (results that came back through it)
+  banned?: { reason: string; at: number }; // caught computing or signing wrong (verify.ts): never routed through again
 }
 
 // A node's cost figures as this gateway measured them (placement.ts prices stages with them).
@@ -70,7 +72,9 @@ export type SwarmEvent =
   | { type: "node-lost"; peer: string; reason: string }
   | { type: "node-loaded"; peer: string; ranges: LayerRange[] }
   | { type: "reroute"; session: string; from: string[]; to: string[] }
-  | { type: "replay"; session: string; positions: number; ms: number };
+  | { type: "replay"; session: string; positions: number; ms: number }
+  | { type: "node-banned"; peer: string; reason: string; proven: boolean; steps: number }
+  | { type: "audit"; session: string; verdict: "clean" | "banned" | "unverified"; peer?: string };
 
 export interface DirectoryLimits {
   maxNodes?: number; // default 1024
@@ -80,6 +84,7 @@ export interface DirectoryLimits {
 export class NodeDirectory {
   readonly nodes = new Map<string, NodeEntry>();
   readonly events = new EventEmitter();
+  private bannedForGood = new Map<string, string>(); // peer -> why
 
   constructor(
     private model: DirectoryModel,
@@ -101,6 +106,8 @@ export class NodeDirectory {
   // A node announced itself (or re-announced), or discovery found it and it answered "info".
   accept(record: NodeRecord, from: string, ip: string, via: NodeEntry["via"] = "announce"): void {
     checkRecord(record, this.model, from);
+    const banned = this.bannedForGood.get(from);
+    if (banned) throw new LayerswarmError("FORBIDDEN", `this gateway banned this node: ${banned}`);
     if (!this.gate.allowed(from)) throw new LayerswarmError("FORBIDDEN", "this gateway routes only through the nodes in its --allow list");
     const e = this.nodes.get(from);
     if (e) {
@@ -209,6 +216,19 @@ export class NodeDirectory {
   ban(peer: string, reason: string): void {
     const e = this.nodes.get(peer);
     this.gate.ban(peer, e?.ip, reason);
+    this.lose(peer, `banned: ${reason}`);
+  }
+
+  // Caught cheating (verify.ts): banned for as long as this gateway runs, and
+  // kept in the directory (shown as banned) so that it cannot simply return.
+  // gate: refuse its connections too (else the caller does, later: a gateway
+  // still asks a cheat to reproduce its cheating on synthetic input first)
+  banForGood(peer: string, reason: string, gate = true): void {
+    const e = this.nodes.get(peer);
+    if (e) e.banned = { reason, at: Date.now() };
+    this.bannedForGood.set(peer, reason); // outlives the entry (a full directory forgets lost nodes)
+    if (this.bannedForGood.size > 100_000) this.bannedForGood.delete(this.bannedForGood.keys().next().value!);
+    if (gate) this.gate.ban(peer, undefined, reason, 365 * 24 * 3600_000);
     this.lose(peer, `banned: ${reason}`);
   }
 

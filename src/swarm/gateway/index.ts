@@ -28,6 +28,8 @@ import { Router } from "./router.js";
 import { Sessions } from "./sessions.js";
 import { GatewayView, makeView } from "./view.js";
 import { PackMode } from "../wire.js";
+import { VerifyOptions, Verifier } from "./verify.js";
+import { RateLimiter } from "../limiter.js";
 
 export type { NodeEntry, SwarmEvent } from "./directory.js";
 export type { GatewayView } from "./view.js";
@@ -53,6 +55,7 @@ export interface GatewayOptions {
   probeMs?: number; // time each node's stage again after this long, for route costs (default 60 s; 0: never, routes priced alike)
   probeRows?: number; // rows of the throughput probe (default 32)
   probeTimeoutMs?: number; // a probe's own deadline: one that stalls is priced this slow, not lost (default 10 s)
+  verify?: VerifyOptions; // receipts, audits and strict mode (verify.ts; default: audit mode, 5% of sessions)
 }
 
 export class Gateway implements LayerStack {
@@ -65,11 +68,15 @@ export class Gateway implements LayerStack {
   readonly finder?: NodeFinder;
   readonly content: ModelIdentity;
   readonly prober: Prober;
+  readonly verifier: Verifier;
   private recordTtlMs: number;
+  private inputSeq = 0;
   private probeMs: number;
   private log: Logger;
   private timers: NodeJS.Timeout[] = [];
   private tailChains = new Map<string, Promise<unknown>>();
+  private disputes = new RateLimiter(4, 1); // per node: a burst of 4, then 1 a second
+  private proofs = new RateLimiter(8, 1 / 60); // per peer passing fraud proofs on: a burst of 8, then 1 a minute
 
   constructor(readonly model: Model, private t: Transport, readonly identity: Identity, o: GatewayOptions = {}) {
     if (identity.peerId !== t.peerId) throw new LayerswarmError("BAD_ARGUMENT", "the gateway's identity must be its transport's");
@@ -90,7 +97,17 @@ export class Gateway implements LayerStack {
       replayChunk: o.replayChunk ?? 64, maxRecoveries: o.maxRecoveries ?? 3,
       replayInput: (id, tokens, pos) => this.headForward(`${id}\u0000replay`, pos, tokens.length, model.embedder.embed(tokens), pos === 0),
       replayDone: (id) => this.local.head?.dropSession(`${id}\u0000replay`),
+      onEpoch: (owner, sid, route) => {
+        if (this.verifier.mode !== "off") this.verifier.ledger.open(owner, sid, route.map((r) => ({ peer: r.id, start: r.start, end: r.end })));
+      },
     });
+    this.verifier = new Verifier(this, this.log, o.verify);
+    this.pipe.checkReceipts = (sid, pos, T, sent, chain, returned) => {
+      const b = this.verifier.ledger.check(sid, pos, T, model.cfg.dim, sent, chain, returned);
+      if (!b) return undefined;
+      void this.verifier.chainBreak(b);
+      return { peer: b.peer, reason: b.reason, certain: b.evidence.length > 0 };
+    };
     this.probeMs = o.probeMs ?? 60_000;
     this.prober = new Prober(t, identity, this.dir, this.pipe, this.log, { everyMs: this.probeMs, rows: o.probeRows ?? 32, timeoutMs: o.probeTimeoutMs },
       { vocab: model.cfg.vocabSize, embed: (tokens) => model.embedder.embed(tokens) });
@@ -104,6 +121,9 @@ export class Gateway implements LayerStack {
 
   get peerId(): string {
     return this.t.peerId;
+  }
+  get transport(): Transport {
+    return this.t;
   }
   addrs(): string[] {
     return this.t.addrs();
@@ -158,6 +178,19 @@ export class Gateway implements LayerStack {
         this.pipe.progress(from.peer, r.reqs);
         return { type: "ok" };
       }
+      case "fraud-proof":
+        if (!this.proofs.take(from.peer)) throw new LayerswarmError("BUSY", "too many fraud proofs");
+        await this.verifier.receiveProof(from.peer, Buffer.from(r.accusation, "base64"));
+        return { type: "ok" };
+      case "dispute": {
+        if (!this.disputes.take(from.peer)) throw new LayerswarmError("BUSY", "too many disputes");
+        const owner = this.verifier.ledger.get(r.session)?.owner;
+        await this.verifier.dispute(from.peer, r.session, r.hop, Buffer.from(r.receipt, "base64"), () => {
+          const s = owner ? this.sessions.all.get(owner) : undefined;
+          return s && owner ? this.sessions.tokens(owner, s.positions) : undefined;
+        });
+        return { type: "ok" };
+      }
       default:
         throw new LayerswarmError("UNSUPPORTED", `a gateway does not answer "${r.type}"`);
     }
@@ -184,6 +217,22 @@ export class Gateway implements LayerStack {
 
   // ------------------------------------------------------------ steps
 
+  // The remote stages' input for a session's tokens from position 0 (embedding,
+  // then this gateway's own first layers), computed again: for audits.
+  remoteInput(tokens: number[]): Float32Array {
+    const dim = this.model.cfg.dim, id = `\u0000audit-input-${++this.inputSeq}`;
+    const out = new Float32Array(tokens.length * dim);
+    try {
+      for (let p = 0; p < tokens.length; p += 512) {
+        const chunk = tokens.slice(p, p + 512);
+        out.set(this.headForward(id, p, chunk.length, this.model.embedder.embed(chunk), p === 0), p * dim);
+      }
+    } finally {
+      this.local.head?.dropSession(id);
+    }
+    return out;
+  }
+
   private headForward(session: string, pos: number, T: number, hidden: Float32Array, fresh = false): Float32Array {
     const head = this.local.head;
     if (!head) return hidden;
@@ -197,7 +246,8 @@ export class Gateway implements LayerStack {
 
   private async step(st: Step, signal?: AbortSignal): Promise<Float32Array> {
     const input = this.headForward(st.session, st.pos, st.T, st.hidden);
-    const remote = this.sessions.step(st, input, signal);
+    const strict = st.verify === "strict" || this.verifier.mode === "strict";
+    const remote = strict ? this.verifier.strictStep(st, input, signal) : this.sessions.step(st, input, signal);
     const tail = this.local.tail;
     if (!tail) return remote;
     // the tail needs every row, in position order, for its cache
@@ -212,6 +262,12 @@ export class Gateway implements LayerStack {
   }
 
   async dropSession(id: string): Promise<void> {
+    for (const sid of [id, `${id}\u0000twin`]) {
+      const s = this.sessions.all.get(sid);
+      const tokens = s && this.sessions.tokens(sid, s.positions);
+      if (s) this.verifier.sessionDone(sid, tokens ?? []);
+      if (sid !== id) this.sessions.drop(sid);
+    }
     this.sessions.drop(id);
     this.local.head?.dropSession(id);
     this.local.tail?.dropSession(id);
@@ -246,7 +302,10 @@ export class Gateway implements LayerStack {
   }
 
   get stats() {
-    return { steps: this.pipe.stats.steps, timeouts: this.pipe.stats.timeouts, recoveries: this.sessions.stats.recoveries, replayedPositions: this.sessions.stats.replayedPositions, wire: this.pipe.wireView() };
+    return {
+      steps: this.pipe.stats.steps, timeouts: this.pipe.stats.timeouts, recoveries: this.sessions.stats.recoveries, replayedPositions: this.sessions.stats.replayedPositions, wire: this.pipe.wireView(),
+      verify: { mode: this.verifier.mode, ...this.verifier.stats },
+    };
   }
 
   async stop(): Promise<void> {

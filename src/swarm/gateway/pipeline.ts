@@ -11,7 +11,7 @@ import { Logger } from "../log.js";
 import { Outbox } from "../outbox.js";
 import { PackMode, WirePolicy } from "../wire.js";
 import {
-  CODECS, CODEC_PLANES, FLAG_PACKED, DType, ErrorFrame, Ext, dtypeBytes, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, PROTOCOLS, ResultHead, SignedGrant, decodeError, decodeResultHead, encodeStep, resultOf, firstNonFinite, frameType, maxFrameBytes,
+  wireRound, CODECS, CODEC_PLANES, FLAG_PACKED, DType, ErrorFrame, Ext, dtypeBytes, FLAG_LAST_ROW_ONLY, FrameLimits, FrameType, PROTOCOLS, ResultHead, SignedGrant, decodeError, decodeResultHead, encodeStep, resultOf, firstNonFinite, frameType, maxFrameBytes,
 } from "../protocol/index.js";
 import { request } from "../rpc.js";
 import { Channel, Reach, Transport } from "../transport.js";
@@ -45,7 +45,13 @@ interface Pending {
   pos: number;
   T: number;
   stage: number; // stages passed so far (from the nodes' progress reports)
+  sent: Float32Array; // what hop 0 was sent (its receipt names these rows as it decoded them: wireRound(sent, dtype))
+  dtype: DType;
 }
+
+// Checks the receipts a result carried (verify.ts, ledger.ts): a break names
+// the stage blamed, and whether the break itself proves that stage lied.
+export type ReceiptCheck = (sid: string, pos: number, T: number, sent: Float32Array, chain: Uint8Array[], returned: Float32Array) => { peer: string; reason: string; certain: boolean } | undefined;
 
 export interface PipelineOptions {
   stepTimeoutMs: number;
@@ -66,6 +72,7 @@ export class StepPipeline {
   readonly limits: FrameLimits;
   readonly outbox: Outbox;
   onEvicted: (sid: string, by: string) => void = () => {};
+  checkReceipts?: ReceiptCheck;
   stats = { steps: 0, strayFrames: 0, timeouts: 0, resultBytes: 0, resultRows: 0 };
   readonly wire: WirePolicy;
 
@@ -73,6 +80,11 @@ export class StepPipeline {
     this.limits = { dim, maxRows: MAX_STEP_ROWS };
     this.outbox = new Outbox(t, log);
     this.wire = new WirePolicy(o.pack);
+  }
+
+  // How hidden states travel (rows arrive rounded to it).
+  get dtype(): DType {
+    return this.o.dtype;
   }
 
   // Codec bits a node says it takes (its record's codecs).
@@ -120,7 +132,7 @@ export class StepPipeline {
     signal?.addEventListener("abort", onAbort, { once: true });
     return new Promise<Float32Array>((resolve, reject) => {
       const timer = setTimeout(() => void this.timeout(req), this.o.stepTimeoutMs);
-      this.pending.set(req, { resolve, reject, peers, last: peers[peers.length - 1], sid: ws.sid, owner: ws.owner, timer, sentAt: Date.now(), pos: st.pos, T: st.T, stage: 0 });
+      this.pending.set(req, { resolve, reject, peers, last: peers[peers.length - 1], sid: ws.sid, owner: ws.owner, timer, sentAt: Date.now(), pos: st.pos, T: st.T, stage: 0, sent: st.hidden, dtype: this.o.dtype });
       this.outbox.send(route[0].peer, route[0].addrs, msg).catch((e) =>
         this.settle(req, undefined, new RouteLost([route[0].peer], `cannot reach ${route[0].peer.slice(-8)}: ${(e as Error).message}`)));
     }).finally(() => signal?.removeEventListener("abort", onAbort)); // one listener per step must not pile up
@@ -220,9 +232,14 @@ export class StepPipeline {
     this.stats.resultRows += r.T;
     const bad = firstNonFinite(r.hidden);
     if (bad >= 0) return void this.settle(r.req, undefined, new RouteLost([], `node ${from.slice(-8)} returned a value that is not finite (${bad})`, "BAD_ARGUMENT", [from]));
+    const broken = this.checkReceipts?.(p.sid, p.pos, p.T, wireRound(p.sent, p.dtype), r.ext.filter((x) => x.kind === Ext.RECEIPT).map((x) => x.data), r.hidden);
+    if (broken) return void this.settle(r.req, undefined, new RouteLost([], `node ${broken.peer.slice(-8)}: ${broken.reason}`, "BAD_RECEIPT", [broken.peer]));
     for (const peer of p.peers) {
       const n = this.dir.get(peer);
-      if (n) n.stepMs = Date.now() - p.sentAt;
+      if (n) {
+        n.stepMs = Date.now() - p.sentAt;
+        n.steps = (n.steps ?? 0) + 1;
+      }
     }
     this.settle(r.req, r.hidden);
   }
@@ -239,6 +256,12 @@ export class StepPipeline {
       return;
     }
     const msg = `node ${from.slice(-8)}: ${e.message}`;
+    // a stage refused its sender's frame, whose rows were not what the sender
+    // signed: the sender is routed around (the dispute it sent decides the rest)
+    if (e.code === "BAD_RECEIPT") {
+      const accused = p.peers[p.peers.indexOf(from) - 1];
+      return void this.settle(e.req, undefined, new RouteLost([], msg, e.code, accused ? [accused] : [from], from));
+    }
     // The last stage's word is taken for the step (context overflow, memory);
     // a stage before it that cannot serve is routed around instead, so an
     // insider's injected errors only ever cost it its own place on the route.

@@ -34,9 +34,10 @@ export class Router {
 
   // The cheapest route for a step of `rows` rows, through nodes in good standing
   // (clean), or through any serving node (failures priced in heavily).
-  private cheapest(rows: number, clean: boolean, avoid?: ReadonlySet<string>): Stage[] | undefined {
+  // cuts: the stage boundaries a route must have (strict mode over a rounded wire).
+  private cheapest(rows: number, clean: boolean, avoid?: ReadonlySet<string>, cuts?: readonly number[]): Stage[] | undefined {
     const nodes = this.dir.serving().filter((n) => !clean || (!avoid?.has(n.record.peer) && this.dir.failures(n) === 0));
-    return cheapestRoute(this.span.end, this.dir.measured(nodes), this.span.start, rows)?.stages;
+    return cheapestRoute(this.span.end, this.dir.measured(nodes), this.span.start, rows, cuts)?.stages;
   }
 
   // The best route: without suspects if possible, else with them.
@@ -50,10 +51,10 @@ export class Router {
   }
 
   // rows: the first step's rows (a long prompt weighs link throughput, one row latency).
-  async route(signal?: AbortSignal, avoid?: ReadonlySet<string>, rows = 1): Promise<Stage[]> {
+  async route(signal?: AbortSignal, avoid?: ReadonlySet<string>, rows = 1, cuts?: readonly number[]): Promise<Stage[]> {
     for (let repaired = false; ; repaired = true) {
       throwIfAborted(signal);
-      const clean = this.cheapest(rows, true, avoid);
+      const clean = this.cheapest(rows, true, avoid, cuts);
       if (clean) return clean;
       if (this.repairing) {
         await this.repairing.catch(() => {});
@@ -69,8 +70,9 @@ export class Router {
         }
         continue;
       }
-      const any = this.cheapest(rows, false);
+      const any = this.cheapest(rows, false, undefined, cuts);
       if (any) return any; // only through nodes that failed before: better than nothing
+      if (cuts) throw new LayerswarmError("NO_ROUTE", `no route through the swarm with stage boundaries at layers ${cuts.join(", ")}`);
       const gaps = this.missing().map((g) => `[${g.start}, ${g.end})`).join(" ");
       throw new LayerswarmError("NO_ROUTE", `no route through the swarm: layers ${gaps} are held by no serving node and none could load them`);
     }

@@ -38,8 +38,10 @@ export interface SessionState {
   retry: Waiting[];
   recovering?: Promise<void>;
   avoid: Set<string>; // nodes this session routes around (they failed it while still answering)
-  stale?: boolean; // a node evicted it: reroute before the next step
+  stale?: boolean; // a node evicted it (or was banned): reroute before the next step
   nextCause?: RouteLost; // why the recovery after the running one is needed
+  exclude?: () => ReadonlySet<string>; // nodes no route of it may use (strict mode: its twin's route and their address groups)
+  cuts?: () => readonly number[] | undefined; // the stage boundaries its routes must have (strict mode over a rounded wire: its twin's)
 }
 
 export interface SessionOptions {
@@ -49,6 +51,7 @@ export interface SessionOptions {
   // gateway's own first layers, on a scratch session; chunks come in order from 0)
   replayInput: (sessionId: string, tokens: number[], pos: number) => Float32Array;
   replayDone: (sessionId: string) => void;
+  onEpoch?: (owner: string, sid: string, route: Stage[]) => void; // a session has a new route (the receipt ledger follows it)
 }
 
 export class Sessions {
@@ -70,7 +73,8 @@ export class Sessions {
     };
   }
 
-  private async wireFor(owner: string, route: Stage[]): Promise<WireSession> {
+  // A wire session for a route: a fresh id and a grant for it.
+  async wireFor(owner: string, route: Stage[]): Promise<WireSession> {
     const sid = randomBytes(16).toString("hex");
     const grant = await signGrant({
       v: PROTOCOL_VERSION, gateway: this.id.peerId, gatewayAddrs: this.t.addrs().slice(0, 16), session: sid, issuedAt: Date.now(),
@@ -85,14 +89,16 @@ export class Sessions {
 
   // Concurrent first steps of a session (the chunks of a prompt) share one state.
   // rows: the first step's, for the route's cost (a long prompt weighs link throughput).
-  async open(id: string, signal?: AbortSignal, rows = 1): Promise<SessionState> {
+  async open(id: string, signal?: AbortSignal, rows = 1, exclude?: () => ReadonlySet<string>, cuts?: () => readonly number[] | undefined): Promise<SessionState> {
     const s = this.all.get(id);
     if (s) return s;
     let p = this.opening.get(id);
     if (!p) {
       p = (async () => {
-        const route = await this.router.route(signal, undefined, rows);
-        const st: SessionState = { id, epoch: 0, route, wire: await this.wireFor(id, route), history: [], retry: [], avoid: new Set(), createdAt: Date.now(), decoded: 0, positions: 0 };
+        const route = await this.router.route(signal, exclude?.(), rows, cuts?.());
+        const wire = await this.wireFor(id, route);
+        this.o.onEpoch?.(id, wire.sid, route);
+        const st: SessionState = { id, epoch: 0, route, wire, history: [], retry: [], avoid: new Set(), createdAt: Date.now(), decoded: 0, positions: 0, exclude, cuts };
         this.take(route, +1);
         this.all.set(id, st);
         return st;
@@ -214,9 +220,10 @@ export class Sessions {
     this.pipe.abandon(oldSid, "the session moved to a new route");
     for (const peer of new Set(old)) this.dropOn(peer, oldSid);
     s.epoch++;
-    const route = await this.router.route(signal, s.avoid);
+    const route = await this.router.route(signal, s.exclude ? new Set([...s.avoid, ...s.exclude()]) : s.avoid, 1, s.cuts?.());
     s.route = route;
     s.wire = await this.wireFor(s.id, route);
+    this.o.onEpoch?.(s.id, s.wire.sid, route);
     this.take(route, +1);
     this.dir.emit({ type: "reroute", session: s.id, from: old, to: route.map((x) => x.id) });
     this.log("warn", "rerouting session", { epoch: s.epoch, from: old, to: route.map((x) => x.id), reason: cause.message });
@@ -233,6 +240,24 @@ export class Sessions {
     await Promise.all(replays);
     this.stats.replayedPositions += toks.length;
     this.dir.emit({ type: "replay", session: s.id, positions: toks.length, ms: Date.now() - t0 });
+  }
+
+  // A node was banned: every session routed through it moves before its next step.
+  evacuate(peer: string): void {
+    for (const s of this.all.values()) if (s.route.some((r) => r.id === peer)) s.stale = true;
+  }
+
+  // The session's tokens at positions [0, upTo), if the gateway knows them all.
+  tokens(id: string, upTo: number): number[] | undefined {
+    const s = this.all.get(id);
+    if (!s) return undefined;
+    const toks: number[] = [];
+    for (const h of [...s.history].sort((a, b) => a.pos - b.pos)) if (h.pos === toks.length) toks.push(...h.tokens);
+    return toks.length >= upTo ? toks.slice(0, upTo) : undefined;
+  }
+
+  dropWire(peer: string, sid: string): void {
+    this.dropOn(peer, sid);
   }
 
   private dropOn(peer: string, sid: string): void {

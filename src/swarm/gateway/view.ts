@@ -15,7 +15,8 @@ export interface NodeView {
   name: string;
   addrs: string[];
   ranges: LayerRange[];
-  state: "serving" | "lost" | "loading";
+  state: "serving" | "lost" | "loading" | "banned";
+  banned?: { reason: string; at: number; proven: boolean; steps: number }; // caught computing or signing wrong (verify.ts)
   loading?: { layers: number; of: number; bytes: number; totalBytes: number };
   memory: { freeBytes: number; kvUsedBytes: number; kvBudgetBytes: number };
   layersPerSec: number;
@@ -54,7 +55,7 @@ export interface GatewayView {
   nodes(): NodeView[];
   coverage(): { covered: boolean; missing: LayerRange[]; perLayer: number[] };
   sessions(): SessionView[];
-  totals(): { steps: number; recoveries: number; replayedPositions: number; sessions: number; wire: ReturnType<Gateway["pipe"]["wireView"]> };
+  totals(): Gateway["stats"] & { sessions: number };
   poll(ms: number): () => void;
 }
 
@@ -68,7 +69,8 @@ export function makeView(gw: Gateway): GatewayView {
       const r = n.record;
       return {
         peer: r.peer, name: r.name, addrs: [...r.addrs], ranges: r.ranges.map((x) => ({ ...x })),
-        state: n.state === "lost" ? "lost" : r.loading ? "loading" : "serving",
+        state: n.banned ? "banned" : n.state === "lost" ? "lost" : r.loading ? "loading" : "serving",
+        banned: n.banned ? { ...n.banned, proven: gw.verifier.bans.get(r.peer)?.proven ?? false, steps: gw.verifier.bans.get(r.peer)?.steps ?? 0 } : undefined,
         loading: r.loading ? { layers: r.loading.layers, of: r.loading.end - r.loading.start, bytes: r.loading.bytes, totalBytes: r.loading.totalBytes } : undefined,
         memory: { freeBytes: r.capacity.freeBytes, kvUsedBytes: r.capacity.kvUsedBytes, kvBudgetBytes: r.capacity.kvBudgetBytes },
         layersPerSec: r.capacity.layersPerSec, backend: r.capabilities.backend, rttMs: n.rttMs, reach: gw.pipe.reachOf(r.peer), links: r.links.map((l) => ({ ...l })),

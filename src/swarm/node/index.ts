@@ -45,6 +45,7 @@ import {
   MAX_RECEIPT_ENTRIES, Receipt, ReceiptBody, RouteGrant, hashEqual, maxReceiptBytes, parseReceipt, receiptRoot, receiptSignedSync, receiptsOf, rowHashes, signReceipts, weightsDigest, wireRound,
 } from "../protocol/index.js";
 import { survey } from "../survey.js";
+import { accusationId } from "../protocol/proof.js";
 import { Identity } from "../identity.js";
 import { HolderCheck } from "./verify.js";
 import { Transport } from "../transport.js";
@@ -159,6 +160,8 @@ export class SwarmNode {
   private provideTimer?: NodeJS.Timeout;
   private strikes = new Map<string, { n: number; since: number }>();
   private manifestReply?: Uint8Array; // the manifest answer, encoded once
+  private proofAsks = new RateLimiter(8, 1 / 30); // fraud proofs passed on, per sender
+  private proofsSeen = new Set<string>();
   private manifestAsks = { peer: new RateLimiter(2, 1 / 30), ip: new RateLimiter(32, 1) };
   private unknown = new Map<string, { tokens: number; at: number }>(); // per peer: steps for sessions it may not know are gone
   private dropped = new Set<string>(); // recently dropped or evicted session ids: their grants may not open them again
@@ -597,6 +600,18 @@ export class SwarmNode {
         }
         if (this.init.discovery) this.provideSoon(0); // the new layers' blocks
         return { type: "record", record: this.record() };
+      }
+      case "fraud-proof": {
+        // Passed on to the gateways this node served lately, once, without
+        // judging it (a node holds too few layers to check it; each gateway
+        // checks it by recomputation and ignores accusers whose proofs fail)
+        if (!this.proofAsks.take(from.peer)) throw new LayerswarmError("BUSY", "too many fraud proofs; pass them on later");
+        const id = accusationId(Buffer.from(r.accusation, "base64"));
+        if (this.proofsSeen.has(id)) return { type: "ok" };
+        this.proofsSeen.add(id);
+        if (this.proofsSeen.size > 1024) this.proofsSeen.delete(this.proofsSeen.values().next().value!);
+        for (const [gw, addrs] of this.gateways) if (gw !== from.peer) void request(this.t, gw, addrs, r, 5000).catch(() => {});
+        return { type: "ok" };
       }
       case "rollback":
         throw new LayerswarmError("UNSUPPORTED", "this node does not roll sessions back yet (capability rollback: false)");

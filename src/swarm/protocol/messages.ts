@@ -9,6 +9,7 @@ import { LayerswarmError, errorCode } from "../../errors.js";
 import { ManifestSchema } from "../../format/manifest.js";
 import { MAX_RECEIPT_ENTRIES, maxReceiptBytes } from "./receipt.js";
 import { MAX_HOPS } from "./frames.js";
+import { MAX_PROOF_BYTES } from "./proof.js";
 
 export const MAX_CONTROL_BYTES = 256 * 1024;
 export const MAX_NAME = 64;
@@ -89,6 +90,8 @@ export const Request = z.discriminatedUnion("type", [
   z.object({ type: z.literal("manifest") }), // anyone -> node: the model's manifest (checked by the asker against a model id it trusts)
   // node -> the session's gateway: the stage at `hop` sent step `req` with a receipt that does not match
   // the rows it sent, or that is not signed by it (BAD_RECEIPT); `receipt` is that receipt, in base64
+  // anyone -> gateway or node: an accusation (protocol/proof.ts), passed on by nodes, checked by gateways
+  z.object({ type: z.literal("fraud-proof"), accusation: z.string().min(8).max(Math.ceil((MAX_PROOF_BYTES + 1024) / 3) * 4).regex(/^[A-Za-z0-9+/]+={0,2}$/, "not base64") }),
   z.object({ type: z.literal("dispute"), session: SessionIdText, req: uint, hop: z.number().int().nonnegative().max(MAX_HOPS - 1), receipt: ReceiptBase64 }),
 ]);
 export type Request = z.infer<typeof Request>;

@@ -32,7 +32,7 @@
 import { createHash } from "node:crypto";
 import { LayerswarmError } from "../../errors.js";
 import { Identity, verifySignature, verifySignatureSync } from "../identity.js";
-import { SESSION_BYTES } from "./frames.js";
+import { DType, SESSION_BYTES, wireRound } from "./frames.js";
 import { NUMERICS_VERSION } from "./version.js";
 
 const DOMAIN = Buffer.from("layerswarm/receipt-root/2\n");
@@ -327,8 +327,12 @@ export async function checkFraudProof(p: FraudProof, recompute: RecomputeLayers,
       return { proven: false, reason: `the input row at position ${pos} is not the one the signer received` };
   }
   const out = await recompute(r0.start, r0.end, p.input, T, signal);
+  // A receipt hashes rows as its receiver decodes them, and a receipt does not
+  // say whether the link carried f32, f16 or bf16: the signed row is wrong only
+  // if it is none of the three
+  const outs = [DType.F32, DType.F16, DType.BF16].map((d) => wireRound(out, d));
   for (let pos = 0; pos < T; pos++)
-    if (!hashEqual(rows.get(pos)!.output, rowHash(pos, out.subarray(pos * p.dim, (pos + 1) * p.dim))))
+    if (outs.every((o) => !hashEqual(rows.get(pos)!.output, rowHash(pos, o.subarray(pos * p.dim, (pos + 1) * p.dim)))))
       return { proven: true, signer: r0.signer, pos, layers: { start: r0.start, end: r0.end } };
   return { proven: false, reason: "every signed output row is what those layers compute" };
 }
