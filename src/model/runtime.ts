@@ -70,6 +70,18 @@ export class SliceRuntime {
     this.sessions.delete(id);
   }
 
+  // Truncates a session's cache to positions [0, pos) in one call: the cache
+  // and the KV memory charged for it are as if the later rows had never been
+  // sent (speculation's rejected rows). Returns the positions it held before
+  // (0 for a session it does not hold; nothing changes when pos >= that).
+  rollback(id: string, pos: number): number {
+    const c = this.sessions.get(id);
+    if (!c) return 0;
+    const had = c.length;
+    c.truncate(pos);
+    return had;
+  }
+
   // Advance every step through this slice's layers. Returns each step's output
   // hidden state (T, C). A step may start before the session's end (pos <
   // length) to rewrite history, e.g. a replay; it may not leave a gap.

@@ -1,8 +1,14 @@
 // Sampling on the gateway: logit bias, repetition / frequency / presence
-// penalties, then greedy, temperature, top-k, top-p and min-p, from a seeded
-// generator so a seed reproduces a run. `logprobs()` reports the distribution
-// the choice was made from (after bias and penalties, before temperature and
-// truncation), as the OpenAI API does.
+// penalties, then greedy, temperature, top-k, top-p and min-p. The random
+// number behind the token at position p is uniform(seed, p), a pure function
+// (counter-based, not one sequential stream), turned into a token by inverse
+// CDF over the processed distribution: the token at a position depends only on
+// its logits, the seed and the position, not on how many tokens were drawn
+// before. That is what lets speculative decoding verify drafted tokens by
+// equality at any temperature (model.ts generate) and still give exactly the
+// tokens plain decoding gives. `logprobs()` reports the distribution the choice
+// was made from (after bias and penalties, before temperature and truncation),
+// as the OpenAI API does.
 
 export interface SamplingParams {
   temperature?: number; // 0 = greedy (default 0)
@@ -17,7 +23,26 @@ export interface SamplingParams {
   seed?: number;
 }
 
-// xorshift64* : small, fast, and identical on every platform.
+const M64 = (1n << 64n) - 1n;
+
+// SplitMix64's finalizer: a bijection of 64-bit integers that mixes every bit.
+function mix64(x: bigint): bigint {
+  let z = (x + 0x9e3779b97f4a7c15n) & M64;
+  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & M64;
+  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & M64;
+  return z ^ (z >> 31n);
+}
+
+// (seed, position) -> uniform in [0, 1) with 53 random bits: the randomness of
+// the token at `pos` (mix64(mix64(seed) xor pos), SplitMix64 used as a
+// counter-based generator). Identical on every platform.
+export function uniform(seed: number, pos: number): number {
+  const r = mix64(mix64(BigInt.asUintN(64, BigInt(Math.floor(seed)))) ^ BigInt.asUintN(64, BigInt(pos)));
+  return Number(r >> 11n) / 2 ** 53;
+}
+
+// xorshift64* : small, fast, and identical on every platform (a sequential
+// stream, for tests that need many random numbers; sampling uses uniform()).
 export class Rng {
   private s: bigint;
   constructor(seed: number) {
@@ -68,22 +93,27 @@ export function logprobs(logits: Float32Array, id: number, k: number): { logprob
   return { logprob: logits[id] - logZ, top: best.map((t) => ({ id: t, logprob: logits[t] - logZ })) };
 }
 
+// One sampler per generated sequence. Its only state is the counts of the
+// tokens it picked (frequency and presence penalties), so a caller that
+// samples positions in order, as plain decoding does, gets the same tokens
+// whether or not they were computed in one step with others (speculation).
 export class Sampler {
-  private rng: Rng;
+  readonly seed: number;
   private counts = new Map<number, number>(); // token -> times this sampler picked it (OpenAI's c[j])
   constructor(readonly p: SamplingParams = {}) {
-    this.rng = new Rng(p.seed ?? Date.now());
+    this.seed = Math.floor(p.seed ?? Date.now());
   }
 
-  // logits (V,) -> token id; `history` is the tokens so far (for the repetition penalty)
-  sample(logits: Float32Array, history: readonly number[] = []): number {
-    return this.step(logits, history).id;
+  // logits (V,) -> token id; `history` is the tokens so far (for the repetition
+  // penalty); the token is at position `pos` (default: history.length)
+  sample(logits: Float32Array, history: readonly number[] = [], pos = history.length): number {
+    return this.step(logits, history, pos).id;
   }
 
-  // The token, and the logits it was drawn from (after bias and penalties).
-  step(logits: Float32Array, history: readonly number[] = []): { id: number; logits: Float32Array } {
+  // The token at position `pos`, and the logits it was drawn from (after bias and penalties).
+  step(logits: Float32Array, history: readonly number[] = [], pos = history.length): { id: number; logits: Float32Array } {
     const l = this.adjust(logits, history);
-    const id = this.pick(l);
+    const id = this.pick(l, pos);
     this.counts.set(id, (this.counts.get(id) ?? 0) + 1);
     return { id, logits: l };
   }
@@ -103,8 +133,9 @@ export class Sampler {
     return l;
   }
 
-  // adjusted logits (V,) -> token id: greedy, or temperature with top-k, min-p and top-p
-  private pick(l: Float32Array): number {
+  // adjusted logits (V,) -> token id at `pos`: greedy, or temperature with
+  // top-k, min-p and top-p, then inverse CDF at uniform(seed, pos)
+  private pick(l: Float32Array, pos: number): number {
     const p = this.p;
     const temp = p.temperature ?? 0;
     if (temp <= 0) return argmax(l);
@@ -127,7 +158,7 @@ export class Sampler {
       probs = probs.slice(0, Math.max(1, n));
     }
     sum = probs.reduce((a, b) => a + b, 0);
-    let u = this.rng.next() * sum;
+    let u = uniform(this.seed, pos) * sum;
     for (let i = 0; i < idx.length; i++) {
       u -= probs[i];
       if (u < 0) return idx[i];
