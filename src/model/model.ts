@@ -212,8 +212,8 @@ export async function* generate(model: Model, stack: LayerStack, prompt: number[
         if (n >= maxTokens || pos + 1 >= cfg.contextLength) return;
         if (j === drafts.length) break;
         if (id !== drafts[j]) {
-          // rows after j were computed from the rejected draft: forget them
-          await rollback!(session, pos + 1, opts.signal);
+          // rows j+1 .. k, at positions pos .. p+k, were computed from the rejected draft: forget them
+          await rollback!(session, pos, opts.signal);
           break;
         }
         speculationStats.accepted++;

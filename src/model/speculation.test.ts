@@ -3,7 +3,22 @@ import { Drafter, GenerateOptions, LayerStack, Model, NgramDrafter, generate, sp
 import { STORIES_GGUF, goldenIds } from "../testing/shared.js";
 
 const BACKEND = (process.env.LAYERSWARM_KERNELS as "ref" | "native" | undefined) ?? "auto";
-const local = Model.local(STORIES_GGUF, { backend: BACKEND });
+const loaded = Model.local(STORIES_GGUF, { backend: BACKEND });
+// As a swarm node is: a step must start where the session's cache ends
+// (positions only grow; going back takes a rollback), so a rollback to the
+// wrong position fails here instead of being silently rewritten
+const strict: LayerStack = {
+  forward(steps, signal) {
+    for (const s of steps) {
+      const have = loaded.stack.slices[0].sessions.get(s.session)?.length ?? 0;
+      if (s.pos !== have) throw new Error(`a step at ${s.pos} of session ${s.session}, whose cache holds ${have}`);
+    }
+    return loaded.stack.forward(steps, signal);
+  },
+  dropSession: (id) => loaded.stack.dropSession(id),
+  rollback: (id, pos) => loaded.stack.rollback(id, pos),
+};
+const local = { model: loaded.model, stack: strict };
 
 async function run(stack: LayerStack, prompt: number[], opts: GenerateOptions) {
   const out: { id: number; pos: number; logprob?: number }[] = [];
