@@ -93,7 +93,7 @@ for (const [dim, rows, batch] of [[512, 1, 1], [4096, 1, 1], [4096, 1, 8], [4096
   const weights = weightsDigest(["a", "b"]);
   const body = (s: number): ReceiptBody => {
     const ins = rowHashes(0, rows, dim, x), outs = rowHashes(0, rows, dim, x);
-    return { numerics: NUMERICS_VERSION, session: s.toString(16).padStart(32, "0"), hop: 0, start: 0, end: 2, weights, seq: 0, entries: ins.map((h, t) => ({ pos: t, flags: 0, input: h, output: outs[t] })) };
+    return { numerics: NUMERICS_VERSION, dtype: 0, session: s.toString(16).padStart(32, "0"), hop: 0, start: 0, end: 2, weights, seq: 0, entries: ins.map((h, t) => ({ pos: t, flags: 0, input: h, output: outs[t] })) };
   };
   const N = 200;
   let tAll = 0, tSign = 0;

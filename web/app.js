@@ -54,6 +54,11 @@ function render(s) {
   const cov = $("#coverage");
   cov.textContent = s.coverage.covered ? "all layers covered" : "missing " + rangesText(s.coverage.missing, "");
   cov.className = "badge " + (s.coverage.covered ? "ok" : "bad");
+  const v = s.totals.verify;
+  if (v) {
+    $("#verify").textContent = v.mode === "off" ? "not verifying nodes" : `${v.mode === "strict" ? "strict: every step on two routes" : "auditing"} · ${v.audits} audits · ${v.bans} banned`;
+    $("#verify").className = "badge " + (v.bans ? "bad" : v.mode === "off" ? "" : "ok");
+  }
   renderMap(s);
   $("#nodes tbody").innerHTML = html`${s.nodes.map((n) => html`<tr data-testid="node" data-peer="${n.peer}" data-state="${n.state}" data-ranges="${n.ranges.map((r) => r.start + ":" + r.end).join(",")}">
     <td><span class="c${colorIndex(n.peer)}">■</span> <span data-testid="node-name">${n.name || ""}</span> <span class="muted">${short(n.peer)}</span></td>

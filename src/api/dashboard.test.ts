@@ -42,6 +42,7 @@ describe("observability endpoints", () => {
     expect(s.nodes.every((n: { state: string; layersPerSec: number }) => n.state === "serving" && n.layersPerSec > 0)).toBe(true);
     expect(s.coverage).toEqual({ covered: true, missing: [], perLayer: [1, 1, 1, 1, 1] });
     expect(s.events.filter((e: { type: string }) => e.type === "node-joined")).toHaveLength(3);
+    expect(s.totals.verify).toMatchObject({ mode: "audit", bans: 0 });
   });
 
   it("/metrics parses as Prometheus text and its counters move when a request runs", async () => {
@@ -58,6 +59,13 @@ describe("observability endpoints", () => {
     expect(after.get("layerswarm_tokens_generated_total")! - before.get("layerswarm_tokens_generated_total")!).toBe(20);
     expect((after.get('layerswarm_requests_total{endpoint="/v1/completions"}') ?? 0) - (before.get('layerswarm_requests_total{endpoint="/v1/completions"}') ?? 0)).toBe(2);
     expect(after.get('layerswarm_errors_total{status="400"}')).toBeGreaterThanOrEqual(1);
+    // the session was audited (its nodes are new here): by the gateway's own recomputation, clean
+    for (let i = 0; i < 40 && !(after.get('layerswarm_audits_total{verdict="clean"}')! >= 1); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      after = parseProm(await (await fetch(`${sw.url}/metrics`)).text());
+    }
+    expect(after.get('layerswarm_audits_total{verdict="clean"}')).toBeGreaterThanOrEqual(1);
+    expect(after.get("layerswarm_node_bans_total")).toBe(0);
     const steps = [...after.keys()].filter((k) => k.startsWith("layerswarm_node_step_seconds_count"));
     expect(steps.length).toBe(3);
     expect([...after.entries()].filter(([k]) => k.startsWith("layerswarm_node_up")).map(([, v]) => v)).toEqual([1, 1, 1]);

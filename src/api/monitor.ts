@@ -10,7 +10,7 @@
 //              nodes it sends to), batchMs, sessions, since}],
 //     coverage: {covered, missing: [{start, end}], perLayer: [count of serving nodes holding layer i]},
 //     sessions: [{id, epoch, positions, route: [{peer, start, end}], inflight: [{pos, T, stage, ms}], decoded, tokPerSec, ageMs}],
-//     totals: {tokens, requests, errors, activeRequests, tokPerSec},
+//     totals: {tokens, requests, errors, activeRequests, tokPerSec, verify: {mode, audits, clean, bans, strictSteps, disagreements, ...}},
 //     series: [{t, tokPerSec, ttftMs}] (5-second buckets, last 10 minutes),
 //     events: [{t, type, ...}] (the last 100) }
 // GET /v1/swarm/events sends "snapshot" events (the object above, every second)
@@ -95,6 +95,24 @@ export class SwarmMonitor {
       step: new Histogram({ name: "layerswarm_node_step_seconds", help: "Time a node spends on one batched step of its layers.", labelNames: ["peer"], buckets: STEP_BUCKETS_S, registers }),
       stepPeers: new Set<string>(),
       sessions: new Gauge({ name: "layerswarm_sessions", help: "Sessions with KV caches in the swarm.", registers, collect() { this.set(finite(gw.totals().sessions)); } }),
+      bans: new Counter({
+        name: "layerswarm_node_bans_total", help: "Nodes banned for computing or signing wrong (audits, strict mode, fraud proofs).", registers,
+        collect() {
+          this.reset();
+          this.inc(Math.max(0, finite(gw.totals().verify?.bans ?? 0)));
+        },
+      }),
+      audits: new Counter({
+        name: "layerswarm_audits_total", help: "Sessions (routes) audited by exact recomputation, by verdict.", labelNames: ["verdict"], registers,
+        collect() {
+          this.reset();
+          const v = gw.totals().verify;
+          if (!v) return;
+          this.inc({ verdict: "clean" }, finite(v.clean));
+          this.inc({ verdict: "unverified" }, finite(v.unverified));
+          this.inc({ verdict: "banned" }, Math.max(0, finite(v.audits - v.clean - v.unverified)));
+        },
+      }),
       reroutes: new Counter({
         name: "layerswarm_reroutes_total", help: "Sessions moved to a new route after a failure.", registers,
         collect() {
@@ -166,6 +184,7 @@ export class SwarmMonitor {
         errors: [...this.errors.values()].reduce((a, b) => a + b, 0),
         activeRequests: this.activeRequests,
         tokPerSec: Math.round(tokPerSec * 10) / 10,
+        verify: this.gw.totals().verify, // mode, audits, bans, strict steps and disagreements (gateway/verify.ts)
       },
       series: this.buckets.map((b) => ({ t: b.t, tokPerSec: Math.round((b.tokens / (BUCKET_MS / 1000)) * 10) / 10, ttftMs: b.ttftN ? Math.round(b.ttftSum / b.ttftN) : null })),
       events: this.events,

@@ -139,6 +139,6 @@ export function policyNotice(role: "node" | "gateway", kind: PolicyKind): string
   if (kind === "swarm-key") return "layerswarm: private swarm: only peers with the swarm key can connect; they can read the hidden states they compute";
   return role === "gateway"
     ? "layerswarm: OPEN swarm: any node may join and serve your layers. Nodes see the hidden states they compute, which can be inverted back to text " +
-        "(--local-layers/--local-tail keep the first and last layers here); a node may return wrong results. Use --allow FILE or --swarm-key to choose who serves you."
+        "(--local-layers/--local-tail keep the first and last layers here); a node may return wrong results, which audits catch after the fact and --verify strict before any token is released. Use --allow FILE or --swarm-key to choose who serves you."
     : "layerswarm: OPEN swarm: any gateway may use this node, within its limits (--allow FILE serves only chosen gateways)";
 }

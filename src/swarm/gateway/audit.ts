@@ -17,7 +17,7 @@
 // gateway itself.
 
 import { LayerswarmError, throwIfAborted } from "../../errors.js";
-import { FraudProof, ProofVerdict, Receipt, RecomputeLayers, checkFraudProof, claimedRows, hashEqual, openReceipt, rowHash } from "../protocol/receipt.js";
+import { FraudProof, ProofVerdict, Receipt, ReceiptEntry, RecomputeLayers, checkFraudProof, claimedRows, hashEqual, openReceipt, rowHash } from "../protocol/receipt.js";
 import { EpochLedger } from "./ledger.js";
 
 export interface AuditDeps {
@@ -57,9 +57,17 @@ const row = (x: Float32Array, p: number, dim: number) => x.subarray(p * dim, (p 
 // audit (the route's own, and in strict mode the other route's).
 export async function auditEpoch(e: EpochLedger, tokens: readonly number[], deps: AuditDeps, exclude: ReadonlySet<string> = new Set(), signal?: AbortSignal): Promise<AuditOutcome> {
   const dim = deps.dim;
-  const claims = e.route.map((_, k) => claimedRows([...e.hops[k], ...e.disputed[k]]));
+  // each stage's claims; a stage whose receipts do not make one history (a
+  // gap, two numbered alike) is checked no further than the stages before it
+  const claims = e.route.map((_, k): Map<number, ReceiptEntry> | Error => {
+    try {
+      return claimedRows([...e.hops[k], ...e.disputed[k]]);
+    } catch (err) {
+      return err as Error;
+    }
+  });
   let N = e.upTo;
-  for (const c of claims) for (const p of c.keys()) N = Math.max(N, p + 1);
+  for (const c of claims) if (!(c instanceof Error)) for (const p of c.keys()) N = Math.max(N, p + 1);
   if (N === 0) return { verdict: "unverified", reason: "no receipts" };
   if (tokens.length < N) return { verdict: "unverified", reason: `the gateway knows ${tokens.length} of the ${N} positions` };
   let input = deps.inputRows(tokens.slice(0, N));
@@ -69,6 +77,7 @@ export async function auditEpoch(e: EpochLedger, tokens: readonly number[], deps
     throwIfAborted(signal);
     const { peer, start, end } = e.route[k];
     const claim = claims[k];
+    if (claim instanceof Error) return { verdict: "unverified", reason: `hop ${k}: ${claim.message}` };
     for (const [p, x] of claim) {
       if (p < N && !hashEqual(x.input, rowHash(p, row(input, p, dim)))) {
         // hop 0: this gateway knows what it sent. Later hops: their input came

@@ -97,15 +97,17 @@ export class Gateway implements LayerStack {
       replayChunk: o.replayChunk ?? 64, maxRecoveries: o.maxRecoveries ?? 3,
       replayInput: (id, tokens, pos) => this.headForward(`${id}\u0000replay`, pos, tokens.length, model.embedder.embed(tokens), pos === 0),
       replayDone: (id) => this.local.head?.dropSession(`${id}\u0000replay`),
-      onEpoch: (owner, sid, route) => {
-        if (this.verifier.mode !== "off") this.verifier.ledger.open(owner, sid, route.map((r) => ({ peer: r.id, start: r.start, end: r.end })));
-      },
+      // every route's receipts are kept (also with --verify off: a request may still ask for strict mode)
+      onEpoch: (owner, sid, route) => void this.verifier.ledger.open(owner, sid, route.map((r) => ({ peer: r.id, start: r.start, end: r.end }))),
     });
     this.verifier = new Verifier(this, this.log, o.verify);
     this.pipe.checkReceipts = (sid, pos, T, sent, chain, returned) => {
       const b = this.verifier.ledger.check(sid, pos, T, model.cfg.dim, sent, chain, returned);
       if (!b) return undefined;
-      void this.verifier.chainBreak(b);
+      void this.verifier.chainBreak(b, () => {
+        const owner = this.verifier.ledger.get(sid)?.owner, s = owner ? this.sessions.all.get(owner) : undefined;
+        return s && owner ? this.sessions.tokens(owner, s.positions) : undefined;
+      });
       return { peer: b.peer, reason: b.reason, certain: b.evidence.length > 0 };
     };
     this.probeMs = o.probeMs ?? 60_000;

@@ -20,8 +20,10 @@ import { NodeDirectory } from "./directory.js";
 // The route failed. `peers` are stages that are gone (unreachable: lost for
 // every session); `suspects` are stages this session should route around
 // (they refused, erred or sat on a step while still answering).
+// `avoid`: stages this session routes around without holding it against them
+// elsewhere (one of them lied, and which is for an audit to say).
 export class RouteLost extends Error {
-  constructor(readonly peers: string[], message: string, readonly code = "UNREACHABLE", readonly suspects: string[] = [], readonly reporter?: string) {
+  constructor(readonly peers: string[], message: string, readonly code = "UNREACHABLE", readonly suspects: string[] = [], readonly reporter?: string, readonly avoid: string[] = []) {
     super(message);
   }
 }
@@ -260,7 +262,7 @@ export class StepPipeline {
     // signed: the sender is routed around (the dispute it sent decides the rest)
     if (e.code === "BAD_RECEIPT") {
       const accused = p.peers[p.peers.indexOf(from) - 1];
-      return void this.settle(e.req, undefined, new RouteLost([], msg, e.code, accused ? [accused] : [from], from));
+      return void this.settle(e.req, undefined, new RouteLost([], msg, e.code, [], from, accused ? [accused] : [from]));
     }
     // The last stage's word is taken for the step (context overflow, memory);
     // a stage before it that cannot serve is routed around instead, so an

@@ -189,6 +189,7 @@ export class Sessions {
           s.avoid.add(p);
           this.dir.penalize(p);
         }
+        for (const p of cause.avoid) s.avoid.add(p);
         if (this.dir.serving().length === lostBefore) fruitless++;
         // the same stage losing the session again: route around it
         if (fruitless > 1 && cause.reporter && cause.suspects.length === 0) s.avoid.add(cause.reporter);
@@ -214,7 +215,8 @@ export class Sessions {
     const t0 = Date.now();
     const old = s.route.map((x) => x.id), oldSid = s.wire.sid;
     this.take(s.route, -1);
-    s.route = [];
+    // s.route stays the old one until the new is chosen: a strict twin
+    // rerouting at the same time must still see it (and keep away from it)
     // free the old epoch's caches on the nodes still serving (best effort);
     // its steps still in flight there are sent again after this recovery
     this.pipe.abandon(oldSid, "the session moved to a new route");

@@ -21,7 +21,9 @@
 // statements that contradict what it saw itself: with exact kernels, an
 // honest node is never banned.
 
+import { randomInt } from "node:crypto";
 import { LayerswarmError } from "../../errors.js";
+import { RateLimiter } from "../limiter.js";
 import { LayerRange } from "../../model/config.js";
 import { SliceRuntime, Step } from "../../model/runtime.js";
 import { loadSlice } from "../../model/model.js";
@@ -32,7 +34,7 @@ import { Accusation, MAX_PROOF_BYTES, accusationId, decodeProof, encodeProof, op
 import { request } from "../rpc.js";
 import { DType, wireRound } from "../protocol/frames.js";
 import { AuditDeps, AuditOutcome, auditEpoch } from "./audit.js";
-import { ChainBreak, EpochLedger, ReceiptLedger } from "./ledger.js";
+import { ChainBreak, EpochLedger, MAX_DISPUTED_PER_HOP, ReceiptLedger } from "./ledger.js";
 import { openRanges } from "./directory.js";
 import type { Gateway } from "./index.js";
 
@@ -61,18 +63,28 @@ export interface BanRecord {
 }
 
 const MAX_QUEUED_AUDITS = 64;
+interface QueuedAudit {
+  run: () => Promise<void>;
+  key: string;
+}
 const BAN_FOR_GOOD_MS = 365 * 24 * 3600_000;
 const isLoopback = (ip: string) => ip.startsWith("127.") || ip === "::1";
 
 export class Verifier {
-  readonly ledger = new ReceiptLedger();
+  readonly ledger: ReceiptLedger;
   readonly bans = new Map<string, BanRecord>();
   readonly outcomes: (AuditOutcome & { session: string; at: number; by: BanRecord["by"] })[] = []; // the last 64
   mode: VerifyMode; // may change while running (takes effect for new steps and sessions)
   auditRate: number;
   private newSessions: number;
   private clean = new Map<string, number>(); // peer -> sessions audited clean
-  private queue: { run: () => Promise<void>; key: string }[] = [];
+  // audits of ended sessions, and the rest (disputes, broken chains, other
+  // gateways' proofs): apart, so that a flood of the second kind cannot push
+  // the first out
+  private queues: { sessions: QueuedAudit[]; urgent: QueuedAudit[] } = { sessions: [], urgent: [] };
+  private turn = 0;
+  private proofsIn = new RateLimiter(8, 1 / 10); // proofs checked, from everyone together
+  private weightsCache = new Map<string, Uint8Array>();
   private running = false;
   private local?: { start: number; end: number; rt: SliceRuntime };
   private localSeq = 0;
@@ -89,6 +101,19 @@ export class Verifier {
     this.auditRate = o.auditRate ?? 0.05;
     this.newSessions = o.newIdentitySessions ?? 3;
     if (!(this.auditRate >= 0 && this.auditRate <= 1)) throw new LayerswarmError("BAD_ARGUMENT", `the audit rate ${o.auditRate} is not a fraction between 0 and 1`);
+    this.ledger = new ReceiptLedger({ weights: (start, end) => this.weightsOf(start, end), dtype: () => gw.pipe.dtype });
+  }
+
+  // The digest a receipt for layers [start, end) must carry: of this gateway's own hashes of them.
+  weightsOf(start: number, end: number): Uint8Array {
+    const key = `${start}:${end}`;
+    let w = this.weightsCache.get(key);
+    if (!w) {
+      w = weightsDigest(this.gw.content.layers.slice(start, end));
+      if (this.weightsCache.size > 4096) this.weightsCache.clear();
+      this.weightsCache.set(key, w);
+    }
+    return w;
   }
 
   // ------------------------------------------------------------ bans
@@ -116,7 +141,10 @@ export class Verifier {
       this.gw.dir.gate.ban(peer, undefined, reason, BAN_FOR_GOOD_MS);
     } else if (proof) {
       void this.publish(peer, proof)
-        .then((ok) => (rec.published = ok))
+        .then((ok) => {
+          rec.published = ok;
+          rec.proof = undefined; // it holds a session's rows: kept no longer than needed
+        })
         .catch((e) => this.log("warn", "could not publish a fraud proof", { peer, error: (e as Error).message }))
         .finally(() => this.gw.dir.gate.ban(peer, undefined, reason, BAN_FOR_GOOD_MS));
     } else this.gw.dir.gate.ban(peer, undefined, reason, BAN_FOR_GOOD_MS);
@@ -141,14 +169,14 @@ export class Verifier {
       } catch {
         return false; // it no longer answers: nothing to publish
       }
-      const local = wireRound(this.computeLocal(r0.start, r0.end, input, T), gw.pipe.dtype);
+      const local = wireRound(await this.computeLocal(r0.start, r0.end, input, T), gw.pipe.dtype);
       const claims = new Map<number, { output: Uint8Array }>();
       for (const r of receipts) for (const e of r.entries) claims.set(e.pos, e);
       let bad = -1;
       for (let p = 0; p < T && bad < 0; p++) if (claims.has(p) && !hashEqual(claims.get(p)!.output, rowHash(p, local.subarray(p * dim, (p + 1) * dim)))) bad = p;
       if (bad < 0) continue;
       const proof: FraudProof = { receipts, dim, input: input.slice(0, (bad + 1) * dim) };
-      const v = await checkFraudProof(proof, async (s, e, x, n) => this.computeLocal(s, e, x, n));
+      const v = await checkFraudProof(proof, (s, e, x, n) => this.computeLocal(s, e, x, n));
       if (!v.proven) continue;
       const acc = await signAccusation(encodeProof(proof), gw.identity);
       this.seenAccusations.add(acc.id);
@@ -176,6 +204,7 @@ export class Verifier {
     if (this.seenAccusations.size > 4096) this.seenAccusations.delete(this.seenAccusations.values().next().value!);
     const acc = await openAccusation(bytes);
     if (acc.accuser === this.gw.identity.peerId || this.ignoredAccusers.has(acc.accuser)) return;
+    if (!this.proofsIn.take("all")) throw new LayerswarmError("BUSY", "this gateway checks a few fraud proofs a minute; pass it on later");
     this.stats.proofsReceived++;
     let proof: FraudProof;
     try {
@@ -186,9 +215,12 @@ export class Verifier {
     }
     const r0 = proof.receipts[0];
     const layers = this.gw.content.layers;
-    if (r0.end > layers.length || !hashEqual(r0.weights, weightsDigest(layers.slice(r0.start, r0.end)))) return; // another model's layers: not ours to judge
+    if (r0.end > layers.length || !hashEqual(r0.weights, this.weightsOf(r0.start, r0.end))) return; // another model's layers: not ours to judge
+    // only about a node this gateway knows, for layers it says it serves: checking costs a recomputation of them
+    const known = this.gw.dir.get(r0.signer);
+    if (!known || !known.record.ranges.some((x) => x.start <= r0.start && r0.end <= x.end)) return;
     this.enqueue(`proof:${id}`, async () => {
-      const v = await checkFraudProof(proof, async (s, e, x, n) => this.computeLocal(s, e, x, n));
+      const v = await checkFraudProof(proof, (s, e, x, n) => this.computeLocal(s, e, x, n));
       if (!v.proven) return this.forged(acc.accuser, from, v.reason);
       if (this.banned(v.signer)) return;
       this.ban(v.signer, `a fraud proof from gateway ${acc.accuser.slice(-8)}, checked here: wrong output for layers [${v.layers.start}, ${v.layers.end}) at position ${v.pos}`, "proof", proof, acc);
@@ -198,6 +230,7 @@ export class Verifier {
   private forged(accuser: string, from: string, why: string): void {
     this.stats.proofsForged++;
     this.ignoredAccusers.add(accuser);
+    if (this.ignoredAccusers.size > 10_000) this.ignoredAccusers.delete(this.ignoredAccusers.values().next().value!);
     this.log("warn", "a fraud proof that does not hold: its accuser is ignored from now on", { accuser, from, why });
   }
 
@@ -223,13 +256,15 @@ export class Verifier {
       // rows as the nodes decode them: with f16 or bf16 on the wire, every boundary is rounded
       inputRows: (tokens) => wireRound(gw.remoteInput(tokens), gw.pipe.dtype),
       computeOn: (peer, start, end, input, T, signal) => this.computeOn(peer, start, end, input, T, signal),
-      computeLocal: async (start, end, input, T) => wireRound(this.computeLocal(start, end, input, T), gw.pipe.dtype),
+      computeLocal: async (start, end, input, T) => wireRound(await this.computeLocal(start, end, input, T), gw.pipe.dtype),
       auditors: (start, end, exclude) => {
         const ex = this.related(exclude);
         return gw.dir.serving()
           .filter((n) => !ex.has(n.record.peer) && !this.banned(n.record.peer) && gw.dir.failures(n) === 0 && openRanges(n).some((r) => r.start <= start && end <= r.end))
-          .sort((a, b) => a.sessions - b.sessions)
-          .map((n) => n.record.peer);
+          .map((n) => n.record.peer)
+          .map((p) => ({ p, r: randomInt(2 ** 30) }))
+          .sort((a, b) => a.r - b.r) // at random: a node cannot make itself every audit's auditor (by pricing itself idle, say)
+          .map((x) => x.p);
       },
       ban: (peer, reason, proof) => this.ban(peer, reason, by, proof),
     };
@@ -263,8 +298,10 @@ export class Verifier {
     }
   }
 
-  // The judge: this gateway's own copy of layers [start, end) (one range kept loaded at a time).
-  private computeLocal(start: number, end: number, input: Float32Array, T: number): Float32Array {
+  // The judge: this gateway's own copy of layers [start, end) (one range kept
+  // loaded at a time), in chunks of 64 rows with the event loop served between
+  // them (a long session's recomputation must not stall every other session).
+  private async computeLocal(start: number, end: number, input: Float32Array, T: number): Promise<Float32Array> {
     const gw = this.gw, dim = gw.model.cfg.dim;
     if (!this.local || this.local.start !== start || this.local.end !== end) {
       this.local = undefined;
@@ -273,9 +310,10 @@ export class Verifier {
     const rt = this.local.rt, session = `judge-${++this.localSeq}`;
     const out = new Float32Array(T * dim);
     try {
-      for (let p = 0; p < T; p += 512) {
-        const n = Math.min(512, T - p);
+      for (let p = 0; p < T; p += 64) {
+        const n = Math.min(64, T - p);
         out.set(rt.forward([{ session, pos: p, T: n, hidden: input.subarray(p * dim, (p + n) * dim) }])[0], p * dim);
+        await new Promise((r) => setImmediate(r));
       }
     } finally {
       rt.dropSession(session);
@@ -283,13 +321,14 @@ export class Verifier {
     return out;
   }
 
-  private enqueue(key: string, run: () => Promise<void>): void {
-    if (this.queue.some((q) => q.key === key)) return;
-    if (this.queue.length >= MAX_QUEUED_AUDITS) {
-      this.queue.shift();
+  private enqueue(key: string, run: () => Promise<void>, kind: keyof Verifier["queues"] = "urgent"): void {
+    const q = this.queues[kind];
+    if (q.some((x) => x.key === key)) return;
+    if (q.length >= MAX_QUEUED_AUDITS) {
+      q.shift();
       this.stats.auditsDropped++;
     }
-    this.queue.push({ key, run });
+    q.push({ key, run });
     void this.drain();
   }
 
@@ -297,8 +336,10 @@ export class Verifier {
     if (this.running) return;
     this.running = true;
     try {
-      while (this.queue.length) {
-        const q = this.queue.shift()!;
+      for (;;) {
+        const { sessions, urgent } = this.queues;
+        if (!sessions.length && !urgent.length) break;
+        const q = (this.turn++ % 2 === 0 && sessions.length) || !urgent.length ? sessions.shift()! : urgent.shift()!; // taking turns
         try {
           await q.run();
         } catch (e) {
@@ -312,7 +353,7 @@ export class Verifier {
 
   // Resolves when every queued audit has run (tests, bench).
   async idle(): Promise<void> {
-    while (this.running || this.queue.length) await new Promise((r) => setTimeout(r, 5));
+    while (this.running || this.queues.sessions.length || this.queues.urgent.length) await new Promise((r) => setTimeout(r, 5));
   }
 
   private record(session: string, o: AuditOutcome, by: BanRecord["by"]): void {
@@ -331,7 +372,11 @@ export class Verifier {
       const o = await auditEpoch(e, tokens, this.deps(by), exclude, signal);
       this.record(session, o, by);
       out.push(o);
-      if (o.verdict === "clean") for (const h of e.route) this.clean.set(h.peer, (this.clean.get(h.peer) ?? 0) + 1);
+      if (o.verdict === "clean")
+        for (const h of e.route) {
+          this.clean.set(h.peer, (this.clean.get(h.peer) ?? 0) + 1);
+          if (this.clean.size > 10_000) this.clean.delete(this.clean.keys().next().value!); // forgotten: audited as new again
+        }
       if (o.verdict === "banned") break;
     }
     return out;
@@ -355,16 +400,21 @@ export class Verifier {
       } finally {
         this.ledger.forget(session);
       }
-    });
+    }, "sessions");
   }
 
   // The receipts of a result did not chain (ledger.check): the step goes
   // elsewhere; where the break proves who lied (the receipts it rests on
   // verify), that stage is banned.
-  async chainBreak(b: ChainBreak): Promise<void> {
+  async chainBreak(b: ChainBreak, tokens: () => number[] | undefined): Promise<void> {
     this.stats.chainBreaks++;
     this.log("warn", "receipts do not chain", { peer: b.peer, hop: b.hop, reason: b.reason });
-    if (this.mode === "off" || b.evidence.length === 0) return;
+    if (this.mode === "off") return;
+    if (b.audit) {
+      const e = this.ledger.get(b.sid), toks = tokens();
+      if (e && toks) this.enqueue(`break:${b.sid}`, async () => void (await this.auditEpochs(e.owner, [e], toks, "receipts")));
+    }
+    if (b.evidence.length === 0) return;
     try {
       await Promise.all(b.evidence.map((x) => openReceipt(x)));
     } catch {
@@ -395,7 +445,19 @@ export class Verifier {
     const shared = [...this.related(a.route.map((r) => r.id))].filter((p) => b.route.some((r) => r.id === p));
     if (shared.length)
       throw new LayerswarmError("NO_ROUTE", `strict verification needs two routes that share no node and no address group; the swarm has no second route without ${shared.map((p) => p.slice(-8)).join(", ")}`);
-    const [ra, rb] = await Promise.all([S.step(st, input, signal), S.step({ ...st, session: twin }, input, signal)]);
+    let [ra, rb] = await Promise.all([S.step(st, input, signal), S.step({ ...st, session: twin }, input, signal)]);
+    // both may have rerouted during the step, each away from the other's old
+    // route: the routes that answered must still share nothing, or the twin
+    // computes the step again elsewhere (replayed) before anything is released
+    for (let again = 0; ; again++) {
+      const A = S.all.get(st.session), B = S.all.get(twin);
+      if (!A || !B) throw new LayerswarmError("ABORTED", "the session was dropped");
+      const overlap = [...this.related(A.route.map((r) => r.id))].filter((p) => B.route.some((r) => r.id === p));
+      if (overlap.length === 0) break;
+      if (again >= 2) throw new LayerswarmError("NO_ROUTE", `strict verification: after rerouting, the two routes share ${overlap.map((p) => p.slice(-8)).join(", ")} and no disjoint route was found; no token was released`);
+      B.stale = true;
+      rb = await S.step({ ...st, session: twin }, input, signal);
+    }
     this.stats.strictSteps++;
     if (sameBits(ra, rb)) return ra;
     this.stats.disagreements++;
@@ -427,6 +489,15 @@ export class Verifier {
       throw new LayerswarmError("BAD_ARGUMENT", `the disputed receipt is not ${h.peer.slice(-8)}'s for this session and hop`);
     this.stats.disputes++;
     if (this.mode === "off") return;
+    // the same number twice: the same receipt again (nothing new), or two
+    // different bodies signed for one step (equivocation, proven by the two)
+    const same = [...e.hops[hop], ...e.disputed[hop]].find((x) => x.seq === r.seq);
+    if (same) {
+      if (!hashEqual(same.body, r.body) && (await openReceipt(same.bytes).then(() => true, () => false)))
+        this.ban(h.peer, `signed two different receipts numbered ${r.seq} for one step`, "dispute");
+      return;
+    }
+    if (e.disputed[hop].length >= MAX_DISPUTED_PER_HOP) return;
     e.disputed[hop].push(r);
     const toks = tokens(); // now: the session may end before the audit runs
     if (!toks) return;

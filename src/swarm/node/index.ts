@@ -781,6 +781,7 @@ export class SwarmNode {
         }
       } else {
         if (this.dropped.has(f.session)) throw new LayerswarmError("UNKNOWN_SESSION", "this session was dropped here; open a new one");
+        if (f.pos !== 0) throw new LayerswarmError(f.hop === 0 ? "BAD_ARGUMENT" : "FORBIDDEN", `a new session's first step is at position ${f.pos}, not 0`);
         values(g.grant);
         // a session counts against its gateway's address: where hop 0 came from, or what its grant says
         const owner = f.hop === 0 ? ip : ipOfAddrs(g.grant.gatewayAddrs, g.grant.gateway) ?? `gateway:${g.grant.gateway}`;
@@ -799,6 +800,10 @@ export class SwarmNode {
       this.checkRange(s.grant.grant.hops[f.hop]);
       values(s.grant.grant);
     }
+    const next = s.nextPos?.[f.hop] ?? 0;
+    if (f.pos !== next)
+      throw new LayerswarmError(f.hop === 0 ? "BAD_ARGUMENT" : "FORBIDDEN", `a step at position ${f.pos} of hop ${f.hop}, where this session's next position is ${next}: positions only grow (going back takes a rollback)`);
+    (s.nextPos ??= {})[f.hop] = f.pos + f.T;
     s.lastStep = Date.now();
     return { f: full!, s, from, ip, inHashes: checked!.inHashes, prev: checked!.prev };
   }
@@ -1162,8 +1167,8 @@ export class SwarmNode {
     const bodies = xs.map((x, i): ReceiptBody => {
       const hop = x.s.grant.grant.hops[x.f.hop], fault = this.init.fault;
       return {
-        numerics: NUMERICS_VERSION, session: x.f.session, hop: x.f.hop, start: hop.start, end: hop.end, weights: this.weightsOf(hop.start, hop.end),
-        seq: (x.s.receiptSeq = (x.s.receiptSeq ?? -1) + 1),
+        numerics: NUMERICS_VERSION, dtype: x.f.dtype, session: x.f.session, hop: x.f.hop, start: hop.start, end: hop.end, weights: this.weightsOf(hop.start, hop.end),
+        seq: ((x.s.receiptSeq ??= {})[x.f.hop] = (x.s.receiptSeq[x.f.hop] ?? -1) + 1),
         entries: outHashes[i].map((out, t) => ({ pos: x.f.pos + t, flags: 0, input: x.inHashes[t], output: fault ? fault.receiptHash(out) : out })),
       };
     });

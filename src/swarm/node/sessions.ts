@@ -17,7 +17,12 @@ export interface NodeSession {
   createdAt: number;
   lastStep: number;
   sent?: { req: number; to: string; at: number }; // its last frame forwarded to a next stage (told to the gateway when that link is cut)
-  receiptSeq?: number; // the number of this node's last receipt for the session (receipts are numbered 0, 1, 2 ...)
+  receiptSeq?: Record<number, number>; // per hop of the route: the number of this node's last receipt there (numbered 0, 1, 2 ... per session and hop)
+  // per hop: the position its next step must start at. Positions only grow: a
+  // stage that sent an earlier one again would rewrite this node's cache
+  // behind the gateway's back (and its receipts, so that an audit blamed this
+  // node); going back takes a rollback, which its receipts state
+  nextPos?: Record<number, number>;
 }
 
 export class SessionTable {

@@ -16,10 +16,10 @@ import {
   FraudProof, MAX_PATH, MAX_RECEIPT_ENTRIES, ROLLED_BACK, Receipt, ReceiptBody, ReceiptEntry, checkFraudProof, claimedRows, maxReceiptBytes, openReceipt, parseReceipt,
   rowHash, signReceipt, signReceipts, weightsDigest,
 } from "./receipt.js";
-import { MAX_EXT_BYTES, MAX_GRANT_BYTES, MAX_HOPS, MAX_RECEIPT_EXT_BYTES } from "./frames.js";
+import { DType, MAX_EXT_BYTES, MAX_GRANT_BYTES, MAX_HOPS, MAX_RECEIPT_EXT_BYTES } from "./frames.js";
 import { MAX_CONTROL_BYTES, MAX_RECEIPT_BASE64, decodeRequest, encodeMessage } from "./messages.js";
 
-const ENTRY0 = 4 + 68; // a receipt's first entry: after the body length and the 68-byte header
+const ENTRY0 = 4 + 69; // a receipt's first entry: after the body length and the 69-byte header
 const SESSION = "0123456789abcdef0123456789abcdef";
 const STAGE = { start: 2, end: 5 }; // stories260K has 5 layers: this node holds [2, 5)
 const WEIGHTS = weightsDigest(["a", "b", "c"]);
@@ -50,7 +50,7 @@ async function serve(input: Float32Array, id: Identity, every: number, tamper?: 
     tamper?.(p, out);
     pending.push({ pos: p, flags: 0, input: rowHash(p, row), output: rowHash(p, out) });
     if (pending.length === every || p === T - 1) {
-      receipts.push(await signReceipt({ numerics: NUMERICS_VERSION, session: SESSION, hop: 1, ...STAGE, weights: WEIGHTS, seq: receipts.length, entries: pending }, id));
+      receipts.push(await signReceipt({ numerics: NUMERICS_VERSION, dtype: DType.F32, session: SESSION, hop: 1, ...STAGE, weights: WEIGHTS, seq: receipts.length, entries: pending }, id));
       pending = [];
     }
   }
@@ -98,8 +98,10 @@ describe("receipts and fraud proofs", () => {
     const mixed = [...receipts.slice(0, 2), ...(await serve(input, other, 4)).slice(2)];
     const v = await checkFraudProof({ receipts: mixed, dim: cfg.dim, input }, recompute);
     expect(v.proven).toBe(false);
-    // an entry missing (a receipt left out)
-    expect(await checkFraudProof({ receipts: [receipts[0], receipts[2]], dim: cfg.dim, input }, recompute)).toEqual({ proven: false, reason: "no receipt entry for position 4" });
+    // a receipt left out: a history with a gap proves nothing (the missing one could have withdrawn rows)
+    expect(await checkFraudProof({ receipts: [receipts[0], receipts[2]], dim: cfg.dim, input }, recompute)).toEqual({ proven: false, reason: "receipt 1 is missing (the next is 2): a history with gaps proves nothing" });
+    // fewer rows than the receipts cover: positions 0..3 of a history that goes on
+    expect((await checkFraudProof({ receipts, dim: cfg.dim, input: input.slice(0, 4 * cfg.dim) }, recompute)).proven).toBe(false);
   });
 
   it("rows rolled back (speculation) are withdrawn, and their replacements are what counts", async () => {
@@ -108,13 +110,13 @@ describe("receipts and fraud proofs", () => {
     const e = receipts[0].entries;
     // a draft row at position 5 that was rolled back, then the accepted one
     const draft = { ...e[5], output: new Uint8Array(16).fill(7) };
-    const r0 = await signReceipt({ numerics: NUMERICS_VERSION, session: SESSION, hop: 1, ...STAGE, weights: WEIGHTS, seq: 0, entries: [...e.slice(0, 5), draft] }, id);
-    const r1 = await signReceipt({ numerics: NUMERICS_VERSION, session: SESSION, hop: 1, ...STAGE, weights: WEIGHTS, seq: 1, entries: [{ ...draft, flags: ROLLED_BACK }, ...e.slice(5)] }, id);
+    const r0 = await signReceipt({ numerics: NUMERICS_VERSION, dtype: DType.F32, session: SESSION, hop: 1, ...STAGE, weights: WEIGHTS, seq: 0, entries: [...e.slice(0, 5), draft] }, id);
+    const r1 = await signReceipt({ numerics: NUMERICS_VERSION, dtype: DType.F32, session: SESSION, hop: 1, ...STAGE, weights: WEIGHTS, seq: 1, entries: [{ ...draft, flags: ROLLED_BACK }, ...e.slice(5)] }, id);
     const opened = [await openReceipt(r1.bytes), await openReceipt(r0.bytes)]; // in any order: seq decides
     expect(Buffer.from(claimedRows(opened).get(5)!.output)).toEqual(Buffer.from(e[5].output));
     expect((await checkFraudProof({ receipts: opened, dim: cfg.dim, input }, recompute)).proven).toBe(false);
     // without the rollback the draft row stands, and it is proven wrong
-    const r1b = await signReceipt({ numerics: NUMERICS_VERSION, session: SESSION, hop: 1, ...STAGE, weights: WEIGHTS, seq: 1, entries: e.slice(6) }, id);
+    const r1b = await signReceipt({ numerics: NUMERICS_VERSION, dtype: DType.F32, session: SESSION, hop: 1, ...STAGE, weights: WEIGHTS, seq: 1, entries: e.slice(6) }, id);
     expect(await checkFraudProof({ receipts: [r0, r1b], dim: cfg.dim, input }, recompute)).toMatchObject({ proven: true, pos: 5 });
   });
 
@@ -128,7 +130,7 @@ describe("receipts and fraud proofs", () => {
     await expect(bad((b) => (b.writeUInt32LE(3, ENTRY0 - 4), b))).rejects.toThrow(/3 entries do not fill/);
     await expect(bad((b) => ((b[ENTRY0 + 4] = 0x80), b))).rejects.toThrow(/unknown flags/);
     for (const m of [(b: Buffer) => b.subarray(0, 20), (b: Buffer) => ((b[4] = 9), b)]) await expect(bad(m)).rejects.toBeInstanceOf(LayerswarmError);
-    await expect(signReceipt({ numerics: 1, session: "xyz", hop: 0, start: 0, end: 1, weights: WEIGHTS, seq: 0, entries: [] }, id)).rejects.toThrow(/32 hex/);
+    await expect(signReceipt({ numerics: 1, dtype: DType.F32, session: "xyz", hop: 0, start: 0, end: 1, weights: WEIGHTS, seq: 0, entries: [] }, id)).rejects.toThrow(/32 hex/);
   });
 });
 
@@ -136,7 +138,7 @@ describe("receipts and fraud proofs", () => {
 // its Merkle path; any change to a body, a path, an index or the signature is refused.
 describe("batch-signed receipts", () => {
   const body = (seq: number, rows: number, pos = 0): ReceiptBody => ({
-    numerics: NUMERICS_VERSION, session: SESSION, hop: 1, ...STAGE, weights: WEIGHTS, seq,
+    numerics: NUMERICS_VERSION, dtype: DType.F32, session: SESSION, hop: 1, ...STAGE, weights: WEIGHTS, seq,
     entries: Array.from({ length: rows }, (_, t) => ({ pos: pos + t, flags: 0, input: new Uint8Array(16).fill(seq), output: new Uint8Array(16).fill(t & 0xff) })),
   });
   // offsets inside a receipt's bytes, after its body

@@ -39,7 +39,7 @@ const DOMAIN = Buffer.from("layerswarm/receipt-root/2\n");
 const LEAF_DOMAIN = Buffer.from("layerswarm/receipt-leaf/2\n");
 const NODE_DOMAIN = Buffer.from("layerswarm/receipt-node/2\n");
 const ROW_DOMAIN = Buffer.from("layerswarm/row/1\n");
-export const RECEIPT_VERSION = 2; // 1: one signature per receipt, over its body
+export const RECEIPT_VERSION = 3; // 1: one signature per receipt, over its body; 2: no dtype
 export const ROW_HASH_BYTES = 16;
 export const ENTRY_BYTES = 4 + 1 + 2 * ROW_HASH_BYTES;
 export const MAX_RECEIPT_ENTRIES = 4096; // one receipt covers at most this many rows
@@ -47,7 +47,7 @@ export const MAX_PATH = 16; // a batch signs at most 2^16 receipts
 const MAX_SIGNER = 128; // a peer id's text (MAX of PeerIdText)
 const MAX_SIGNATURE = 128;
 const HASH_BYTES = 32;
-const HEADER_BYTES = 1 + 2 + SESSION_BYTES + 1 + 4 + 4 + 32 + 4 + 4;
+const HEADER_BYTES = 1 + 2 + 1 + SESSION_BYTES + 1 + 4 + 4 + 32 + 4 + 4;
 const EMPTY_LEAF = new Uint8Array(HASH_BYTES); // padding: no body hashes to it
 
 // The most bytes a receipt of `entries` rows takes (frames.ts bounds extensions by it).
@@ -66,6 +66,7 @@ export interface ReceiptEntry {
 
 export interface ReceiptBody {
   numerics: number;
+  dtype: DType; // how its output rows travel (f16 and bf16 round them): what a recomputation must round them to
   session: string; // 32 hex characters
   hop: number;
   start: number; // layers [start, end)
@@ -113,6 +114,7 @@ function encodeBody(b: ReceiptBody): Buffer {
   let o = 0;
   out[o++] = RECEIPT_VERSION;
   out.writeUInt16LE(b.numerics, o), (o += 2);
+  out[o++] = b.dtype;
   Buffer.from(b.session, "hex").copy(out, o), (o += SESSION_BYTES);
   out[o++] = b.hop;
   out.writeUInt32LE(b.start, o), (o += 4);
@@ -203,6 +205,8 @@ export function parseReceipt(bytes: Uint8Array): Receipt {
   if (body[o++] !== RECEIPT_VERSION) fail(`version ${body[0]}, this peer reads ${RECEIPT_VERSION}`);
   const numerics = body.readUInt16LE(o);
   o += 2;
+  const dtype = body[o++];
+  if (dtype > DType.BF16) fail(`unknown dtype ${dtype}`);
   const session = body.subarray(o, o + SESSION_BYTES).toString("hex");
   o += SESSION_BYTES;
   const hop = body[o++];
@@ -237,7 +241,7 @@ export function parseReceipt(bytes: Uint8Array): Receipt {
   const gl = b[p++];
   if (gl === 0 || gl > MAX_SIGNATURE || p + gl !== b.length) fail("bad signature length");
   const signature = new Uint8Array(b.subarray(p, p + gl));
-  return { numerics, session, hop, start, end, weights, seq, entries, signer, signature, bytes: new Uint8Array(bytes), index, path, body: new Uint8Array(body) };
+  return { numerics, dtype: dtype as DType, session, hop, start, end, weights, seq, entries, signer, signature, bytes: new Uint8Array(bytes), index, path, body: new Uint8Array(body) };
 }
 
 // The root of the tree a receipt's path folds to (what its signature covers, with the depth).
@@ -264,22 +268,36 @@ export async function openReceipt(bytes: Uint8Array): Promise<Receipt> {
 
 export const hashEqual = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(a, b) === 0;
 
-// A session's rows as one node's receipts state them: position -> the latest
-// entry not rolled back. Receipts must come from one signer, for one session,
-// hop and layer range, with one numerics version; they are read in `seq` order.
+// A session's rows as one node's receipts state them: positions 0 .. n-1,
+// each with its entry. The receipts must be the signer's whole history for
+// that session and hop (numbered 0, 1, 2 ... with no gap: a missing receipt
+// could hide a recomputation of earlier positions), from one signer, for one
+// session, hop, layer range, weights, numerics and dtype. Rows only grow at
+// the end; an earlier position is computed again only after an entry with
+// ROLLED_BACK withdrew it, which withdraws every later position too (the
+// rows after it were computed from it). BAD_MESSAGE otherwise.
 export function claimedRows(receipts: readonly Receipt[]): Map<number, ReceiptEntry> {
   const rows = new Map<number, ReceiptEntry>();
   if (receipts.length === 0) return rows;
   const r0 = receipts[0];
   const sorted = [...receipts].sort((a, b) => a.seq - b.seq);
+  let len = 0;
   for (let i = 0; i < sorted.length; i++) {
     const r = sorted[i];
-    if (r.signer !== r0.signer || r.session !== r0.session || r.hop !== r0.hop || r.start !== r0.start || r.end !== r0.end || r.numerics !== r0.numerics || !hashEqual(r.weights, r0.weights))
-      throw new LayerswarmError("BAD_MESSAGE", `receipt ${r.seq} is not about the same signer, session, stage, weights and numerics as receipt ${r0.seq}`);
-    if (i > 0 && r.seq === sorted[i - 1].seq) throw new LayerswarmError("BAD_MESSAGE", `two receipts numbered ${r.seq}`);
+    if (r.signer !== r0.signer || r.session !== r0.session || r.hop !== r0.hop || r.start !== r0.start || r.end !== r0.end || r.numerics !== r0.numerics || r.dtype !== r0.dtype || !hashEqual(r.weights, r0.weights))
+      throw new LayerswarmError("BAD_MESSAGE", `receipt ${r.seq} is not about the same signer, session, stage, weights, numerics and dtype as receipt ${r0.seq}`);
+    if (r.seq !== i) throw new LayerswarmError("BAD_MESSAGE", i > 0 && r.seq === sorted[i - 1].seq ? `two receipts numbered ${r.seq}` : `receipt ${i} is missing (the next is ${r.seq}): a history with gaps proves nothing`);
     for (const e of r.entries) {
-      if (e.flags & ROLLED_BACK) rows.delete(e.pos);
-      else rows.set(e.pos, e);
+      if (e.flags & ROLLED_BACK) {
+        if (e.pos < len) {
+          for (let p = e.pos; p < len; p++) rows.delete(p);
+          len = e.pos;
+        }
+      } else {
+        if (e.pos !== len) throw new LayerswarmError("BAD_MESSAGE", `receipt ${r.seq} computes position ${e.pos} where the next is ${len}${e.pos < len ? ", without withdrawing it first" : ""}`);
+        rows.set(e.pos, e);
+        len++;
+      }
     }
   }
   return rows;
@@ -327,12 +345,10 @@ export async function checkFraudProof(p: FraudProof, recompute: RecomputeLayers,
       return { proven: false, reason: `the input row at position ${pos} is not the one the signer received` };
   }
   const out = await recompute(r0.start, r0.end, p.input, T, signal);
-  // A receipt hashes rows as its receiver decodes them, and a receipt does not
-  // say whether the link carried f32, f16 or bf16: the signed row is wrong only
-  // if it is none of the three
-  const outs = [DType.F32, DType.F16, DType.BF16].map((d) => wireRound(out, d));
+  // a receipt hashes rows as its receiver decodes them: rounded to the dtype it signed
+  const sent = wireRound(out, r0.dtype);
   for (let pos = 0; pos < T; pos++)
-    if (outs.every((o) => !hashEqual(rows.get(pos)!.output, rowHash(pos, o.subarray(pos * p.dim, (pos + 1) * p.dim)))))
+    if (!hashEqual(rows.get(pos)!.output, rowHash(pos, sent.subarray(pos * p.dim, (pos + 1) * p.dim))))
       return { proven: true, signer: r0.signer, pos, layers: { start: r0.start, end: r0.end } };
   return { proven: false, reason: "every signed output row is what those layers compute" };
 }
