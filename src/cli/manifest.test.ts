@@ -82,3 +82,43 @@ describe("a remote model's manifest", () => {
     await expect(gatewayContent(url, sparse)).rejects.toThrow(/tensor "token_embd\.weight" has sha256 [0-9a-f]{16}…, the manifest of http:\S+ says [0-9a-f]{16}…/);
   });
 });
+
+// A gateway whose model is a URL holds only its own tensors: to judge a node
+// it fetches that node's layers by range requests, checked against the
+// manifest; without them it judges nobody (zeros would find everyone wrong).
+describe("a URL gateway judging nodes", () => {
+  const run = async (source: boolean, fault?: string) => {
+    const { memSwarm } = await import("../testing/memswarm.js");
+    const { FaultInjector, parseFault } = await import("../swarm/node/fault.js");
+    body = fs.readFileSync(STORIES_GGUF); // the file itself again (a test above served a fine-tune)
+    etag = '"judge"';
+    const sparse = await gatewayPart();
+    const content = await gatewayContent(url, sparse);
+    const layers = (r: { start: number; end: number }) => openRemoteSlice(url, (g) => tensorsFor(g, [r], false)).then(() => {});
+    // the gateway on the sparse copy; the node on the whole file
+    const sw = await memSwarm(sparse, [], { verify: { mode: "audit", auditRate: 1 }, content, layerSource: source ? layers : undefined }, { modelPath: STORIES_GGUF, manifest: computeManifestSync(STORIES_GGUF) });
+    try {
+      await sw.addNode([{ start: 0, end: 5 }], fault ? { fault: new FaultInjector(parseFault(fault)!) } : {});
+      await sw.gw.waitForCoverage(2000);
+      await sw.complete([1], 8);
+      await sw.gw.verifier.idle();
+      return { bans: sw.gw.verifier.bans.size, stats: sw.gw.verifier.stats };
+    } finally {
+      await sw.stop();
+    }
+  };
+  it("fetches the layers it judges with and bans a cheat; an honest node stays", async () => {
+    served = 0;
+    expect((await run(true, "noise")).bans).toBe(1);
+    expect(served).toBeGreaterThan(0);
+    const honest = await run(true);
+    expect(honest.bans).toBe(0);
+    expect(honest.stats.clean).toBeGreaterThan(0);
+  });
+  it("without a way to fetch them, judges nobody", async () => {
+    fs.rmSync(path.join(dir, "cache"), { recursive: true, force: true }); // a fresh sparse copy: no layers in it
+    const r = await run(false, "noise");
+    expect(r.bans).toBe(0);
+    expect(r.stats.clean).toBe(0);
+  });
+});

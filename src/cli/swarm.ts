@@ -7,7 +7,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { LayerswarmError } from "../errors.js";
-import { readGGUF } from "../format/gguf.js";
+import { GGUFFile, readGGUF } from "../format/gguf.js";
 import { Progress, isRemote, openRemoteSlice, resolveUrl, tensorsFor } from "../format/remote.js";
 import { createKernels } from "../kernels/index.js";
 import { LayerRange, configFromGGUF, parseRange } from "../model/config.js";
@@ -278,13 +278,20 @@ export async function startGateway(o: GatewayFlags) {
   reportReachability("this gateway", lt);
   const t = withLinkDelay(lt);
   process.stderr.write(policyNotice("gateway", kind) + "\n");
-  const local = isRemote(o.model) ? (await openRemoteSlice(o.model, (g) => tensorsFor(g, [], true), progress("gateway tensors"))).path : o.model;
+  // a URL model: the gateway's tensors, and the layers it runs itself (--local-layers, --local-tail), by range requests
+  const ownLayers = (g: GGUFFile) => {
+    const L = configFromGGUF(g).nLayers, K = o.localLayers ?? 0, K2 = o.localTail ?? 0;
+    return [...(K > 0 ? [{ start: 0, end: Math.min(K, L) }] : []), ...(K2 > 0 ? [{ start: Math.max(0, L - K2), end: L }] : [])];
+  };
+  const local = isRemote(o.model) ? (await openRemoteSlice(o.model, (g) => tensorsFor(g, ownLayers(g), true), progress("gateway tensors"))).path : o.model;
   const content = await gatewayContent(o.model, local, progress("manifest"), { modelId: parseModelId(o.modelId), fromPeers: peerManifests(lt.discovery(), t, local) });
   const model = Model.gateway(local, { threads: o.threads });
   const gw = new Gateway(model, t, identity, {
     content,
     stepTimeoutMs: o.stepTimeout, dtype: parseDType(o.wire ?? o.dtype ?? "f32"), wirePack: parsePackMode(o.wirePack ?? "auto"), gate, localLayers: o.localLayers, localTail: o.localTail, discovery: lt.discovery(),
     verify: { mode: parseVerifyMode(o.verify ?? "audit"), auditRate: o.auditRate },
+    // judging a node takes its layers' weights: a URL model fetches them when first needed (checked against the manifest before use)
+    layerSource: isRemote(o.model) ? async (r) => void (await openRemoteSlice(o.model, (g) => tensorsFor(g, [r], false), progress(`layers ${r.start}-${r.end - 1} to judge a node`))) : undefined,
   });
   const mon = new SwarmMonitor(gw.view); // from the start, so it sees every node join
   await gw.start();

@@ -28,7 +28,7 @@ import { Router } from "./router.js";
 import { Sessions } from "./sessions.js";
 import { GatewayView, makeView } from "./view.js";
 import { PackMode } from "../wire.js";
-import { VerifyOptions, Verifier } from "./verify.js";
+import { VerifyOptions, Verifier, checkLayerBytes } from "./verify.js";
 import { RateLimiter } from "../limiter.js";
 
 export type { NodeEntry, SwarmEvent } from "./directory.js";
@@ -56,6 +56,9 @@ export interface GatewayOptions {
   probeRows?: number; // rows of the throughput probe (default 32)
   probeTimeoutMs?: number; // a probe's own deadline: one that stalls is priced this slow, not lost (default 10 s)
   verify?: VerifyOptions; // receipts, audits and strict mode (verify.ts; default: audit mode, 5% of sessions)
+  // Makes layers [start, end) readable in the model's file when it is a URL's
+  // sparse copy (range requests): for judging nodes. Local files hold them all.
+  layerSource?: (r: LayerRange) => Promise<void>;
 }
 
 export class Gateway implements LayerStack {
@@ -69,6 +72,7 @@ export class Gateway implements LayerStack {
   readonly content: ModelIdentity;
   readonly prober: Prober;
   readonly verifier: Verifier;
+  readonly layerSource?: (r: LayerRange) => Promise<void>;
   private recordTtlMs: number;
   private inputSeq = 0;
   private probeMs: number;
@@ -84,11 +88,15 @@ export class Gateway implements LayerStack {
     if (!Number.isInteger(K) || !Number.isInteger(K2) || K < 0 || K2 < 0 || K + K2 >= L)
       throw new LayerswarmError("BAD_ARGUMENT", `--local-layers ${K} and --local-tail ${K2} must leave at least one of the model's ${L} layers to the swarm`);
     this.log = logger(`gateway:${t.peerId.slice(-6)}`);
+    this.content = o.content ?? identityOf(model.file, computeManifestSync(model.file));
+    this.layerSource = o.layerSource;
+    // the gateway's own layers are the manifest's, byte for byte (a URL model's sparse copy must hold them)
+    if (K > 0) checkLayerBytes(model.file, this.content.layers, 0, K);
+    if (K2 > 0) checkLayerBytes(model.file, this.content.layers, L - K2, L);
     this.local = {
       head: K > 0 ? loadSlice(model.file, model.cfg, { start: 0, end: K }, model.kernels) : undefined,
       tail: K2 > 0 ? loadSlice(model.file, model.cfg, { start: L - K2, end: L }, model.kernels) : undefined,
     };
-    this.content = o.content ?? identityOf(model.file, computeManifestSync(model.file));
     const id = { layers: L, dim: model.cfg.dim, fingerprint: modelFingerprint(model.file, model.cfg), id: this.content.id, layerHashes: this.content.layers };
     this.dir = new NodeDirectory(id, o.gate ?? new PeerGate(), this.log);
     this.router = new Router(t, this.dir, { start: K, end: L - K2 }, this.log, o.loadTimeoutMs ?? 120_000);

@@ -27,6 +27,8 @@ import { RateLimiter } from "../limiter.js";
 import { LayerRange } from "../../model/config.js";
 import { SliceRuntime, Step } from "../../model/runtime.js";
 import { loadSlice } from "../../model/model.js";
+import { GGUFFile } from "../../format/gguf.js";
+import { hashTensor, layerHash } from "../../format/manifest.js";
 import { addressGroup } from "../addrgroup.js";
 import { Logger } from "../log.js";
 import { FraudProof, Receipt, checkFraudProof, hashEqual, openReceipt, rowHash, weightsDigest } from "../protocol/receipt.js";
@@ -305,6 +307,11 @@ export class Verifier {
     const gw = this.gw, dim = gw.model.cfg.dim;
     if (!this.local || this.local.start !== start || this.local.end !== end) {
       this.local = undefined;
+      // the judge's weights must be the model's: fetched where the file is a
+      // URL's sparse copy (range requests), and checked against the manifest
+      // (a judge with other or missing weights would find everyone wrong)
+      await gw.layerSource?.({ start, end });
+      checkLayerBytes(gw.model.file, gw.content.layers, start, end);
       this.local = { start, end, rt: loadSlice(gw.model.file, gw.model.cfg, { start, end } as LayerRange, gw.model.kernels, { maxSessions: 4, maxContext: gw.model.cfg.contextLength }) };
     }
     const rt = this.local.rt, session = `judge-${++this.localSeq}`;
@@ -509,3 +516,14 @@ export class Verifier {
 
 const sameBits = (a: Float32Array, b: Float32Array): boolean =>
   a.length === b.length && Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
+
+// Refuses layers [start, end) of `f` whose bytes are not the model's (BAD_FILE,
+// naming the layer): what this gateway computes with itself, to judge nodes or
+// to run its own first and last layers, must be exactly the manifest's weights.
+export function checkLayerBytes(f: GGUFFile, layers: readonly string[], start: number, end: number): void {
+  for (let i = start; i < end; i++) {
+    const got = layerHash(f, i, (n) => hashTensor(f, n));
+    if (got !== layers[i])
+      throw new LayerswarmError("BAD_FILE", `${f.path}: layer ${i}'s bytes hash to ${got.slice(0, 16)}…, the model's manifest says ${String(layers[i]).slice(0, 16)}… (not fetched, or another file)`);
+  }
+}
