@@ -74,6 +74,8 @@ describe("a faulty node process of each kind", () => {
     expect(gw.verifier.bans.has(F)).toBe(true);
     expect([...gw.verifier.bans.keys()]).toEqual([F]);
     expect(gw.view.nodes().find((n) => n.peer === F)?.state).toBe("banned");
+    const ban = gw.verifier.bans.get(F)!;
+    process.stdout.write(`verify.process: strict: ${fault}: banned after ${ban.steps} steps through it (${ban.by}${ban.proven ? ", proven" : ""}); ${gw.verifier.stats.disagreements} disagreements\n`);
   }, 120_000);
 
   it.each(KINDS)("audit, every session audited: %s — banned after its first session, later answers exact", async (fault) => {
