@@ -66,6 +66,8 @@ describe("observability endpoints", () => {
     }
     expect(after.get('layerswarm_audits_total{verdict="clean"}')).toBeGreaterThanOrEqual(1);
     expect(after.get("layerswarm_node_bans_total")).toBe(0);
+    // speculation's counters are there (this prompt's 20 tokens repeat no 2-gram, so nothing is drafted)
+    expect(after.get("layerswarm_spec_accepted_tokens_total")).toBeLessThanOrEqual(after.get("layerswarm_spec_drafted_tokens_total")!);
     const steps = [...after.keys()].filter((k) => k.startsWith("layerswarm_node_step_seconds_count"));
     expect(steps.length).toBe(3);
     expect([...after.entries()].filter(([k]) => k.startsWith("layerswarm_node_up")).map(([, v]) => v)).toEqual([1, 1, 1]);

@@ -22,6 +22,7 @@ import type { Context } from "hono";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { GatewayView, SwarmEvent } from "../swarm/gateway/index.js";
 import { EventStream, eventStream, json } from "./http.js";
+import { speculationStats } from "../model/model.js";
 
 const BUCKET_MS = 5000;
 const KEEP_BUCKETS = 120;
@@ -111,6 +112,21 @@ export class SwarmMonitor {
           this.inc({ verdict: "clean" }, finite(v.clean));
           this.inc({ verdict: "unverified" }, finite(v.unverified));
           this.inc({ verdict: "banned" }, Math.max(0, finite(v.audits - v.clean - v.unverified)));
+        },
+      }),
+      // speculation: what every generate() of this process drafted and how much of it the model confirmed
+      specDrafted: new Counter({
+        name: "layerswarm_spec_drafted_tokens_total", help: "Tokens drafted for speculative decoding (prompt lookup) and sent for verification.", registers,
+        collect() {
+          this.reset();
+          this.inc(speculationStats.drafted);
+        },
+      }),
+      specAccepted: new Counter({
+        name: "layerswarm_spec_accepted_tokens_total", help: "Drafted tokens the model confirmed (each saved one trip through the route).", registers,
+        collect() {
+          this.reset();
+          this.inc(speculationStats.accepted);
         },
       }),
       reroutes: new Counter({

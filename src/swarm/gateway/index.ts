@@ -107,6 +107,7 @@ export class Gateway implements LayerStack {
       replayDone: (id) => this.local.head?.dropSession(`${id}\u0000replay`),
       // every route's receipts are kept (also with --verify off: a request may still ask for strict mode)
       onEpoch: (owner, sid, route) => void this.verifier.ledger.open(owner, sid, route.map((r) => ({ peer: r.id, start: r.start, end: r.end }))),
+      onRollback: (sid, pos, receipts) => this.verifier.ledger.rollback(sid, pos, receipts)?.reason,
     });
     this.verifier = new Verifier(this, this.log, o.verify);
     this.pipe.checkReceipts = (sid, pos, T, sent, chain, returned) => {
@@ -269,6 +270,16 @@ export class Gateway implements LayerStack {
     });
     this.tailChains.set(st.session, done);
     return done;
+  }
+
+  // Forgets a session's positions >= pos everywhere: this gateway's own first
+  // and last layers, the history replays use, and every stage of its route
+  // (and of its strict-mode twin's).
+  async rollback(session: string, pos: number, signal?: AbortSignal): Promise<void> {
+    await this.tailChains.get(session)?.catch(() => {});
+    this.local.head?.rollback(session, pos);
+    this.local.tail?.rollback(session, pos);
+    await Promise.all([session, `${session}\u0000twin`].map((id) => this.sessions.rollback(id, pos, signal)));
   }
 
   async dropSession(id: string): Promise<void> {

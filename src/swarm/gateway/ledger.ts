@@ -17,7 +17,7 @@
 
 import { NUMERICS_VERSION } from "../protocol/version.js";
 import { DType } from "../protocol/frames.js";
-import { Receipt, hashEqual, parseReceipt, rowHash } from "../protocol/receipt.js";
+import { ROLLED_BACK, Receipt, hashEqual, parseReceipt, rowHash } from "../protocol/receipt.js";
 
 export interface Hop {
   peer: string;
@@ -162,6 +162,45 @@ export class ReceiptLedger {
     }
     e.upTo = Math.max(e.upTo, pos + T);
     e.steps++;
+    return undefined;
+  }
+
+  // The stages of epoch `sid` rolled it back to `pos` (speculation), each
+  // answering with its receipt withdrawing positions >= pos (`receipts`, per
+  // hop; none when the epoch holds no position >= pos). Each must be its
+  // stage's next, about the route's session, hop, layers, numerics, dtype and
+  // weights, with one entry: ROLLED_BACK at pos. Returns the break, or
+  // undefined (and then keeps them: audits read the epoch from position pos on
+  // as if those rows had never been sent).
+  rollback(sid: string, pos: number, receipts: readonly (Uint8Array | undefined)[]): ChainBreak | undefined {
+    const e = this.bySid.get(sid);
+    if (!e || e.upTo <= pos) return undefined;
+    const n = e.route.length, dtype = this.model.dtype(), parsed: Receipt[] = [];
+    const blame = (k: number, reason: string): ChainBreak => {
+      this.stats.breaks++;
+      return { sid, hop: k, peer: e.route[k].peer, reason, evidence: [], audit: false };
+    };
+    for (let k = 0; k < n; k++) {
+      const h = e.route[k], bytes = receipts[k];
+      if (!bytes) return blame(k, `hop ${k} answered a rollback to position ${pos} without its receipt`);
+      let r: Receipt;
+      try {
+        r = parseReceipt(bytes);
+      } catch (err) {
+        return blame(k, `rollback receipt of hop ${k}: ${(err as Error).message}`);
+      }
+      if (r.signer !== h.peer || r.session !== sid || r.hop !== k || r.start !== h.start || r.end !== h.end || r.numerics !== NUMERICS_VERSION || r.dtype !== dtype || !hashEqual(r.weights, this.model.weights(h.start, h.end)))
+        return blame(k, `hop ${k}'s rollback receipt is not its own for this session, hop, layers, numerics, dtype and weights`);
+      if (r.seq !== e.nextSeq[k]) return blame(k, `hop ${k} numbered its rollback receipt ${r.seq}, its next is ${e.nextSeq[k]}`);
+      if (r.entries.length !== 1 || r.entries[0].pos !== pos || r.entries[0].flags !== ROLLED_BACK)
+        return blame(k, `hop ${k}'s rollback receipt does not withdraw exactly the positions from ${pos} on`);
+      parsed.push(r);
+    }
+    for (let k = 0; k < n; k++) {
+      e.hops[k].push(parsed[k]);
+      e.nextSeq[k]++;
+    }
+    e.upTo = pos;
     return undefined;
   }
 }

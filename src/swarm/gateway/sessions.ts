@@ -7,12 +7,12 @@
 // after every lost node it finds; attempts that lose nobody are bounded.
 
 import { randomBytes } from "node:crypto";
-import { LayerswarmError } from "../../errors.js";
+import { LayerswarmError, throwIfAborted } from "../../errors.js";
 import { Step } from "../../model/runtime.js";
 import { Identity } from "../identity.js";
 import { Logger } from "../log.js";
 import { Stage } from "../placement.js";
-import { PROTOCOL_VERSION, signGrant } from "../protocol/index.js";
+import { PROTOCOL_VERSION, parseReceipt, signGrant } from "../protocol/index.js";
 import { request } from "../rpc.js";
 import { Transport } from "../transport.js";
 import { NodeDirectory } from "./directory.js";
@@ -52,6 +52,9 @@ export interface SessionOptions {
   replayInput: (sessionId: string, tokens: number[], pos: number) => Float32Array;
   replayDone: (sessionId: string) => void;
   onEpoch?: (owner: string, sid: string, route: Stage[]) => void; // a session has a new route (the receipt ledger follows it)
+  // the stages of epoch `sid` rolled it back to pos and signed these receipts (per hop): a reason to move the session, or undefined
+  onRollback?: (sid: string, pos: number, receipts: (Uint8Array | undefined)[]) => string | undefined;
+  rollbackTimeoutMs?: number; // default 10 s
 }
 
 export class Sessions {
@@ -242,6 +245,48 @@ export class Sessions {
     await Promise.all(replays);
     this.stats.replayedPositions += toks.length;
     this.dir.emit({ type: "replay", session: s.id, positions: toks.length, ms: Date.now() - t0 });
+  }
+
+  // Forgets a session's positions >= pos (speculation's rejected rows): in the
+  // history that replays rebuild caches from, and on every stage of its route,
+  // each of which signs a receipt withdrawing them. A stage that cannot (it
+  // fails, is gone, or its receipt does not hold) moves the session before its
+  // next step, which replays only the positions left: never a wrong token,
+  // only a slower one.
+  async rollback(id: string, pos: number, signal?: AbortSignal): Promise<void> {
+    const s = this.all.get(id);
+    if (!s) return;
+    if (s.recovering) await s.recovering.catch(() => {});
+    s.history = s.history.filter((h) => h.pos < pos).map((h) => (h.pos + h.tokens.length > pos ? { pos: h.pos, tokens: h.tokens.slice(0, pos - h.pos) } : h));
+    if (s.positions <= pos) return;
+    s.positions = pos;
+    if (s.stale || s.route.length === 0) return; // the next step moves it anyway
+    const wire = s.wire, route = s.route;
+    const why = await (async () => {
+      const receipts: (Uint8Array | undefined)[] = route.map(() => undefined);
+      for (const peer of new Set(route.map((r) => r.id))) {
+        const n = this.dir.get(peer);
+        if (n?.state !== "serving" || !n.record.capabilities.rollback) return `stage ${peer.slice(-8)} cannot roll back`;
+      }
+      await Promise.all([...new Set(route.map((r) => r.id))].map(async (peer) => {
+        throwIfAborted(signal);
+        const m = await request(this.t, peer, this.dir.get(peer)!.record.addrs, { type: "rollback", session: wire.sid, pos }, this.o.rollbackTimeoutMs ?? 10_000);
+        if (m.type !== "rolled-back") throw new LayerswarmError("BAD_MESSAGE", `answered "rollback" with "${m.type}"`);
+        for (const b64 of m.receipts) {
+          const bytes = Buffer.from(b64, "base64");
+          const hop = parseReceipt(bytes).hop; // the ledger checks the rest
+          if (route[hop]?.id === peer) receipts[hop] = bytes;
+        }
+      }));
+      return this.o.onRollback?.(wire.sid, pos, receipts);
+    })().catch((e: Error) => {
+      if ((e as LayerswarmError).code === "ABORTED") throw e;
+      return e.message;
+    });
+    if (why !== undefined && s.wire === wire) {
+      this.log("warn", "rollback failed: the session moves before its next step", { reason: why.slice(0, 200) });
+      s.stale = true;
+    }
   }
 
   // A node was banned: every session routed through it moves before its next step.

@@ -42,7 +42,7 @@ import {
 import { Caller, request, serveRequests } from "../rpc.js";
 import { RateLimiter } from "../limiter.js";
 import {
-  MAX_RECEIPT_ENTRIES, Receipt, ReceiptBody, RouteGrant, hashEqual, maxReceiptBytes, parseReceipt, receiptRoot, receiptSignedSync, receiptsOf, rowHashes, signReceipts, weightsDigest, wireRound,
+  MAX_RECEIPT_ENTRIES, ROLLED_BACK, ROW_HASH_BYTES, Receipt, ReceiptBody, RouteGrant, hashEqual, maxReceiptBytes, parseReceipt, receiptRoot, receiptSignedSync, receiptsOf, rowHashes, signReceipts, weightsDigest, wireRound,
 } from "../protocol/index.js";
 import { survey } from "../survey.js";
 import { accusationId } from "../protocol/proof.js";
@@ -315,7 +315,7 @@ export class SwarmNode {
       ranges: this.ranges(),
       capabilities: {
         numerics: NUMERICS_VERSION, backend: this.init.kernels.name, archs: [this.cfg.arch], dtypes: ["f32", "f16", "bf16"], codecs: ["planes"],
-        receipts: true, rollback: false, verifySteps: false,
+        receipts: true, rollback: true, verifySteps: false,
       },
       policy: this.init.policy ?? this.gate.kind,
       maxRows: this.limits.maxRows,
@@ -613,8 +613,13 @@ export class SwarmNode {
         for (const [gw, addrs] of this.gateways) if (gw !== from.peer) void request(this.t, gw, addrs, r, 5000).catch(() => {});
         return { type: "ok" };
       }
-      case "rollback":
-        throw new LayerswarmError("UNSUPPORTED", "this node does not roll sessions back yet (capability rollback: false)");
+      case "rollback": {
+        const s = this.sessions.get(r.session);
+        // not yours and not here get the same answer: session ids are not disclosed
+        if (!s || s.gateway !== from.peer) throw new LayerswarmError("UNKNOWN_SESSION", "no such session");
+        if (this.queues.get(s.id)?.length) throw new LayerswarmError("BUSY", "steps of this session are still queued here: roll back once their results are in");
+        return { type: "rolled-back", receipts: this.rollback(s, r.pos).map((x) => Buffer.from(x.bytes).toString("base64")) };
+      }
       case "manifest": {
         // for peers holding only part of the file: they check it against a model id they trust.
         // Tens of KB for a 100-byte ask: the allowed only, a few a peer and an address, encoded once.
@@ -629,6 +634,28 @@ export class SwarmNode {
       default:
         throw new LayerswarmError("UNSUPPORTED", `a node does not answer "${r.type}"`);
     }
+  }
+
+  // Forgets a session's positions >= pos (speculation's rejected rows): its
+  // caches and KV memory as if they had never been sent, its next step at pos,
+  // and per hop it serves that held them, a signed receipt whose one
+  // ROLLED_BACK entry at pos withdraws them (receipt.ts claimedRows).
+  private rollback(s: NodeSession, pos: number): Receipt[] {
+    // positions each slice held (a hop of ours fed by our own previous slice has no nextPos: it never came over the network)
+    const had = new Map(this.slices.map((sl) => [sl, (this.cheap.get(sl) ?? sl).rollback(s.id, pos)]));
+    const me = this.t.peerId, bodies: ReceiptBody[] = [], none = new Uint8Array(ROW_HASH_BYTES);
+    s.grant.grant.hops.forEach((hop, h) => {
+      if (hop.peer !== me) return;
+      const sl = this.slices.find((x) => x.range.start <= hop.start && hop.end <= x.range.end);
+      if (Math.max(sl ? had.get(sl)! : 0, s.nextPos?.[h] ?? 0) <= pos) return;
+      if (s.nextPos?.[h] !== undefined) s.nextPos[h] = Math.min(s.nextPos[h], pos);
+      bodies.push({
+        numerics: NUMERICS_VERSION, dtype: s.dtypes?.[h] ?? DType.F32, session: s.id, hop: h, start: hop.start, end: hop.end, weights: this.weightsOf(hop.start, hop.end),
+        seq: ((s.receiptSeq ??= {})[h] = (s.receiptSeq[h] ?? -1) + 1),
+        entries: [{ pos, flags: ROLLED_BACK, input: none, output: none }],
+      });
+    });
+    return signReceipts(bodies, this.identity);
   }
 
   private dropSession(id: string): void {
@@ -804,6 +831,7 @@ export class SwarmNode {
     if (f.pos !== next)
       throw new LayerswarmError(f.hop === 0 ? "BAD_ARGUMENT" : "FORBIDDEN", `a step at position ${f.pos} of hop ${f.hop}, where this session's next position is ${next}: positions only grow (going back takes a rollback)`);
     (s.nextPos ??= {})[f.hop] = f.pos + f.T;
+    (s.dtypes ??= {})[f.hop] = f.dtype; // what its receipts there say (a rollback's too)
     s.lastStep = Date.now();
     return { f: full!, s, from, ip, inHashes: checked!.inHashes, prev: checked!.prev };
   }

@@ -6,7 +6,7 @@
 // Pure bookkeeping: no networking, no model.
 
 import { LayerswarmError } from "../../errors.js";
-import { SignedGrant } from "../protocol/index.js";
+import { DType, SignedGrant } from "../protocol/index.js";
 
 export interface NodeSession {
   id: string; // 32 hex characters, chosen by the gateway
@@ -23,6 +23,7 @@ export interface NodeSession {
   // behind the gateway's back (and its receipts, so that an audit blamed this
   // node); going back takes a rollback, which its receipts state
   nextPos?: Record<number, number>;
+  dtypes?: Record<number, DType>; // per hop: how its rows travel (what its receipts state, a rollback's too)
 }
 
 export class SessionTable {

@@ -86,7 +86,9 @@ export const Request = z.discriminatedUnion("type", [
   z.object({ type: z.literal("load"), start: uint, end: uint }), // gateway -> node: please also serve these layers
   z.object({ type: z.literal("drop"), session: SessionIdText }), // owner gateway -> node: free this session
   z.object({ type: z.literal("progress"), reqs: z.array(uint).max(4096), ms: z.array(finiteNonNeg).max(4096) }), // node -> gateway
-  z.object({ type: z.literal("rollback"), session: SessionIdText, pos: uint }), // reserved: speculation (capability `rollback`)
+  // owner gateway -> node: forget the session's positions >= pos (speculation's rejected rows; capability `rollback`).
+  // Answered with "rolled-back": per hop the node serves that held positions >= pos, its receipt withdrawing them
+  z.object({ type: z.literal("rollback"), session: SessionIdText, pos: uint }),
   z.object({ type: z.literal("manifest") }), // anyone -> node: the model's manifest (checked by the asker against a model id it trusts)
   // node -> the session's gateway: the stage at `hop` sent step `req` with a receipt that does not match
   // the rows it sent, or that is not signed by it (BAD_RECEIPT); `receipt` is that receipt, in base64
@@ -101,6 +103,7 @@ export const Response = z.discriminatedUnion("type", [
   z.object({ type: z.literal("record"), record: NodeRecord }),
   z.object({ type: z.literal("manifest"), manifest: ManifestSchema }),
   z.object({ type: z.literal("holders"), holders: z.array(Holder).max(4096) }),
+  z.object({ type: z.literal("rolled-back"), receipts: z.array(ReceiptBase64).max(MAX_HOPS) }),
   z.object({ type: z.literal("error"), code: z.string().max(32), message: z.string().max(2000) }),
 ]);
 export type Response = z.infer<typeof Response>;
