@@ -196,7 +196,7 @@ async function runChoice(model: Model, stack: LayerStack, p: Params, job: Choice
   const opts = {
     maxTokens: job.maxTokens, temperature: p.temperature, topP: p.topP, seed: job.seed, signal,
     presencePenalty: p.presencePenalty, frequencyPenalty: p.frequencyPenalty, logitBias: p.logitBias, logprobs: p.logprobs,
-    logitsHook: c?.hook(job.maxTokens), verify: p.verify,
+    logitsHook: c?.hook(job.maxTokens), verify: p.verify, speculate: p.speculate,
   };
   for await (const t of generate(model, stack, job.prompt, opts)) {
     tokens++;

@@ -31,6 +31,7 @@ export interface Params {
   tools: ToolSpec[]; // chat only; [] when not given
   toolChoice: ToolChoice; // "none" without tools
   verify?: "strict"; // layerswarm: run every step on two disjoint routes of nodes, release only tokens both agree on
+  speculate?: "off" | "ngram"; // layerswarm: speculative decoding for this request (default: the server's); the tokens are the same either way
 }
 
 export interface EmbeddingParams {
@@ -198,7 +199,16 @@ export function parseParams(body: Record<string, unknown>, chat: boolean): Param
     tools,
     toolChoice: choice,
     verify: verifyParam(body),
+    speculate: speculateParam(body),
   };
+}
+
+// layerswarm's own field: "off" or "ngram" (prompt lookup); it changes the speed, never the tokens
+function speculateParam(body: Record<string, unknown>): "off" | "ngram" | undefined {
+  const v = body.speculate;
+  if (!given(v)) return undefined;
+  if (v !== "off" && v !== "ngram") throw bad("speculate", "'speculate' must be \"ngram\" (draft by prompt lookup, verify in one trip: the same tokens, faster) or \"off\"");
+  return v;
 }
 
 // layerswarm's own field: "strict" (or "audit", "off": the gateway's setting, which a request cannot lower)

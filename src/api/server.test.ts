@@ -7,7 +7,7 @@ import * as path from "node:path";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { synthesize } from "../format/synth.js";
-import { Model } from "../model/model.js";
+import { Model, speculationStats } from "../model/model.js";
 import { REPO, STORIES_GGUF, tmpDir } from "../testing/shared.js";
 import { DASHBOARD_CSP } from "./http.js";
 import { ApiOptions, ApiServer, json } from "./server.js";
@@ -148,11 +148,28 @@ describe("the API over stories260K", () => {
       ["stream_options", { include_usage: true }], // only with stream: true
       ["n", 129], ["n", 1.5], ["logit_bias", { abc: 1 }], ["logit_bias", { "512": 1 }], ["logit_bias", [1]], ["logprobs", true], ["top_logprobs", 2],
       ["prompt", []], ["prompt", [1, "a"]], ["prompt", [[1], []]], ["prompt", [[600]]], ["verify", "maybe"], ["verify", true],
+      ["speculate", "draft"], ["speculate", false],
     ];
     for (const [k, v] of bad) {
       const r = await post(`${url}/v1/completions`, { prompt: "Lily", [k]: v });
       expect(r.status, `${k}: ${JSON.stringify(v)}`).toBe(400);
       expect((await r.json()).error.param, `${k}: ${JSON.stringify(v)}`).toBe(k);
+    }
+  });
+
+  it("speculate: \"off\" and \"ngram\" answer the same text, sampled with a seed too; only ngram drafts", async () => {
+    const text = async (speculate: string | undefined, temperature: number) => {
+      const d0 = speculationStats.drafted;
+      const r = await post(`${url}/v1/completions`, { prompt: STORY + STORY + "Once upon", max_tokens: 40, temperature, seed: 3, ...(speculate ? { speculate } : {}) });
+      expect(r.status).toBe(200);
+      return { text: (await r.json()).choices[0].text as string, drafted: speculationStats.drafted - d0 };
+    };
+    for (const t of [0, 0.9]) {
+      const off = await text("off", t), on = await text("ngram", t), dflt = await text(undefined, t);
+      expect(off.drafted).toBe(0);
+      expect(on.drafted).toBeGreaterThan(0);
+      expect(on.text).toBe(off.text);
+      expect(dflt).toEqual(on);
     }
   });
 

@@ -54,6 +54,7 @@ export interface ApiOptions {
   onFirstToken?: (ms: number) => void;
   onError?: (status: number) => void;
   onActive?: (n: number) => void;
+  speculate?: "off" | "ngram"; // speculative decoding for requests that do not say (default: ngram where the stack can roll back)
 }
 
 type Env = { Bindings: HttpBindings; Variables: { requestId: string } };
@@ -277,6 +278,7 @@ export class ApiServer {
   // POST /v1/completions and /v1/chat/completions
   private async complete(c: Context<Env>, chat: boolean): Promise<Response> {
     const p = parseParams(await this.body(c), chat);
+    p.speculate ??= this.o.speculate;
     for (const t of p.logitBias.keys())
       if (t >= this.model.cfg.vocabSize) throw new HttpError(400, `'logit_bias' names token ${t}; the vocabulary is [0, ${this.model.cfg.vocabSize})`, "invalid_request_error", "logit_bias");
     const { prompts: rendered, out } = this.plan(p, chat);

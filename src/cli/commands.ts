@@ -15,6 +15,7 @@ import { ChatTemplate } from "../tokenizer/chat.js";
 
 export interface GenerateFlags {
   model?: string;
+  speculate?: "off" | "ngram";
   maxTokens: number;
   temperature: number;
   topP: number;
@@ -47,7 +48,7 @@ export async function generateCommand(prompt: string, o: GenerateFlags): Promise
   try {
     for await (const t of generate(model, stack, ids, {
       maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, topK: o.topK, minP: o.minP,
-      repetitionPenalty: o.repeatPenalty, seed: o.seed, chunkSize: o.chunk, signal: ac.signal,
+      repetitionPenalty: o.repeatPenalty, seed: o.seed, chunkSize: o.chunk, signal: ac.signal, speculate: o.speculate,
     })) {
       if (n++ === 0) first = performance.now();
       process.stdout.write(dec.push(t.id));

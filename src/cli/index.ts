@@ -21,6 +21,10 @@ function fraction(v: string): number {
   if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError(`"${v}" is not a fraction between 0 and 1`);
   return n;
 }
+function speculateMode(v: string): "off" | "ngram" {
+  if (v !== "off" && v !== "ngram") throw new InvalidArgumentError(`"${v}" is not off or ngram`);
+  return v;
+}
 function num(v: string): number {
   const n = Number(v);
   if (!Number.isFinite(n)) throw new InvalidArgumentError(`"${v}" is not a number`);
@@ -58,6 +62,7 @@ program
   .option("--chat", "send PROMPT as a user message through the model's chat template")
   .option("--stats", "print speed figures to stderr")
   .option("--nodes <n>", "run through a local swarm of N node processes", int)
+  .option("--speculate <mode>", "speculative decoding: ngram (the default: drafts by prompt lookup, verified in one trip through the layers; the same tokens, fewer trips) | off", speculateMode, "ngram")
   .action((prompt, o) => (o.nodes ? generateOverSwarm(prompt, o) : generateCommand(prompt, o)));
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -78,6 +83,7 @@ program
   .option("--swarm-key <key>", "pre-shared key (64 hex or a swarm.key file): a private swarm")
   .option("--local-layers <k>", "run the first K layers on the gateway: no node sees embedding rows", int, 0)
   .option("--local-tail <k>", "run the last K layers on the gateway: no node returns rows the head reads directly", int, 0)
+  .option("--speculate <mode>", "speculative decoding: ngram (the default: drafts by prompt lookup, verified in one trip through the layers; the same tokens, fewer trips) | off", speculateMode, "ngram")
   .option("--verify <mode>", "check the nodes: audit (the default: a share of sessions, and every session while a node is new here, re-computed by other nodes and compared exactly; cheats are banned with a proof) | strict (every step on two routes disjoint by peer and address; tokens released only when both agree bit for bit: twice the compute) | off", "audit")
   .option("--audit-rate <fraction>", "the share of sessions audited in audit mode", fraction, 0.05)
   .option("--cors-origin <origin>", "also let web pages from this origin call the API (repeatable; * for any)", collect)
@@ -140,6 +146,7 @@ program
   .option("--wire <t>", "hidden states on the wire: f32 (exact, the default) | bf16 | f16; bf16 and f16 round at every stage boundary, so their tokens depend on where the boundaries are: reproducible only for a fixed split")
   .option("--dtype <t>", "old name of --wire")
   .option("--wire-pack <mode>", "lossless packing of hidden states (byte planes, Huffman): auto (on links whose measured speed makes it pay) | always | never", "auto")
+  .option("--speculate <mode>", "speculative decoding: ngram (the default: drafts by prompt lookup, verified in one trip through the layers; the same tokens, fewer trips) | off", speculateMode, "ngram")
   .option("--verify <mode>", "check the nodes: audit (the default: a share of sessions, and every session while a node is new here, re-computed by other nodes and compared exactly; cheats are banned with a proof) | strict (every step on two routes disjoint by peer and address; tokens released only when both agree bit for bit: twice the compute) | off", "audit")
   .option("--audit-rate <fraction>", "the share of sessions audited in audit mode", fraction, 0.05)
   .action(gatewayCommand);

@@ -267,6 +267,7 @@ export interface GatewayFlags {
   corsOrigin?: string[];
   verify?: string; // off | audit | strict
   auditRate?: number;
+  speculate?: "off" | "ngram"; // for API requests that do not say
 }
 
 export async function startGateway(o: GatewayFlags) {
@@ -307,6 +308,7 @@ export async function serveApi(gw: Gateway, mon: SwarmMonitor, model: Model, o: 
     modelId: id, apiKey: o.apiKey, staticDir: WEB_DIR, corsOrigins: o.corsOrigin,
     onRequest: mon.onRequest, onTokens: mon.onTokens, onFirstToken: mon.onFirstToken, onError: mon.onError, onActive: (n) => (mon.activeRequests = n),
     routes: mon.routes(), // /v1/swarm, /v1/swarm/events, /metrics
+    speculate: o.speculate,
   });
   const port = await api.listen(o.port, o.host);
   process.stdout.write(JSON.stringify({ event: "api-ready", url: `http://${o.host}:${port}/v1`, port, peer: gw.peerId, gateway: dialable(gw) }) + "\n");
@@ -436,7 +438,7 @@ export async function generateOverSwarm(prompt: string, o: GenerateFlags & { nod
     await waitForLocalNodes(gw, children);
     const ids = o.chat ? ChatTemplate.fromGGUF(model.file, model.tokenizer).encode([{ role: "user", content: prompt }]) : model.tokenizer.encode(prompt, { addBos: o.bos ? undefined : false });
     const dec = new TextDecoderStream(model.tokenizer, ids.at(-1));
-    for await (const t of generate(model, gw, ids, { maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, topK: o.topK, minP: o.minP, repetitionPenalty: o.repeatPenalty, seed: o.seed, chunkSize: o.chunk }))
+    for await (const t of generate(model, gw, ids, { maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, topK: o.topK, minP: o.minP, repetitionPenalty: o.repeatPenalty, seed: o.seed, chunkSize: o.chunk, speculate: o.speculate }))
       process.stdout.write(dec.push(t.id));
     process.stdout.write(dec.flush() + "\n");
   } finally {
