@@ -7,7 +7,9 @@ import { afterEach, describe, expect, it } from "vitest";
 import { GenerateOptions, generate, speculationStats } from "../model/model.js";
 import { MemSwarm, memSwarm } from "../testing/memswarm.js";
 import { STORIES_GGUF, goldenIds } from "../testing/shared.js";
-import { ROLLED_BACK } from "./protocol/index.js";
+import { DType, NUMERICS_VERSION, ROLLED_BACK, ReceiptBody, openReceipt, rowHash, signReceipts, weightsDigest } from "./protocol/index.js";
+import { Identity } from "./identity.js";
+import { ReceiptLedger } from "./gateway/ledger.js";
 import { MemoryTransport } from "./memory.js";
 import { request } from "./rpc.js";
 
@@ -29,19 +31,78 @@ async function complete(s: MemSwarm, prompt: number[], opts: GenerateOptions, on
   return { ids: [...prompt, ...out], drafted: speculationStats.drafted - d0, accepted: speculationStats.accepted - a0 };
 }
 
-// Rollback receipts the gateway's ledger kept for a session, over all its epochs.
-const rolledBack = (s: MemSwarm, owner: string) =>
-  s.gw.verifier.ledger.epochs(owner).flatMap((e) => e.hops.flat()).filter((x) => x.entries.some((en) => en.flags & ROLLED_BACK)).length;
+// The rollback receipts the gateway's ledger accepts from now on (read as they
+// arrive: a session's receipts are forgotten once its audit is done).
+function acceptedRollbacks(s: MemSwarm): Uint8Array[] {
+  const led = s.gw.verifier.ledger, orig = led.rollback.bind(led), kept: Uint8Array[] = [];
+  led.rollback = (sid, pos, receipts) => {
+    const b = orig(sid, pos, receipts);
+    if (!b) for (const r of receipts) if (r) kept.push(r);
+    return b;
+  };
+  return kept;
+}
+
+describe("the ledger's rollback receipts", () => {
+  const dim = 4, sid = "cd".repeat(16), W = weightsDigest(["w"]);
+  const rows = (v: number) => new Float32Array(dim).fill(v);
+  const body = (hop: number, seq: number, entries: ReceiptBody["entries"]): ReceiptBody =>
+    ({ numerics: NUMERICS_VERSION, dtype: DType.F32, session: sid, hop, start: hop, end: hop + 1, weights: W, seq, entries });
+  const step = (hop: number, pos: number) => body(hop, pos, [{ pos, flags: 0, input: rowHash(pos, rows(hop + pos)), output: rowHash(pos, rows(hop + 1 + pos)) }]);
+  const back = (hop: number, seq: number, pos: number, flags = ROLLED_BACK) => body(hop, seq, [{ pos, flags, input: new Uint8Array(16), output: new Uint8Array(16) }]);
+
+  it("takes each stage's next receipt withdrawing exactly the positions from pos on, and nothing else", async () => {
+    const [A, B] = await Promise.all([Identity.generate(), Identity.generate()]);
+    const fresh = async () => {
+      const led = new ReceiptLedger({ weights: () => W, dtype: () => DType.F32 });
+      led.open("owner", sid, [{ peer: A.peerId, start: 0, end: 1 }, { peer: B.peerId, start: 1, end: 2 }]);
+      for (const pos of [0, 1, 2]) {
+        const [ra] = signReceipts([step(0, pos)], A), [rb] = signReceipts([step(1, pos)], B);
+        expect(led.check(sid, pos, 1, dim, rows(pos), [ra.bytes, rb.bytes], rows(2 + pos))).toBeUndefined();
+      }
+      return led;
+    };
+    const good = async () => [signReceipts([back(0, 3, 1)], A)[0].bytes, signReceipts([back(1, 3, 1)], B)[0].bytes];
+    const led = await fresh();
+    expect(led.rollback(sid, 3, [])).toBeUndefined(); // nothing at or after 3: nothing asked
+    expect(led.rollback(sid, 1, await good())).toBeUndefined();
+    expect(led.get(sid)!.upTo).toBe(1);
+    // the next step at position 1 is numbered after the rollback
+    const [ra] = signReceipts([body(0, 4, step(0, 1).entries)], A), [rb] = signReceipts([body(1, 4, step(1, 1).entries)], B);
+    expect(led.check(sid, 1, 1, dim, rows(1), [ra.bytes, rb.bytes], rows(3))).toBeUndefined();
+    const bad: [string, () => Promise<(Uint8Array | undefined)[]>, RegExp][] = [
+      ["a stage's receipt missing", async () => [(await good())[0], undefined], /hop 1 answered a rollback to position 1 without its receipt/],
+      ["not withdrawn (flags 0)", async () => [(await good())[0], signReceipts([back(1, 3, 1, 0)], B)[0].bytes], /does not withdraw exactly/],
+      ["another position", async () => [(await good())[0], signReceipts([back(1, 3, 2)], B)[0].bytes], /does not withdraw exactly/],
+      ["out of turn", async () => [(await good())[0], signReceipts([back(1, 5, 1)], B)[0].bytes], /numbered its rollback receipt 5, its next is 3/],
+      ["signed by another", async () => [(await good())[0], signReceipts([back(1, 3, 1)], A)[0].bytes], /not its own/],
+    ];
+    for (const [what, receipts, why] of bad) {
+      const l = await fresh();
+      expect(l.rollback(sid, 1, await receipts())?.reason, what).toMatch(why);
+      expect(l.get(sid)!.upTo, what).toBe(3); // nothing kept
+    }
+  });
+});
 
 describe("speculation over a swarm (in memory)", () => {
   it("greedy through 3 nodes: golden 1 and 4, drafts accepted and rejected, every rollback signed and accepted by the ledger", async () => {
     sw = await memSwarm(STORIES_GGUF, [r(0, 2), r(2, 4), r(4, 5)], { verify: { mode: "audit", auditRate: 1 } });
     const g1 = goldenIds("1"), g4 = goldenIds("4");
-    const a = await complete(sw, g1.slice(0, 5), { maxTokens: g1.length - 5, draftTokens: 4, session: "spec-a" });
+    const withdrawn = acceptedRollbacks(sw);
+    const a = await complete(sw, g1.slice(0, 5), { maxTokens: g1.length - 5, draftTokens: 4, });
     expect(a.ids).toEqual(g1);
     expect(a.accepted).toBeGreaterThan(0);
     expect(a.accepted).toBeLessThan(a.drafted);
-    expect(rolledBack(sw, "spec-a")).toBeGreaterThan(0);
+    // every rejected draft was withdrawn on all 3 stages, each by a receipt its node signed
+    expect(withdrawn.length).toBeGreaterThan(0);
+    expect(withdrawn.length % 3).toBe(0);
+    const peers = sw.transports.map((t) => t.peerId);
+    for (const x of withdrawn.slice(0, 6)) {
+      const r = await openReceipt(x); // the signature verifies with its signer's key
+      expect(peers).toContain(r.signer);
+      expect(r.entries.map((e) => e.flags)).toEqual([ROLLED_BACK]);
+    }
     const b = await complete(sw, [1], { maxTokens: g4.length - 1, draftTokens: 6 });
     expect(b.ids).toEqual(g4);
     await sw.gw.verifier.idle();
