@@ -126,6 +126,28 @@ describe("speculation over a swarm (in memory)", () => {
     }
   });
 
+  it("a gateway that runs the first and last layers itself rolls them back too: golden 1", async () => {
+    sw = await memSwarm(STORIES_GGUF, [r(1, 3), r(3, 4)], { localLayers: 1, localTail: 1 });
+    const want = goldenIds("1");
+    const withdrawn = acceptedRollbacks(sw);
+    // as on a node: the gateway's own slices take a step only at the end of the session's cache (a slice
+    // would rewrite silently from an earlier position: this fails if the gateway did not roll them back)
+    let checked = 0;
+    for (const slice of [sw.gw.local.head!, sw.gw.local.tail!]) {
+      const forward = slice.forward.bind(slice);
+      slice.forward = (steps, signal, layers) => {
+        for (const st of steps) if (!st.session.includes("\u0000")) expect(st.pos, "a step at the end of the cache").toBe(slice.sessions.get(st.session)?.length ?? 0), checked++;
+        return forward(steps, signal, layers);
+      };
+    }
+    const a = await complete(sw, want.slice(0, 5), { maxTokens: want.length - 5, draftTokens: 4 });
+    expect(a.ids).toEqual(want);
+    expect(a.accepted).toBeGreaterThan(0);
+    expect(withdrawn.length).toBeGreaterThan(0);
+    expect(checked).toBeGreaterThan(100);
+    expect(sw.gw.stats.recoveries).toBe(0);
+  });
+
   it("a node killed mid-answer: golden 1 all the same", async () => {
     sw = await memSwarm(STORIES_GGUF, [r(0, 2), r(2, 3), r(3, 4), r(4, 5), r(2, 3)], { stepTimeoutMs: 2000 });
     const want = goldenIds("1");
