@@ -28,7 +28,7 @@ async function oursDecode(file: string, threads: number) {
   const { model, stack } = Model.local(file, { threads });
   const prompt = promptTokens(16, model.cfg.vocabSize);
   let t1 = 0, n = 0;
-  for await (const _ of generate(model, stack, prompt, { maxTokens: nDecode + 1, stopAtEog: false })) {
+  for await (const _ of generate(model, stack, prompt, { maxTokens: nDecode + 1, stopAtEog: false, speculate: "off" })) {
     void _;
     if (n++ === 0) t1 = performance.now();
   }

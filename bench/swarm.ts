@@ -29,7 +29,7 @@ const DELAY = 20;
 async function decodeMsPerToken(model: Model, stack: Parameters<typeof generate>[1], n = 24, each?: number[]): Promise<number> {
   const prompt = promptTokens(8, model.cfg.vocabSize);
   let t1 = 0, k = 0, last = 0;
-  for await (const _ of generate(model, stack, prompt, { maxTokens: n + 1, stopAtEog: false })) {
+  for await (const _ of generate(model, stack, prompt, { maxTokens: n + 1, stopAtEog: false, speculate: "off" })) {
     void _;
     const now = performance.now();
     if (k++ === 0) t1 = now;
@@ -119,7 +119,7 @@ try {
       const t0 = performance.now();
       const counts = await Promise.all(Array.from({ length: n }, async (_, i) => {
         let k = 0;
-        for await (const _t of generate(sw4.model, sw4.gw, promptTokens(8 + i, sw4.model.cfg.vocabSize), { maxTokens: Number(a.get("tokens") ?? 32), stopAtEog: false })) k++;
+        for await (const _t of generate(sw4.model, sw4.gw, promptTokens(8 + i, sw4.model.cfg.vocabSize), { maxTokens: Number(a.get("tokens") ?? 32), stopAtEog: false, speculate: "off" })) k++;
         return k;
       }));
       const tps = (counts.reduce((x, y) => x + y, 0) * 1000) / (performance.now() - t0);

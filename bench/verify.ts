@@ -43,7 +43,7 @@ try {
       const t0 = performance.now();
       const counts = await Promise.all(Array.from({ length: SESSIONS }, async (_, i) => {
         let k = 0;
-        for await (const _t of generate(sw.model, sw.gw, promptTokens(8 + i + r, sw.model.cfg.vocabSize), { maxTokens: TOKENS, stopAtEog: false })) k++;
+        for await (const _t of generate(sw.model, sw.gw, promptTokens(8 + i + r, sw.model.cfg.vocabSize), { maxTokens: TOKENS, stopAtEog: false, speculate: "off" })) k++;
         return k;
       }));
       const t1 = performance.now();
@@ -66,7 +66,7 @@ try {
     for (const [name, mode] of [["plain", "off"], ["strict", "strict"]] as const) {
       v.mode = mode;
       let t1 = 0, k = 0;
-      for await (const _t of generate(sw.model, sw.gw, promptTokens(9 + r, sw.model.cfg.vocabSize), { maxTokens: TOKENS, stopAtEog: false })) if (k++ === 0) t1 = performance.now();
+      for await (const _t of generate(sw.model, sw.gw, promptTokens(9 + r, sw.model.cfg.vocabSize), { maxTokens: TOKENS, stopAtEog: false, speculate: "off" })) if (k++ === 0) t1 = performance.now();
       lat.get(name)!.push((performance.now() - t1) / (k - 1));
     }
   const med = (x: number[]) => [...x].sort((p, q) => p - q)[x.length >> 1];
