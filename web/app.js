@@ -54,6 +54,8 @@ function render(s) {
   const cov = $("#coverage");
   cov.textContent = s.coverage.covered ? "all layers covered" : "missing " + rangesText(s.coverage.missing, "");
   cov.className = "badge " + (s.coverage.covered ? "ok" : "bad");
+  const sp = s.totals.speculation;
+  if (sp) $("#spec").textContent = sp.drafted ? `${sp.accepted} / ${sp.drafted}` : "–";
   const v = s.totals.verify;
   if (v) {
     $("#verify").textContent = v.mode === "off" ? "not verifying nodes" : `${v.mode === "strict" ? "strict: every step on two routes" : "auditing"} · ${v.audits} audits · ${v.bans} banned`;

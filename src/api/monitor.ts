@@ -10,7 +10,7 @@
 //              nodes it sends to), batchMs, sessions, since}],
 //     coverage: {covered, missing: [{start, end}], perLayer: [count of serving nodes holding layer i]},
 //     sessions: [{id, epoch, positions, route: [{peer, start, end}], inflight: [{pos, T, stage, ms}], decoded, tokPerSec, ageMs}],
-//     totals: {tokens, requests, errors, activeRequests, tokPerSec, verify: {mode, audits, clean, bans, strictSteps, disagreements, ...}},
+//     totals: {tokens, requests, errors, activeRequests, tokPerSec, verify: {mode, audits, clean, bans, strictSteps, disagreements, ...}, speculation: {drafted, accepted}},
 //     series: [{t, tokPerSec, ttftMs}] (5-second buckets, last 10 minutes),
 //     events: [{t, type, ...}] (the last 100) }
 // GET /v1/swarm/events sends "snapshot" events (the object above, every second)
@@ -201,6 +201,7 @@ export class SwarmMonitor {
         activeRequests: this.activeRequests,
         tokPerSec: Math.round(tokPerSec * 10) / 10,
         verify: this.gw.totals().verify, // mode, audits, bans, strict steps and disagreements (gateway/verify.ts)
+        speculation: this.gw.totals().speculation, // tokens drafted and accepted (model.ts generate)
       },
       series: this.buckets.map((b) => ({ t: b.t, tokPerSec: Math.round((b.tokens / (BUCKET_MS / 1000)) * 10) / 10, ttftMs: b.ttftN ? Math.round(b.ttftSum / b.ttftN) : null })),
       events: this.events,

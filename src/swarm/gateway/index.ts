@@ -10,7 +10,7 @@
 import { LayerswarmError, throwIfAborted } from "../../errors.js";
 import { ModelIdentity, computeManifestSync, identityOf } from "../../format/manifest.js";
 import { LayerRange } from "../../model/config.js";
-import { LayerStack, Model, loadSlice } from "../../model/model.js";
+import { LayerStack, Model, loadSlice, speculationStats } from "../../model/model.js";
 import { SliceRuntime, Step } from "../../model/runtime.js";
 import { modelFingerprint } from "../node/index.js";
 import { Discovery } from "../discovery.js";
@@ -326,6 +326,7 @@ export class Gateway implements LayerStack {
     return {
       steps: this.pipe.stats.steps, timeouts: this.pipe.stats.timeouts, recoveries: this.sessions.stats.recoveries, replayedPositions: this.sessions.stats.replayedPositions, wire: this.pipe.wireView(),
       verify: { mode: this.verifier.mode, ...this.verifier.stats },
+      speculation: { drafted: speculationStats.drafted, accepted: speculationStats.accepted }, // this process's generate() calls
     };
   }
 
