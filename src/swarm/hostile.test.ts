@@ -374,7 +374,8 @@ describe("hostile peers, second round (found by review)", () => {
     let sent = 0;
     const flood = (async () => {
       for (let i = 0; i < 400; i++) {
-        await a.send(node.peerId, encodeStep(step(s, { req: i + 1, T: 8, hidden: new Float32Array(8 * DIM).fill(0.1), ext: i === 0 ? [{ kind: Ext.ROUTE_GRANT, data: g.bytes }] : [] })));
+        // at growing positions, as a session's steps are (a node refuses an earlier position again)
+        await a.send(node.peerId, encodeStep(step(s, { req: i + 1, pos: 8 * i, T: 8, hidden: new Float32Array(8 * DIM).fill(0.1), ext: i === 0 ? [{ kind: Ext.ROUTE_GRANT, data: g.bytes }] : [] })));
         sent++;
       }
     })();
