@@ -7,6 +7,7 @@ import { generateCommand, inspectCommand, convertCommand, synthCommand } from ".
 import * as path from "node:path";
 import { nodeMoveCommand } from "./control.js";
 import { stateDir } from "./paths.js";
+import { collect, configOptions, printSettings, withSettings } from "./config.js";
 import { supportedTypeNames } from "../format/quant.js";
 import { PRESETS } from "../format/presets.js";
 import { bootstrapCommand, gatewayCommand, generateOverSwarm, nodeCommand, runCommand, statusCommand } from "./swarm.js";
@@ -65,16 +66,14 @@ program
   .option("--speculate <mode>", "speculative decoding: ngram (the default: drafts by prompt lookup, verified in one trip through the layers; the same tokens, fewer trips) | off", speculateMode, "ngram")
   .action((prompt, o) => (o.nodes ? generateOverSwarm(prompt, o) : generateCommand(prompt, o)));
 
-const collect = (v: string, prev: string[] = []) => [...prev, v];
-
-program
-  .command("run")
-  .description("the main job: a gateway and N node processes on this machine, serving the OpenAI API")
+// The long-running commands' options, defined once: for the command itself and
+// for `layerswarm config <command>`, which prints what they resolve to.
+const runOptions = (c: Command) => c
   .option("-m, --model <file|url|hf:owner/repo/file>", "GGUF model: a file, an http(s) URL or hf:<owner>/<repo>/<file.gguf> (default: the built-in stories260K demo, a toy)")
   .option("--nodes <n>", "node processes", int, 3)
   .option("--port <port>", "HTTP port (0: any free port)", int, 8080)
   .option("--host <host>", "HTTP address", "127.0.0.1")
-  .option("--api-key <key>", "require this key (Authorization: Bearer KEY)", process.env.LAYERSWARM_API_KEY)
+  .option("--api-key <key>", "require this key (Authorization: Bearer KEY)")
   .option("--threads <k>", "compute threads per node", int, 1)
   .option("--step-timeout <ms>", "a step slower than this fails over to other nodes", int, 30_000)
   .option("--wire <t>", "hidden states on the wire: f32 (exact, the default) | bf16 | f16; bf16 and f16 round at every stage boundary, so their tokens depend on where the boundaries are: reproducible only for a fixed split")
@@ -86,12 +85,9 @@ program
   .option("--speculate <mode>", "speculative decoding: ngram (the default: drafts by prompt lookup, verified in one trip through the layers; the same tokens, fewer trips) | off", speculateMode, "ngram")
   .option("--verify <mode>", "check the nodes: audit (the default: a share of sessions, and every session while a node is new here, re-computed by other nodes and compared exactly; cheats are banned with a proof) | strict (every step on two routes disjoint by peer and address; tokens released only when both agree bit for bit: twice the compute) | off", "audit")
   .option("--audit-rate <fraction>", "the share of sessions audited in audit mode", fraction, 0.05)
-  .option("--cors-origin <origin>", "also let web pages from this origin call the API (repeatable; * for any)", collect)
-  .action((o) => runCommand({ ...o, listen: undefined, key: undefined }));
+  .option("--cors-origin <origin>", "also let web pages from this origin call the API (repeatable; * for any)", collect);
 
-program
-  .command("node")
-  .description("serve a slice of a model's layers to a swarm (or, with `node move`, move the one running here)")
+const nodeOptions = (c: Command) => c
   // required, but not as commander's requiredOption: it would be asked of `node move` too
   .option("-m, --model <file|url|hf:owner/repo/file>", "GGUF model (required); from a URL only this node's tensors are fetched (HTTP range requests, cached)")
   .option("--model-id <hex>", "the model's id (its manifest's hash, which nodes and gateways log at start), from someone you trust: the model file must be that model, and with a URL model its manifest is taken from any peer of the swarm that has it instead of streaming the file")
@@ -111,29 +107,18 @@ program
   .option("--rebalance <seconds>", "look about this often (jittered) whether moving to other layers would help the swarm, and move; off by default (0) because it balances by the speed and demand other nodes claim (a move gives up layers only where it checked another holder with a real step)", num, 0)
   .option("--drain-timeout <ms>", "a move lets live sessions finish this long, then hands them over by replay", int, 60_000)
   .option("--no-control", "no local control socket (then `layerswarm node move` cannot reach this node)")
-  .option("--wire-pack <mode>", "lossless packing of hidden states to next stages that take it: auto (where the link's measured speed makes it pay) | always | never", "auto")
-  .action(nodeCommand);
+  .option("--wire-pack <mode>", "lossless packing of hidden states to next stages that take it: auto (where the link's measured speed makes it pay) | always | never", "auto");
 
-program.commands.find((c) => c.name() === "node")!
-  .command("move")
-  .description("move the node running on this machine with this --key to other layers: it stops opening sessions on the old ones, lets live ones finish or hands them over, then loads the new ones")
-  .requiredOption("--layers <range>", "START:END, or auto (where the swarm's throughput is lowest relative to demand)")
-  .option("--key <file>", "the node's identity key (default: node.key in the state directory); its control socket lies beside it")
-  .option("--drain-timeout <ms>", "let live sessions finish this long, then hand them over by replay", int)
-  .option("--force", "move even if the old layers are then held by nobody else")
-  .action((o) => nodeMoveCommand({ ...o, key: o.key ?? path.join(stateDir(), "node.key") }));
-
-program
-  .command("gateway")
-  .description("find a swarm's nodes (DHT, mDNS, or nodes that --join it) and serve the OpenAI API")
-  .requiredOption("-m, --model <file|url|hf:owner/repo/file>", "GGUF model; from a URL only the embedding and head are fetched")
+const gatewayOptions = (c: Command) => c
+  // required, but checked by gatewayCommand: commander checks required options before a config file is read
+  .option("-m, --model <file|url|hf:owner/repo/file>", "GGUF model (required); from a URL only the embedding and head are fetched")
   .option("--model-id <hex>", "the model's id (its manifest's hash, which nodes and gateways log at start), from someone you trust: the model file must be that model, and with a URL model its manifest is taken from any peer of the swarm that has it instead of streaming the file")
   .option("--bootstrap <address>", "a peer of the swarm to start from: multiaddr (with or without /p2p/) or host:port (repeatable)", collect)
   .option("--no-mdns", "do not look for the swarm on the LAN by mDNS")
   .option("--listen <multiaddr>", "swarm address to listen on (repeatable; default: every interface, any port)", collect)
   .option("--port <port>", "HTTP port (0: any free port)", int, 8080)
   .option("--host <host>", "HTTP address", "127.0.0.1")
-  .option("--api-key <key>", "require this key (Authorization: Bearer KEY)", process.env.LAYERSWARM_API_KEY)
+  .option("--api-key <key>", "require this key (Authorization: Bearer KEY)")
   .option("--key <file>", "ed25519 identity, created if missing (default: gateway.key in the state directory)")
   .option("--swarm-key <key>", "pre-shared swarm key (64 hex or a swarm.key file)")
   .option("--allow <file>", "route only through the nodes whose peer ids this file lists (one per line)")
@@ -148,8 +133,42 @@ program
   .option("--wire-pack <mode>", "lossless packing of hidden states (byte planes, Huffman): auto (on links whose measured speed makes it pay) | always | never", "auto")
   .option("--speculate <mode>", "speculative decoding: ngram (the default: drafts by prompt lookup, verified in one trip through the layers; the same tokens, fewer trips) | off", speculateMode, "ngram")
   .option("--verify <mode>", "check the nodes: audit (the default: a share of sessions, and every session while a node is new here, re-computed by other nodes and compared exactly; cheats are banned with a proof) | strict (every step on two routes disjoint by peer and address; tokens released only when both agree bit for bit: twice the compute) | off", "audit")
-  .option("--audit-rate <fraction>", "the share of sessions audited in audit mode", fraction, 0.05)
+  .option("--audit-rate <fraction>", "the share of sessions audited in audit mode", fraction, 0.05);
+
+withSettings(runOptions(program.command("run")))
+  .description("the main job: a gateway and N node processes on this machine, serving the OpenAI API")
+  .action((o) => runCommand({ ...o, listen: undefined, key: undefined }));
+
+const node = withSettings(nodeOptions(program.command("node")))
+  .description("serve a slice of a model's layers to a swarm (or, with `node move`, move the one running here)")
+  .action(nodeCommand);
+
+withSettings(gatewayOptions(program.command("gateway")))
+  .description("find a swarm's nodes (DHT, mDNS, or nodes that --join it) and serve the OpenAI API")
   .action(gatewayCommand);
+
+// layerswarm config [node|gateway|run] [--config FILE] [flags]: each subcommand
+// takes its command's options and prints what they resolve to, and from where.
+const config = program.command("config").description("print the effective settings of node (the default), gateway or run and where each came from (flag, env, file, default)");
+for (const [name, define] of [["node", nodeOptions], ["gateway", gatewayOptions], ["run", runOptions]] as const) {
+  const c = configOptions(define(new Command(name)))
+    .description(`layerswarm ${name}'s settings`)
+    .option("--json", "as JSON");
+  c.action(function (this: Command, o: { json?: boolean }) {
+    printSettings(this, o);
+  });
+  config.addCommand(c, { isDefault: name === "node" });
+}
+
+node
+  .command("move")
+  .description("move the node running on this machine with this --key to other layers: it stops opening sessions on the old ones, lets live ones finish or hands them over, then loads the new ones")
+  .requiredOption("--layers <range>", "START:END, or auto (where the swarm's throughput is lowest relative to demand)")
+  .option("--key <file>", "the node's identity key (default: node.key in the state directory); its control socket lies beside it")
+  .option("--drain-timeout <ms>", "let live sessions finish this long, then hand them over by replay", int)
+  .option("--force", "move even if the old layers are then held by nobody else")
+  .action((o) => nodeMoveCommand({ ...o, key: o.key ?? path.join(stateDir(), "node.key") }));
+
 
 program
   .command("bootstrap")

@@ -185,7 +185,7 @@ function policyOf(o: { allow?: string; swarmKey?: string }): { gate: PeerGate; k
 }
 
 export async function nodeCommand(o: NodeFlags): Promise<void> {
-  if (!o.model) throw new LayerswarmError("BAD_ARGUMENT", "layerswarm node needs --model FILE (a GGUF file, an http(s) URL or hf:<owner>/<repo>/<file.gguf>)");
+  if (!o.model) throw new LayerswarmError("BAD_ARGUMENT", "layerswarm node needs --model FILE (a GGUF file, an http(s) URL or hf:<owner>/<repo>/<file.gguf>), or model in its config file");
   const join = (o.join ?? []).map(parseJoin);
   const bootstrap = (o.bootstrap ?? []).map(parseBootstrap);
   const { gate, kind } = policyOf(o);
@@ -317,6 +317,7 @@ export async function serveApi(gw: Gateway, mon: SwarmMonitor, model: Model, o: 
 }
 
 export async function gatewayCommand(o: GatewayFlags): Promise<void> {
+  if (!o.model) throw new LayerswarmError("BAD_ARGUMENT", "layerswarm gateway needs --model FILE (a GGUF file, an http(s) URL or hf:<owner>/<repo>/<file.gguf>), or model in its config file");
   await checkPort(o.port, o.host);
   checkWeightTypes(await modelHeader(o.model, progress("header")), o.model);
   const { gw, model, t, mon } = await startGateway({ ...o, listen: o.listen ?? LISTEN_ALL, mdns: o.mdns !== false });
@@ -347,9 +348,10 @@ export async function spawnLocalNodes(model: string, n: number, gw: Gateway, o: 
   const keys = path.join(stateDir(), "keys");
   const children = ranges.map((r, i) => {
     const args = [CLI, "node", "--model", model, "--join", joinAddr, "--no-mdns", "--listen", LISTEN_LOCAL[0], "--layers", `${r.start}:${r.end}`, "--threads", String(o.threads),
-      "--key", path.join(keys, `local-node-${i}.key`), "--name", `local-${i}`, "--rebalance", "0", "--no-control", ...(o.swarmKey ? ["--swarm-key", o.swarmKey] : []), ...(o.extra ?? [])];
+      "--key", path.join(keys, `local-node-${i}.key`), "--name", `local-${i}`, "--rebalance", "0", "--no-control", "--no-config", ...(o.swarmKey ? ["--swarm-key", o.swarmKey] : []), ...(o.extra ?? [])];
     // an IPC channel: a node started by `run` exits when its parent does, however the parent dies
-    const c = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit", "ipc"] });
+    // run configures its nodes itself: not from a node config file (LAYERSWARM_CONFIG names run's)
+    const c = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit", "ipc"], env: { ...process.env, LAYERSWARM_CONFIG: undefined } });
     c.stdout!.on("data", (d: Buffer) => {
       for (const line of d.toString().split("\n").filter(Boolean)) {
         try {
