@@ -239,8 +239,26 @@ export async function nodeCommand(o: NodeFlags): Promise<void> {
   const closeControl = control ? await serveControl(control, node) : () => {};
   process.stdout.write(JSON.stringify({ event: "node-ready", peer: t.peerId, addrs: dialable(t), ranges: node.ranges(), pid: process.pid, control }) + "\n");
   const stop = () => void node.stop().finally(() => (closeControl(), process.exit(0)));
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
+  // SIGTERM or SIGINT (a service manager stopping it, its owner's Ctrl-C):
+  // drain first (no new sessions, live ones finish or are handed over, the DHT
+  // record withdrawn), and exit by --drain-timeout; a second signal exits at once.
+  let leaving = false;
+  const leave = (signal: string) => {
+    if (leaving) {
+      process.stderr.write(`layerswarm: ${signal} again: stopping now\n`);
+      return stop();
+    }
+    leaving = true;
+    const drainMs = o.drainTimeout ?? 60_000;
+    process.stderr.write(`layerswarm: ${signal}: draining (no new sessions; live ones finish within ${drainMs / 1000} s or are handed over), then stopping; ${signal} again stops at once\n`);
+    const deadline = setTimeout(stop, drainMs + 10_000); // the drain's own deadline, plus telling gateways, may not hang on a peer
+    deadline.unref();
+    void node.leave({ drainMs })
+      .catch((e) => log("warn", "drain failed", { error: (e as Error).message }))
+      .finally(() => (closeControl(), process.stdout.write(JSON.stringify({ event: "node-stopped", peer: t.peerId }) + "\n", () => process.exit(0))));
+  };
+  process.on("SIGINT", () => leave("SIGINT"));
+  process.on("SIGTERM", () => leave("SIGTERM"));
   if (process.send) process.once("disconnect", stop); // started by `run`: die with it
 }
 

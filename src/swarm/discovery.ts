@@ -16,4 +16,8 @@ export interface Discovery {
   provide(keys: Uint8Array[], signal?: AbortSignal): Promise<void>;
   // The providers of a key, each at most once, as they are found.
   find(key: Uint8Array, signal?: AbortSignal): AsyncIterable<Provider>;
+  // Stop listing this peer as a provider of these keys, as far as it can: its
+  // own records at once; copies held by other peers lapse with DHT_VALIDITY_MS
+  // (a finder that asks the peer meanwhile hears that it drains, or nothing).
+  withdraw?(keys: Uint8Array[], signal?: AbortSignal): Promise<void>;
 }

@@ -674,6 +674,10 @@ export class Libp2pTransport implements Transport {
         }));
         if (told.some((n) => n === 0)) throw new LayerswarmError("UNREACHABLE", "no DHT peer took the provider record");
       },
+      // its own provider records go, and it republishes none; the copies other peers hold lapse
+      withdraw: async (keys: Uint8Array[], signal?: AbortSignal): Promise<void> => {
+        await Promise.all(keys.map((k) => dht.cancelReprovide(cidOf(k), { signal })));
+      },
       async *find(key: Uint8Array, signal?: AbortSignal): AsyncIterable<Provider> {
         const seen = new Set<string>();
         for await (const e of dht.findProviders(cidOf(key), { signal })) {

@@ -172,6 +172,7 @@ export class SwarmNode {
   private recent = new Map<string, number>(); // session -> time of its last step (batch window)
   // rebalancing (move): layers being given up, whom to tell, and the demand seen
   private draining: LayerRange[] = [];
+  private leaving = false; // leave() began: every layer drains, for good
   private moving = false; // one lock for moves and a peer's load (a load during a drain would take the new layers' memory)
   private rebalanceTimer?: NodeJS.Timeout;
   private checks?: HolderCheck; // other holders checked by a real step before they count as cover for a move
@@ -326,7 +327,7 @@ export class SwarmNode {
       },
       loading: this.loading,
       links: [...this.links].slice(0, 64).map(([peer, rttMs]) => ({ peer, rttMs })),
-      draining: this.draining.length ? this.draining.map((r) => ({ ...r })) : undefined,
+      draining: this.drainingNow().length ? this.drainingNow().map((r) => ({ ...r })) : undefined,
       demand: { rowsPerSec: Math.round(this.demand.rowsPerSec * 100) / 100 },
     };
   }
@@ -466,7 +467,7 @@ export class SwarmNode {
   // Decided by the node itself: if moving would ease the swarm's bottleneck
   // (placement.planMove: its layers stay held by others, the gain is clear), move.
   async rebalance(surveyMs = 10_000): Promise<LayerRange[] | undefined> {
-    if (this.moving || this.loadingNow || this.stopped || !this.slices.length || (!this.join.length && !this.init.discovery)) return undefined; // nothing says what others hold
+    if (this.moving || this.loadingNow || this.stopped || this.leaving || !this.slices.length || (!this.join.length && !this.init.discovery)) return undefined; // nothing says what others hold
     // at most one move of its own per window: a swarm of liars cannot keep it moving
     if (performance.now() - this.lastRebalanceMove < (this.init.rebalanceWindowMs ?? 30 * 60_000)) return undefined;
     const others = await this.holders(this.join, surveyMs);
@@ -555,15 +556,40 @@ export class SwarmNode {
     }
   }
 
+  // The layers it opens no new sessions on: those a move gives up, or all of them once it leaves.
+  private drainingNow(): LayerRange[] {
+    return this.leaving ? this.ranges() : this.draining;
+  }
+
+  // Leave the swarm without failing anyone's session (its operator's SIGTERM):
+  // every layer drains (the record says so: gateways open no new sessions
+  // here, and a stale one that tries is refused with the record), live
+  // sessions finish for up to drainMs and the rest are handed over (their
+  // gateways replay them exactly on other routes), it stops providing its
+  // keys in the DHT, and stops. A move under way is overtaken: its layers drain too.
+  async leave(o: { drainMs?: number; signal?: AbortSignal } = {}): Promise<void> {
+    if (this.leaving || this.stopped) return;
+    this.leaving = true;
+    clearTimeout(this.rebalanceTimer);
+    clearTimeout(this.provideTimer);
+    this.log("info", "leaving the swarm: draining", { ranges: this.ranges(), drainMs: o.drainMs ?? this.init.drainMs ?? 60_000 });
+    await this.tellGateways();
+    await this.drain(this.ranges(), o.drainMs ?? this.init.drainMs ?? 60_000, "session handed over: the node is stopping", o.signal);
+    await this.tellGateways(); // its sessions are gone: gateways can forget it before it goes
+    await this.init.discovery?.withdraw?.(providerKeys(modelFingerprint(this.file, this.cfg), this.ranges(), this.cfg.nLayers));
+    this.log("info", "left the swarm");
+    await this.stop();
+  }
+
   // Wait until no session uses these slices, or drainMs has passed; then evict those left.
-  private async drain(leaving: LayerRange[], drainMs: number): Promise<void> {
+  private async drain(leaving: LayerRange[], drainMs: number, why = "session handed over: the node is moving to other layers", signal?: AbortSignal): Promise<void> {
     const me = this.t.peerId;
     const using = () => [...this.sessions.values()].filter((s) =>
       s.grant.grant.hops.some((h) => h.peer === me && leaving.some((r) => r.start <= h.start && h.end <= r.end)));
     const until = Date.now() + drainMs;
-    while (using().length && Date.now() < until && !this.stopped) await new Promise((r) => setTimeout(r, 20));
+    while (using().length && Date.now() < until && !this.stopped && !signal?.aborted) await new Promise((r) => setTimeout(r, 20));
     const left = using();
-    for (const s of left) this.evict(s, "session handed over: the node is moving to other layers");
+    for (const s of left) this.evict(s, why);
     if (left.length) this.log("info", "handed sessions over", { sessions: left.length });
   }
 
@@ -592,6 +618,7 @@ export class SwarmNode {
         if (!this.gate.allowed(from.peer)) throw new LayerswarmError("FORBIDDEN", "this node serves only the gateways in its --allow list");
         if (this.loadingNow) throw new LayerswarmError("BUSY", "already loading layers");
         if (this.moving) throw new LayerswarmError("BUSY", "this node is moving to other layers; ask again once it has moved");
+        if (this.leaving) throw new LayerswarmError("BUSY", "this node is stopping");
         this.loadingNow = true;
         try {
           await this.loadRange({ start: r.start, end: r.end });
@@ -796,8 +823,8 @@ export class SwarmNode {
       const hop = g.grant.hops[f.hop];
       ctx.announce = !s; // a stale record sent it here: it hears the fresh one with the refusal
       this.checkRange(hop);
-      const leaving = this.draining.find((d) => d.start < hop.end && hop.start < d.end);
-      if (!s && leaving) throw new LayerswarmError("BUSY", `this node is moving away from layers [${leaving.start}, ${leaving.end}): it opens no new sessions there`);
+      const leaving = this.drainingNow().find((d) => d.start < hop.end && hop.start < d.end);
+      if (!s && leaving) throw new LayerswarmError("BUSY", this.leaving ? "this node is stopping: it opens no new sessions" : `this node is moving away from layers [${leaving.start}, ${leaving.end}): it opens no new sessions there`);
       ctx.announce = false;
       if (s) {
         if (s.gateway !== g.grant.gateway) throw new LayerswarmError("FORBIDDEN", "session id already in use");
