@@ -76,6 +76,12 @@ describe("layerswarm config", () => {
     expect(f.bootstrap).toMatchObject({ source: "env" });
   });
 
+  it("every long-running command has them: gateway, run and bootstrap too", () => {
+    expect(settings(["gateway"], { LAYERSWARM_PORT: "9000" }).port).toMatchObject({ value: 9000, source: "env" });
+    expect(settings(["run", "--nodes", "2"]).nodes).toMatchObject({ value: 2, source: "flag" });
+    expect(settings(["bootstrap"], { LAYERSWARM_LISTEN: "/ip4/0.0.0.0/tcp/4001" }).listen).toMatchObject({ value: ["/ip4/0.0.0.0/tcp/4001"], source: "env" });
+  });
+
   it("secrets are not printed", () => {
     const r = cli(["config", "gateway"], { LAYERSWARM_API_KEY: "sk-very-secret" });
     expect(r.stdout).toMatch(/api-key\s+\(set\)\s+env/);

@@ -105,7 +105,7 @@ const nodeOptions = (c: Command) => c
   .option("--allow <file>", "serve only the gateways whose peer ids this file lists (one per line)")
   .option("--name <name>", "a name shown on the dashboard")
   .option("--rebalance <seconds>", "look about this often (jittered) whether moving to other layers would help the swarm, and move; off by default (0) because it balances by the speed and demand other nodes claim (a move gives up layers only where it checked another holder with a real step)", num, 0)
-  .option("--drain-timeout <ms>", "a move lets live sessions finish this long, then hands them over by replay", int, 60_000)
+  .option("--drain-timeout <ms>", "a move, or a stop (SIGTERM), lets live sessions finish this long, then hands them over by replay", int, 60_000)
   .option("--no-control", "no local control socket (then `layerswarm node move` cannot reach this node)")
   .option("--wire-pack <mode>", "lossless packing of hidden states to next stages that take it: auto (where the link's measured speed makes it pay) | always | never", "auto");
 
@@ -140,17 +140,24 @@ withSettings(runOptions(program.command("run")))
   .action((o) => runCommand({ ...o, listen: undefined, key: undefined }));
 
 const node = withSettings(nodeOptions(program.command("node")))
-  .description("serve a slice of a model's layers to a swarm (or, with `node move`, move the one running here)")
+  .description("serve a slice of a model's layers to a swarm (or, with `node move`, move the one running here); SIGTERM or SIGINT drains it (no new sessions, live ones finish or are handed over) and it exits by --drain-timeout, a second signal at once")
   .action(nodeCommand);
 
 withSettings(gatewayOptions(program.command("gateway")))
   .description("find a swarm's nodes (DHT, mDNS, or nodes that --join it) and serve the OpenAI API")
   .action(gatewayCommand);
 
-// layerswarm config [node|gateway|run] [--config FILE] [flags]: each subcommand
+const bootstrapOptions = (c: Command) => c
+  .option("--listen <multiaddr>", "address to listen on, e.g. /ip4/0.0.0.0/tcp/4001 (repeatable; default: every interface, any port)", collect)
+  .option("--bootstrap <address>", "another peer of the swarm to connect to (repeatable)", collect)
+  .option("--key <file>", "ed25519 identity, created if missing (default: bootstrap.key in the state directory)")
+  .option("--swarm-key <key>", "pre-shared swarm key (64 hex or a swarm.key file)")
+  .option("--no-mdns", "do not announce this peer on the LAN by mDNS");
+
+// layerswarm config [node|gateway|run|bootstrap] [--config FILE] [flags]: each subcommand
 // takes its command's options and prints what they resolve to, and from where.
-const config = program.command("config").description("print the effective settings of node (the default), gateway or run and where each came from (flag, env, file, default)");
-for (const [name, define] of [["node", nodeOptions], ["gateway", gatewayOptions], ["run", runOptions]] as const) {
+const config = program.command("config").description("print the effective settings of node (the default), gateway, run or bootstrap and where each came from (flag, env, file, default)");
+for (const [name, define] of [["node", nodeOptions], ["gateway", gatewayOptions], ["run", runOptions], ["bootstrap", bootstrapOptions]] as const) {
   const c = configOptions(define(new Command(name)))
     .description(`layerswarm ${name}'s settings`)
     .option("--json", "as JSON");
@@ -170,14 +177,8 @@ node
   .action((o) => nodeMoveCommand({ ...o, key: o.key ?? path.join(stateDir(), "node.key") }));
 
 
-program
-  .command("bootstrap")
+withSettings(bootstrapOptions(program.command("bootstrap")))
   .description("run a peer that serves the swarm's DHT and relays for peers behind NATs, for nodes and gateways to --bootstrap from")
-  .option("--listen <multiaddr>", "address to listen on, e.g. /ip4/0.0.0.0/tcp/4001 (repeatable; default: every interface, any port)", collect)
-  .option("--bootstrap <address>", "another peer of the swarm to connect to (repeatable)", collect)
-  .option("--key <file>", "ed25519 identity, created if missing (default: bootstrap.key in the state directory)")
-  .option("--swarm-key <key>", "pre-shared swarm key (64 hex or a swarm.key file)")
-  .option("--no-mdns", "do not announce this peer on the LAN by mDNS")
   .action(bootstrapCommand);
 
 program
