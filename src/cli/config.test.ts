@@ -105,6 +105,27 @@ describe("layerswarm config", () => {
   });
 });
 
+describe("layerswarm run's own nodes", () => {
+  it("take no node settings from the environment: a LAYERSWARM_MAX_MEMORY meant for a node does not reach them", async () => {
+    // one byte of memory: a node that read it would refuse to start, and run with it
+    const c = spawn(process.execPath, [CLI, "run", "--nodes", "1", "--port", "0"], { stdio: ["ignore", "pipe", "pipe"], env: { ...cleanEnv(), LAYERSWARM_HOME: tmpDir(), LAYERSWARM_LOG: "warn", LAYERSWARM_MAX_MEMORY: "1" } });
+    let err = "";
+    c.stderr!.on("data", (d) => (err += d));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        let out = "";
+        c.stdout!.on("data", (d) => {
+          out += d;
+          if (out.includes('"api-ready"')) resolve();
+        });
+        c.once("exit", (code) => reject(new Error(`run exited (${code}) before api-ready:\n${err}`)));
+      });
+    } finally {
+      c.kill("SIGTERM");
+    }
+  }, 60_000);
+});
+
 describe("a node started only from a config file", () => {
   const stops: (() => unknown)[] = [];
   afterAll(async () => {

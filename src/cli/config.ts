@@ -149,7 +149,12 @@ export function applySettings(cmd: Command, env: NodeJS.ProcessEnv = process.env
 
 // Adds --config / --no-config to a command and fills its options from the
 // environment and the file just before its action runs.
+// The LAYERSWARM_<FLAG> variables of each command defined withSettings, by
+// command name: `run` keeps its operator's node variables from the nodes it starts.
+export const FLAG_VARIABLES = new Map<string, string[]>();
+
 export function withSettings(cmd: Command): Command {
+  FLAG_VARIABLES.set(cmd.name(), settable(cmd).map(envName));
   configOptions(cmd).hook("preAction", (self, action) => {
     if (self === action) applySettings(self);
   });

@@ -33,6 +33,7 @@ import { TextDecoderStream } from "../tokenizer/index.js";
 import { ChatTemplate } from "../tokenizer/chat.js";
 import { WEB_DIR, stateDir } from "./paths.js";
 import { controlPath, serveControl } from "./control.js";
+import { FLAG_VARIABLES } from "./config.js";
 import { checkWeightTypes, gatewayContent, modelHeader, nodeManifest, parseModelId, peerManifests, resolveModel } from "./model.js";
 import type { GenerateFlags } from "./commands.js";
 
@@ -368,8 +369,7 @@ export async function spawnLocalNodes(model: string, n: number, gw: Gateway, o: 
     const args = [CLI, "node", "--model", model, "--join", joinAddr, "--no-mdns", "--listen", LISTEN_LOCAL[0], "--layers", `${r.start}:${r.end}`, "--threads", String(o.threads),
       "--key", path.join(keys, `local-node-${i}.key`), "--name", `local-${i}`, "--rebalance", "0", "--no-control", "--no-config", ...(o.swarmKey ? ["--swarm-key", o.swarmKey] : []), ...(o.extra ?? [])];
     // an IPC channel: a node started by `run` exits when its parent does, however the parent dies
-    // run configures its nodes itself: not from a node config file (LAYERSWARM_CONFIG names run's)
-    const c = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit", "ipc"], env: { ...process.env, LAYERSWARM_CONFIG: undefined } });
+    const c = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit", "ipc"], env: localNodeEnv() });
     c.stdout!.on("data", (d: Buffer) => {
       for (const line of d.toString().split("\n").filter(Boolean)) {
         try {
@@ -383,6 +383,14 @@ export async function spawnLocalNodes(model: string, n: number, gw: Gateway, o: 
   const cleanup = () => children.forEach((c) => c.kill("SIGTERM"));
   process.once("exit", cleanup);
   return children;
+}
+
+// run configures its nodes itself, by flags: not from a node config file
+// (LAYERSWARM_CONFIG names run's) nor from LAYERSWARM_<FLAG> variables meant
+// for a node of the same shell (LAYERSWARM_BOOTSTRAP would take them to a public swarm).
+function localNodeEnv(): NodeJS.ProcessEnv {
+  const drop = new Set(["LAYERSWARM_CONFIG", ...(FLAG_VARIABLES.get("node") ?? [])]);
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !drop.has(k)));
 }
 
 export interface RunFlags extends GatewayFlags {
