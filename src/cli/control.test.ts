@@ -22,6 +22,12 @@ const node = () => {
       ranges = [to];
       return ranges;
     },
+    async pause(o: { drainMs?: number }) {
+      calls.push({ pause: o.drainMs });
+    },
+    async resume() {
+      calls.push({ resume: true });
+    },
   };
 };
 
@@ -36,7 +42,9 @@ describe.skipIf(process.platform === "win32")("node control socket", () => {
       expect(fs.statSync(sock).mode & 0o777).toBe(0o600);
       expect(await callControl(sock, { cmd: "status" })).toEqual({ ranges: [{ start: 0, end: 2 }] });
       expect(await callControl(sock, { cmd: "move", layers: "3:5", drainMs: 200 })).toEqual({ ranges: [{ start: 3, end: 5 }] });
-      expect(n.calls).toEqual([{ to: { start: 3, end: 5 }, drainMs: 200, force: undefined }]);
+      expect(await callControl(sock, { cmd: "pause", drainMs: 0 })).toEqual({ ranges: [{ start: 3, end: 5 }] });
+      expect(await callControl(sock, { cmd: "resume" })).toEqual({ ranges: [{ start: 3, end: 5 }] });
+      expect(n.calls).toEqual([{ to: { start: 3, end: 5 }, drainMs: 200, force: undefined }, { pause: 0 }, { resume: true }]);
       await expect(callControl(sock, { cmd: "move", layers: "auto" })).rejects.toMatchObject({ code: "BAD_ARGUMENT", message: expect.stringMatching(/refused: moving would leave layers \[0, 2\)/) });
       await expect(callControl(sock, { cmd: "move", layers: "5-3" })).rejects.toThrow(/must look like START:END/);
       await expect(callControl(sock, { cmd: "move", layers: "1:2", drainMs: -1 } as never)).rejects.toThrow(/control request: drainMs/);

@@ -22,12 +22,16 @@ export function controlPath(keyPath: string): string {
 const ControlRequest = z.discriminatedUnion("cmd", [
   z.object({ cmd: z.literal("move"), layers: z.string().max(32), drainMs: z.number().int().nonnegative().max(24 * 3600_000).optional(), force: z.boolean().optional() }),
   z.object({ cmd: z.literal("status") }),
+  z.object({ cmd: z.literal("pause"), drainMs: z.number().int().nonnegative().max(24 * 3600_000).optional() }),
+  z.object({ cmd: z.literal("resume") }),
 ]);
 export type ControlRequest = z.infer<typeof ControlRequest>;
 
 export interface Controlled {
   move(to: LayerRange | "auto", o: { drainMs?: number; force?: boolean }): Promise<LayerRange[]>;
   ranges(): LayerRange[];
+  pause(o: { drainMs?: number }): Promise<void>;
+  resume(): Promise<void>;
 }
 
 // Serve the node's control socket; returns a function that closes it.
@@ -58,6 +62,8 @@ export async function serveControl(path: string, node: Controlled): Promise<() =
       const r = ControlRequest.safeParse(JSON.parse(line));
       if (!r.success) throw new LayerswarmError("BAD_ARGUMENT", `control request: ${r.error.issues[0].path.join(".")}: ${r.error.issues[0].message}`);
       if (r.data.cmd === "status") return { ok: true, ranges: node.ranges() };
+      if (r.data.cmd === "pause") return await node.pause({ drainMs: r.data.drainMs }), { ok: true, ranges: node.ranges() };
+      if (r.data.cmd === "resume") return await node.resume(), { ok: true, ranges: node.ranges() };
       const to = r.data.layers === "auto" ? "auto" : parseRange(r.data.layers);
       return { ok: true, ranges: await node.move(to, { drainMs: r.data.drainMs, force: r.data.force }) };
     } catch (e) {
@@ -97,4 +103,18 @@ export async function nodeMoveCommand(o: { layers: string; key: string; drainTim
   if (o.layers !== "auto") parseRange(o.layers); // a clear error before asking
   const { ranges } = await callControl(controlPath(o.key), { cmd: "move", layers: o.layers, drainMs: o.drainTimeout, force: o.force });
   process.stdout.write(JSON.stringify({ event: "node-moved", ranges }) + "\n");
+}
+
+// `layerswarm node pause` / `resume`: the owner wants the machine back for a
+// while. Paused, the node opens no new sessions, lets live ones finish for
+// --drain-timeout and hands the rest over, but keeps its layers loaded and its
+// place in the swarm, so resume serves again at once.
+export async function nodePauseCommand(o: { key: string; drainTimeout?: number }): Promise<void> {
+  const { ranges } = await callControl(controlPath(o.key), { cmd: "pause", drainMs: o.drainTimeout });
+  process.stdout.write(JSON.stringify({ event: "node-paused", ranges }) + "\n");
+}
+
+export async function nodeResumeCommand(o: { key: string }): Promise<void> {
+  const { ranges } = await callControl(controlPath(o.key), { cmd: "resume" });
+  process.stdout.write(JSON.stringify({ event: "node-resumed", ranges }) + "\n");
 }

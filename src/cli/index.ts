@@ -5,7 +5,7 @@ import { Command, InvalidArgumentError } from "commander";
 import { LayerswarmError } from "../errors.js";
 import { generateCommand, inspectCommand, convertCommand, synthCommand } from "./commands.js";
 import * as path from "node:path";
-import { nodeMoveCommand } from "./control.js";
+import { nodeMoveCommand, nodePauseCommand, nodeResumeCommand } from "./control.js";
 import { stateDir } from "./paths.js";
 import { collect, configOptions, printSettings, withSettings } from "./config.js";
 import { supportedTypeNames } from "../format/quant.js";
@@ -175,6 +175,19 @@ node
   .option("--drain-timeout <ms>", "let live sessions finish this long, then hand them over by replay", int)
   .option("--force", "move even if the old layers are then held by nobody else")
   .action((o) => nodeMoveCommand({ ...o, key: o.key ?? path.join(stateDir(), "node.key") }));
+
+node
+  .command("pause")
+  .description("the node running on this machine with this --key stops opening sessions (its owner wants the machine back): live ones finish or are handed over, its layers stay loaded; `node resume` serves again")
+  .option("--key <file>", "the node's identity key (default: node.key in the state directory); its control socket lies beside it")
+  .option("--drain-timeout <ms>", "let live sessions finish this long, then hand them over by replay", int)
+  .action((o) => nodePauseCommand({ ...o, key: o.key ?? path.join(stateDir(), "node.key") }));
+
+node
+  .command("resume")
+  .description("a paused node opens sessions again")
+  .option("--key <file>", "the node's identity key (default: node.key in the state directory)")
+  .action((o) => nodeResumeCommand({ ...o, key: o.key ?? path.join(stateDir(), "node.key") }));
 
 
 withSettings(bootstrapOptions(program.command("bootstrap")))

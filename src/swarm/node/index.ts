@@ -173,6 +173,7 @@ export class SwarmNode {
   // rebalancing (move): layers being given up, whom to tell, and the demand seen
   private draining: LayerRange[] = [];
   private leaving = false; // leave() began: every layer drains, for good
+  private paused = false; // pause(): every layer drains until resume(); the slices stay loaded
   private moving = false; // one lock for moves and a peer's load (a load during a drain would take the new layers' memory)
   private rebalanceTimer?: NodeJS.Timeout;
   private checks?: HolderCheck; // other holders checked by a real step before they count as cover for a move
@@ -467,7 +468,7 @@ export class SwarmNode {
   // Decided by the node itself: if moving would ease the swarm's bottleneck
   // (placement.planMove: its layers stay held by others, the gain is clear), move.
   async rebalance(surveyMs = 10_000): Promise<LayerRange[] | undefined> {
-    if (this.moving || this.loadingNow || this.stopped || this.leaving || !this.slices.length || (!this.join.length && !this.init.discovery)) return undefined; // nothing says what others hold
+    if (this.moving || this.loadingNow || this.stopped || this.leaving || this.paused || !this.slices.length || (!this.join.length && !this.init.discovery)) return undefined; // nothing says what others hold
     // at most one move of its own per window: a swarm of liars cannot keep it moving
     if (performance.now() - this.lastRebalanceMove < (this.init.rebalanceWindowMs ?? 30 * 60_000)) return undefined;
     const others = await this.holders(this.join, surveyMs);
@@ -558,7 +559,7 @@ export class SwarmNode {
 
   // The layers it opens no new sessions on: those a move gives up, or all of them once it leaves.
   private drainingNow(): LayerRange[] {
-    return this.leaving ? this.ranges() : this.draining;
+    return this.leaving || this.paused ? this.ranges() : this.draining;
   }
 
   // Leave the swarm without failing anyone's session (its operator's SIGTERM):
@@ -581,13 +582,35 @@ export class SwarmNode {
     await this.stop();
   }
 
-  // Wait until no session uses these slices, or drainMs has passed; then evict those left.
-  private async drain(leaving: LayerRange[], drainMs: number, why = "session handed over: the node is moving to other layers", signal?: AbortSignal): Promise<void> {
+  // Its owner lends the machine back for a while (layerswarm node pause): as
+  // leave() does, but the slices stay loaded and it stays in the swarm, so
+  // resume() serves again at once. Resolves once its sessions are gone.
+  async pause(o: { drainMs?: number } = {}): Promise<void> {
+    if (this.leaving || this.stopped) throw new LayerswarmError("BUSY", "this node is stopping");
+    if (!this.paused) {
+      this.paused = true;
+      this.log("info", "paused: draining", { ranges: this.ranges() });
+      await this.tellGateways();
+    }
+    await this.drain(this.ranges(), o.drainMs ?? this.init.drainMs ?? 60_000, "session handed over: the node is paused by its owner", undefined, () => !this.paused);
+  }
+
+  async resume(): Promise<void> {
+    if (!this.paused) return;
+    this.paused = false;
+    this.log("info", "resumed", { ranges: this.ranges() });
+    await this.tellGateways();
+  }
+
+  // Wait until no session uses these slices, or drainMs has passed; then evict
+  // those left (none if cancelled meanwhile: a paused node resumed).
+  private async drain(leaving: LayerRange[], drainMs: number, why = "session handed over: the node is moving to other layers", signal?: AbortSignal, cancelled = () => false): Promise<void> {
     const me = this.t.peerId;
     const using = () => [...this.sessions.values()].filter((s) =>
       s.grant.grant.hops.some((h) => h.peer === me && leaving.some((r) => r.start <= h.start && h.end <= r.end)));
     const until = Date.now() + drainMs;
-    while (using().length && Date.now() < until && !this.stopped && !signal?.aborted) await new Promise((r) => setTimeout(r, 20));
+    while (using().length && Date.now() < until && !this.stopped && !signal?.aborted && !cancelled()) await new Promise((r) => setTimeout(r, 20));
+    if (cancelled()) return;
     const left = using();
     for (const s of left) this.evict(s, why);
     if (left.length) this.log("info", "handed sessions over", { sessions: left.length });
@@ -619,6 +642,7 @@ export class SwarmNode {
         if (this.loadingNow) throw new LayerswarmError("BUSY", "already loading layers");
         if (this.moving) throw new LayerswarmError("BUSY", "this node is moving to other layers; ask again once it has moved");
         if (this.leaving) throw new LayerswarmError("BUSY", "this node is stopping");
+        if (this.paused) throw new LayerswarmError("BUSY", "this node is paused by its owner");
         this.loadingNow = true;
         try {
           await this.loadRange({ start: r.start, end: r.end });
@@ -824,7 +848,7 @@ export class SwarmNode {
       ctx.announce = !s; // a stale record sent it here: it hears the fresh one with the refusal
       this.checkRange(hop);
       const leaving = this.drainingNow().find((d) => d.start < hop.end && hop.start < d.end);
-      if (!s && leaving) throw new LayerswarmError("BUSY", this.leaving ? "this node is stopping: it opens no new sessions" : `this node is moving away from layers [${leaving.start}, ${leaving.end}): it opens no new sessions there`);
+      if (!s && leaving) throw new LayerswarmError("BUSY", this.leaving ? "this node is stopping: it opens no new sessions" : this.paused ? "this node is paused by its owner: it opens no new sessions" : `this node is moving away from layers [${leaving.start}, ${leaving.end}): it opens no new sessions there`);
       ctx.announce = false;
       if (s) {
         if (s.gateway !== g.grant.gateway) throw new LayerswarmError("FORBIDDEN", "session id already in use");
