@@ -51,7 +51,9 @@ if (!skip.has("1")) {
   // rounds alternate between the two so that the machine's drift hits both alike; medians
   const local = Model.local(light, { threads: 1 });
   const L = local.model.cfg.nLayers;
-  const sw = await startSwarm(light, rangesOf([Math.floor(L / 2), L - Math.floor(L / 2)]));
+  // audits off: the gateway would recompute the first sessions itself (its nodes are new) while later rounds run;
+  // nodes still sign receipts and the gateway still checks every chain: their cost is in the figure
+  const sw = await startSwarm(light, rangesOf([Math.floor(L / 2), L - Math.floor(L / 2)]), { verify: { mode: "off" } });
   const a1: number[] = [], a2: number[] = [], t1: number[] = [], t2: number[] = [];
   const rounds = Number(a.get("hop-rounds") ?? 9);
   for (let r = 0; r < rounds; r++) {
