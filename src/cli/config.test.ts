@@ -5,10 +5,8 @@ import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { Gateway } from "../swarm/gateway/index.js";
-import { Identity } from "../swarm/identity.js";
-import { Libp2pTransport } from "../swarm/libp2p.js";
-import { Model, generate } from "../model/model.js";
+import { generate } from "../model/model.js";
+import { startTestGateway } from "../testing/swarm.js";
 import { REPO, STORIES_GGUF, goldenIds, tmpDir } from "../testing/shared.js";
 
 const CLI = path.join(REPO, "dist/src/cli/index.js");
@@ -133,11 +131,7 @@ describe("a node started only from a config file", () => {
   });
 
   it("serves a gateway, which then answers with the golden tokens", async () => {
-    const identity = await Identity.generate();
-    const t = await Libp2pTransport.create({ identity });
-    const model = Model.gateway(STORIES_GGUF);
-    const gw = new Gateway(model, t, identity, {});
-    await gw.start();
+    const { gw, model } = await startTestGateway(STORIES_GGUF);
     stops.push(() => gw.stop());
     const dir = tmpDir();
     const file = path.join(dir, "node.json");

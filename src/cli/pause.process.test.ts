@@ -5,12 +5,9 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { Gateway } from "../swarm/gateway/index.js";
-import { Identity } from "../swarm/identity.js";
-import { Libp2pTransport } from "../swarm/libp2p.js";
-import { Model, generate } from "../model/model.js";
+import { generate } from "../model/model.js";
 import { STORIES_GGUF, goldenIds, tmpDir } from "../testing/shared.js";
-import { CLI, spawnNode } from "../testing/swarm.js";
+import { CLI, spawnNode, startTestGateway } from "../testing/swarm.js";
 
 // asynchronously: the gateway in this process must go on hearing the node meanwhile
 const control = async (cmd: "pause" | "resume", key: string, ...extra: string[]) => {
@@ -27,11 +24,7 @@ describe("node pause and resume", () => {
 
   it("a paused node hands its session over and opens none; resumed, it serves again; every answer is exact", async () => {
     const WANT = goldenIds("4");
-    const identity = await Identity.generate();
-    const t = await Libp2pTransport.create({ identity });
-    const model = Model.gateway(STORIES_GGUF);
-    const gw = new Gateway(model, t, identity, {});
-    await gw.start();
+    const { gw, model } = await startTestGateway(STORIES_GGUF);
     stops.push(() => gw.stop());
     const dir = tmpDir();
     const keys = [path.join(dir, "a.key"), path.join(dir, "b.key")];

@@ -6,19 +6,12 @@ import { afterEach, describe, expect, it } from "vitest";
 import { generate } from "../model/model.js";
 import { STORIES_GGUF, goldenIds } from "../testing/shared.js";
 import { TestSwarm, startSwarm } from "../testing/swarm.js";
+import { until } from "../testing/wait.js";
 
 const exitOf = (p: ChildProcess) => new Promise<{ code: number | null; signal: string | null }>((resolve) => {
   if (p.exitCode !== null || p.signalCode !== null) return resolve({ code: p.exitCode, signal: p.signalCode });
   p.once("exit", (code, signal) => resolve({ code, signal }));
 });
-
-async function until(what: string, ok: () => boolean, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe("a node stopped with SIGTERM", () => {
   let sw: TestSwarm | undefined;
@@ -51,7 +44,7 @@ describe("a node stopped with SIGTERM", () => {
     const exited = exitOf(proc);
     proc.kill("SIGTERM");
     // its record says it drains every layer: the gateway opens no new sessions there
-    await until("the draining record", () => !!s.gw.serving().find((n) => n.record.peer === holder.record.peer)?.record.draining?.length);
+    await until(async () => !!s.gw.serving().find((n) => n.record.peer === holder.record.peer)?.record.draining?.length, 20_000, "the draining record");
     expect(s.gw.serving().find((n) => n.record.peer === holder.record.peer)!.record.draining).toEqual([{ start: 0, end: 5 }]);
     // a live session goes on where it was
     await take(20);
@@ -76,7 +69,7 @@ describe("a node stopped with SIGTERM", () => {
     const proc = s.nodes[0];
     const exited = exitOf(proc);
     proc.kill("SIGTERM");
-    await until("the draining record", () => !!s.gw.serving()[0]?.record.draining?.length);
+    await until(async () => !!s.gw.serving()[0]?.record.draining?.length, 20_000, "the draining record");
     expect(proc.exitCode).toBe(null);
     proc.kill("SIGINT");
     expect(await exited).toEqual({ code: 0, signal: null });

@@ -18,13 +18,10 @@ import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { generate } from "../model/model.js";
 import { Gateway, GatewayOptions } from "./gateway/index.js";
-import { Identity } from "./identity.js";
-import { Libp2pTransport } from "./libp2p.js";
-import { withLinkDelay } from "./delay.js";
 import { Model } from "../model/model.js";
 import { fineTune } from "../testing/finetune.js";
 import { STORIES_GGUF, goldenIds, tmpDir } from "../testing/shared.js";
-import { spawnNode } from "../testing/swarm.js";
+import { spawnNode, startTestGateway } from "../testing/swarm.js";
 import { ChildProcess } from "node:child_process";
 
 const WANT = goldenIds("4").slice(0, 33); // BOS, then 32 greedy tokens
@@ -41,12 +38,9 @@ afterEach(async () => {
 });
 
 async function gateway(opts: GatewayOptions): Promise<{ gw: Gateway; model: Model }> {
-  const identity = await Identity.generate();
-  const t = withLinkDelay(await Libp2pTransport.create({ identity }));
-  const model = Model.gateway(STORIES_GGUF);
-  gw = new Gateway(model, t, identity, { probeMs: 0, ...opts });
-  await gw.start();
-  return { gw, model };
+  const started = await startTestGateway(STORIES_GGUF, { probeMs: 0, ...opts });
+  gw = started.gw;
+  return started;
 }
 
 // Nodes started at once; returns their peer ids in the order given.

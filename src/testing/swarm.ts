@@ -45,12 +45,18 @@ export function spawnNode(model: string, join: string, layers: string, extra: st
   });
 }
 
-export async function startSwarm(modelPath: string, ranges: LayerRange[], opts: GatewayOptions = {}, nodeArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<TestSwarm> {
+// A gateway in this process, over libp2p on loopback, started: for node processes to --join.
+export async function startTestGateway(modelPath: string, opts: GatewayOptions = {}): Promise<{ gw: Gateway; model: Model }> {
   const identity = await Identity.generate();
   const t = withLinkDelay(await Libp2pTransport.create({ identity }));
   const model = Model.gateway(modelPath);
   const gw = new Gateway(model, t, identity, opts);
   await gw.start();
+  return { gw, model };
+}
+
+export async function startSwarm(modelPath: string, ranges: LayerRange[], opts: GatewayOptions = {}, nodeArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<TestSwarm> {
+  const { gw, model } = await startTestGateway(modelPath, opts);
   const started = await Promise.all(ranges.map((r) => spawnNode(modelPath, gw.addrs()[0], `${r.start}:${r.end}`, nodeArgs, env)));
   await gw.waitForCoverage(30_000);
   // every node registered
